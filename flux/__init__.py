@@ -1,0 +1,13 @@
+"""flux: write a layer once, as mathematics; flux derives, simplifies and compiles the rest."""
+from .checks import GradientCheckError, gradcheck
+from .layers.activations import Elementwise, abs, exp, log, relu, sigmoid, softplus, sqrt, square, tanh, σ
+from .model import Model
+from .symbolic import DefinitionError, concat, hadamard, param, state, total
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Model", "param", "state", "hadamard", "concat", "total",
+    "σ", "sigmoid", "tanh", "relu", "softplus", "exp", "log", "sqrt", "abs", "square", "Elementwise",
+    "gradcheck", "GradientCheckError", "DefinitionError",
+]

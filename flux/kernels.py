@@ -1,0 +1,172 @@
+"""A derivation → the text of one generated module: forward and backward kernels plus the metadata to call them.
+
+Forward computes the outputs and keeps the intermediates backward reads (the backward pass is written through
+forward values, e.g. σ′ = y ⊙ (1 − y), so y is kept rather than recomputed). Backward takes the upstream
+gradient Δ and those kept arrays, returns ∂L/∂input and adds Σₙ ∂L/∂W into each gradient array in place.
+"""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import sympy
+from sympy import MatrixSymbol, ZeroMatrix
+
+from .codegen import Argument, Result, form, generate_kernel_source, size_codes
+from .derive import matrix_children, topological_order
+from .program import Derivation
+
+RESERVED = {"N", "np", "real", "njit", "n", "j", "r", "c", "acc", "shift", "prange"}
+
+
+def identifier(name: str) -> str:
+    """A Python identifier for a (dotted) symbol name: "0.W" → "l0_W"."""
+    text = re.sub(r"\W", "_", name)
+    if text[0].isdigit():
+        text = "l" + text
+    if text in RESERVED or re.fullmatch(r"t\d+_?", text):
+        text += "_"
+    return text
+
+
+def kept_for_backward(derivation: Derivation, gradients: list) -> list:
+    """The forward nodes backward reads: walking down from each gradient, stop at the first forward node."""
+    forward_nodes = set(topological_order(derivation.outputs))
+    leaves = set(derivation.inputs) | set(derivation.params.values())
+    kept, seen = [], set()
+    stack = list(gradients)
+    while stack:
+        node = stack.pop()
+        if node in seen or node in leaves:
+            continue
+        seen.add(node)
+        cheap = isinstance(node, sympy.Transpose) and node.arg in leaves
+        if node in forward_nodes and not cheap:
+            kept.append(node)
+        else:
+            stack.extend(matrix_children(node))
+    order = {node: i for i, node in enumerate(topological_order(derivation.outputs))}
+    return sorted(kept, key=order.get)
+
+
+def generate_module_source(derivation: Derivation, dtype, key: str) -> str:
+    """The complete text of the module holding a model's kernels."""
+    if derivation.states:
+        from .recurrence import generate_recurrent_module_source
+
+        return generate_recurrent_module_source(derivation, dtype, key)
+    dtype = np.dtype(dtype)
+    inputs = [Argument(x, identifier(x.name), True) for x in derivation.inputs]
+    params = [Argument(p, identifier(name), False) for name, p in derivation.params.items()]
+    input_gradients = [derivation.gradients[x.name] for x in derivation.inputs]
+    param_gradients = [derivation.gradients[p.name] for p in derivation.params.values()]
+    kept = [k for k in kept_for_backward(derivation, input_gradients + param_gradients) if k not in derivation.outputs]
+    batched_inputs = set(derivation.inputs)
+
+    def batched(node) -> bool:
+        return node in batched_inputs or any(batched(c) for c in matrix_children(node))
+
+    for k, output in enumerate(derivation.outputs):
+        if not batched(output):
+            raise TypeError(f"{derivation.name}: output {k} does not depend on the input, so it has no batch")
+    output_names = ["y"] if len(derivation.outputs) == 1 else [f"y{k}" for k in range(1, len(derivation.outputs) + 1)]
+    named = dict(zip(derivation.outputs, output_names))
+    named.update({node: f"kept{k}" for k, node in enumerate(kept, 1)})
+
+    forward = generate_kernel_source(
+        "forward", inputs + params,
+        [Result(named[o], o) for o in derivation.outputs] + [Result(named[k], k) for k in kept],
+        doc="; ".join(f"{named[o]} = {sympy.sstr(o)}" for o in derivation.outputs),
+    )
+
+    def as_symbol(expr):
+        replacements = {node: MatrixSymbol(name, *node.shape) for node, name in named.items()}
+        return expr.xreplace(replacements)
+
+    deltas = [Argument(d, identifier(d.name), True) for d in derivation.upstream]
+    saved = [Argument(MatrixSymbol(named[n], *n.shape), named[n], batched(n)) for n in derivation.outputs + kept]
+    gradient_arrays = [Argument(MatrixSymbol(f"grad_{a.name}", *a.symbol.shape), f"grad_{a.name}", False) for a in params]
+    zero_inputs = [i for i, g in enumerate(input_gradients) if isinstance(g, ZeroMatrix)]
+    results = [
+        Result(f"grad_{a.name}", as_symbol(g)) for i, (a, g) in enumerate(zip(inputs, input_gradients))
+        if i not in zero_inputs
+    ]
+    results += [
+        Result(f"grad_{a.name}", as_symbol(g), mode="accumulate", into=f"grad_{a.name}")
+        for a, g in zip(params, param_gradients)
+    ]
+    backward = generate_kernel_source(
+        "backward", deltas + inputs + params + saved + gradient_arrays, results,
+        doc="∂L/∂inputs returned, Σₙ ∂L/∂params added into grad_*",
+    )
+    metadata = {
+        "model": derivation.name,
+        "dtype": dtype.name,
+        "inputs": [x.name for x in derivation.inputs],
+        "params": list(derivation.params),
+        "outputs": len(derivation.outputs),
+        "kept": len(kept),
+        "zero_input_gradients": zero_inputs,
+    }
+    return module_text(derivation, dtype, key, metadata, [forward, backward], params, inputs)
+
+
+def module_text(derivation: Derivation, dtype, key: str, metadata: dict, kernels: list, params, inputs) -> str:
+    """Header, helpers and kernels of a generated module."""
+    maths = "\n".join(f"    {sympy.sstr(o)}" for o in derivation.outputs)
+    checks = shape_checks(params, inputs)
+    jitted = "\n\n".join(f"@njit(cache=True, nogil=True)\n{k}" for k in kernels)
+    return f'''# flux-module-key: {key}
+"""flux kernels for {derivation.name} ({dtype.name}), generated from its maths:
+
+{maths}
+
+Generated by flux; regenerated when the maths changes. Do not edit.
+"""
+import numpy as np
+from numba import njit
+
+real = np.{dtype.name}
+
+METADATA = {metadata!r}
+
+
+{checks}
+
+
+{jitted}
+
+# end of generated module
+'''
+
+
+def shape_checks(params: list[Argument], inputs: list[Argument]) -> str:
+    """Plain-Python helpers: the feature size each input must have, and the parameters' mutual consistency."""
+    names = ", ".join(a.name for a in params)
+    sizes = size_codes(params)
+    expected = []
+    for x in inputs:
+        dim = x.symbol.shape[0]
+        code = str(dim.xreplace({s: sympy.Symbol(sizes[s]) for s in dim.free_symbols})) if all(
+            s in sizes for s in dim.free_symbols) else "None"
+        expected.append(code)
+    lines = [f"def input_sizes({names}):", '    """The feature size each input must have (None: any)."""',
+             f"    return ({', '.join(expected)}{',' if len(expected) == 1 else ''})", "", "",
+             f"def check_params({names}):", '    """Raise ValueError naming the parameters whose sizes disagree."""']
+    first: dict = {}
+    for a in params:
+        rows, cols = a.symbol.shape
+        axes = [(rows, 0)] if cols == 1 else [(rows, 0), (cols, 1)]
+        for dim, axis in axes:
+            if not isinstance(dim, sympy.Symbol):
+                continue
+            if dim in first:
+                other, other_axis = first[dim]
+                lines.append(f"    if {a.name}.shape[{axis}] != {other.name}.shape[{other_axis}]:")
+                lines.append(f"        raise ValueError(f\"{a.symbol.name} has {{{a.name}.shape[{axis}]}} along axis {axis} "
+                             f"but {other.symbol.name} has {{{other.name}.shape[{other_axis}]}} along axis {other_axis}; "
+                             f"both are the dimension {dim}\")")
+            else:
+                first[dim] = (a, axis)
+    lines.append("    return None")
+    return "\n".join(lines)

@@ -1,0 +1,1 @@
+"""Built-in layers, written in the same syntax as user layers."""

@@ -1,0 +1,236 @@
+"""Model: a function with parameters that can be differentiated.
+
+    y  = model(x)        # forward; keeps what backward needs
+    dx = model.back(Δ)   # returns ∂L/∂x and adds Σₙ ∂L/∂W into model.grads["W"]
+    model.update(lr=0.1) # W ← W − lr·∂L/∂W for every parameter, then gradients are zeroed
+
+A Model holds arrays and nothing clever. Its maths (`derivation`) and compiled kernels (`kernels`) belong to its
+structure — class, configuration, sub-models — and are computed once and shared by every instance.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import numpy as np
+
+from .symbolic import Param, State, is_symbolic, signature_inputs
+
+DEFAULT_DTYPE = np.float32
+
+
+class ModelClass(type):
+    """The type of model classes. It exists so that a class itself renders its maths in a notebook:
+    IPython looks `_repr_latex_` up on the type of the object shown, and the object here is the class."""
+
+    def _repr_latex_(cls) -> str | None:
+        from .display import class_latex
+
+        return class_latex(cls)
+
+    @property
+    def derivation(cls):
+        """The class's maths and derived gradients (SymPy expressions), traced with symbolic sizes."""
+        from .program import derivation_of
+
+        return derivation_of(cls)
+
+    @property
+    def kernels(cls):
+        """The class's compiled program (float32): `.forward`, `.backward`, each with `.source`."""
+        from .program import program_of
+
+        return program_of(cls, DEFAULT_DTYPE)
+
+
+class Model(metaclass=ModelClass):
+    """Base class: declare parameters with `flux.param`, write `forward` in maths."""
+
+    def __init__(self, *, dtype: Any = None, **values: Any):
+        cls = type(self)
+        self.__dict__.update(_params={}, _grads={}, _states={}, _tape=None, _program=None, _has_grads=False)
+        self.dtype = np.dtype(dtype or DEFAULT_DTYPE)
+        if self.dtype.kind != "f" or self.dtype.itemsize not in (4, 8):
+            raise TypeError(f"{cls.__name__}: dtype must be float32 or float64, got {self.dtype}")
+        declared, slots = cls.declared_params(), cls.declared_slots()
+        unknown = sorted(set(values) - set(declared) - set(slots))
+        if unknown:
+            raise TypeError(f"{cls.__name__} has no parameter or sub-model {', '.join(unknown)}; "
+                            f"it declares {', '.join(list(declared) + list(slots)) or 'none'}")
+        for name, slot in slots.items():
+            sub = values.get(name)
+            if not isinstance(sub, slot):
+                raise TypeError(f"{cls.__name__} needs {name}= an instance of {slot.__name__}, got {sub!r}")
+            self.__dict__[name] = sub
+        for name, spec in declared.items():
+            if name not in values:
+                raise TypeError(f"{cls.__name__} needs the parameter {name} "
+                                f"(shape {' × '.join(map(str, spec.dims))}): pass {name}=array")
+            self._assign_param(name, values[name])
+        self._check_param_sizes()
+
+    # ---- declarations ---------------------------------------------------------------------------------
+
+    @classmethod
+    def declared_params(cls) -> dict[str, Param]:
+        return _declared(cls, Param)
+
+    @classmethod
+    def declared_states(cls) -> dict[str, State]:
+        return _declared(cls, State)
+
+    @classmethod
+    def declared_slots(cls) -> dict[str, type]:
+        """Sub-models declared in the class body as `a = Perceptron`."""
+        slots = {}
+        for klass in reversed(cls.__mro__):
+            for name, value in vars(klass).items():
+                if isinstance(value, type) and issubclass(value, Model) and not name.startswith("_"):
+                    slots[name] = value
+        return slots
+
+    @classmethod
+    def input_names(cls) -> list[str]:
+        return signature_inputs(cls.forward)
+
+    def structure_config(self) -> tuple:
+        """What besides the class and sub-models decides the maths (e.g. an activation). Override with care."""
+        return ()
+
+    def named_submodels(self) -> list[tuple[str, "Model"]]:
+        return [(name, self.__dict__[name]) for name in type(self).declared_slots()]
+
+    def adopt_submodels(self, views: dict) -> None:
+        """Tracing hook: replace sub-models by their symbolic views."""
+        self.__dict__.update(views)
+
+    def forward(self, *inputs):
+        raise NotImplementedError(f"{type(self).__name__} must define forward(self, x)")
+
+    # ---- parameters -----------------------------------------------------------------------------------
+
+    def _assign_param(self, name: str, value: Any) -> None:
+        spec = type(self).declared_params()[name]
+        array = np.array(value, dtype=self.dtype, copy=True, order="C") if not is_symbolic(value) else value
+        if not is_symbolic(value) and array.ndim != len(spec.dims):
+            raise ValueError(f"{type(self).__name__}: parameter {name} must have {len(spec.dims)} dimension(s) "
+                             f"({' × '.join(map(str, spec.dims))}), got shape {array.shape}")
+        self.__dict__["_params"][name] = array
+        if not is_symbolic(value):
+            self.__dict__["_grads"][name] = np.zeros_like(array)
+
+    def _check_param_sizes(self) -> None:
+        sizes: dict = {}
+        for name, spec in type(self).declared_params().items():
+            for axis, dim in enumerate(spec.dims):
+                actual = self._params[name].shape[axis]
+                expected = dim if isinstance(dim, int) else sizes.setdefault(dim, (actual, name))[0]
+                if actual != expected:
+                    owner = sizes.get(dim, (None, "its declaration"))[1]
+                    raise ValueError(f"{type(self).__name__}: parameter {name} has {actual} along {dim!r} "
+                                     f"(axis {axis}) but {owner} has {expected}")
+
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        """Every parameter array, by dotted name (own first, then sub-models in order)."""
+        return dict(self._walk("_params"))
+
+    @property
+    def grads(self) -> dict[str, np.ndarray]:
+        """The accumulated gradient of every parameter, by dotted name."""
+        return dict(self._walk("_grads"))
+
+    def _walk(self, field: str) -> Iterator[tuple[str, np.ndarray]]:
+        yield from self.__dict__[field].items()
+        for name, sub in self.named_submodels():
+            for key, value in sub._walk(field):
+                yield f"{name}.{key}", value
+
+    def zero_grad(self) -> None:
+        for g in self.grads.values():
+            g.fill(0)
+        self._set_has_grads(False)
+
+    def _set_has_grads(self, value: bool) -> None:
+        self.__dict__["_has_grads"] = value
+        for _, sub in self.named_submodels():
+            sub._set_has_grads(value)
+
+    def update(self, optimiser: Any = None, *, lr: float | None = None) -> None:
+        """Apply the accumulated gradients (W ← W − lr·∂L/∂W, or with an optimiser), then zero them."""
+        if not self.__dict__["_has_grads"]:
+            raise RuntimeError(f"{type(self).__name__}.update: no gradient has been accumulated since the last "
+                               "update; call model(x) and model.back(Δ) first")
+        if optimiser is None and lr is None:
+            raise TypeError(f"{type(self).__name__}.update needs an optimiser or lr=")
+        if optimiser is not None:
+            optimiser.apply(self)
+        else:
+            for name, p in self.params.items():
+                p -= self.dtype.type(lr) * self.grads[name]
+        self.zero_grad()
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(p.size for p in self.params.values())
+
+    # ---- maths and kernels ----------------------------------------------------------------------------
+
+    @property
+    def derivation(self):
+        """This model's maths and derived gradients (shared by every model of the same structure)."""
+        from .program import derivation_of
+
+        return derivation_of(self)
+
+    @property
+    def kernels(self):
+        """This model's compiled program for its dtype: `.forward`, `.backward`, each with `.source`."""
+        program = self.__dict__["_program"]
+        if program is None:
+            from .program import program_of
+
+            program = program_of(self, self.dtype)
+            program.check_params(*self.params.values()) if self.params else None
+            self.__dict__["_program"] = program
+        return program
+
+    # ---- running --------------------------------------------------------------------------------------
+
+    def __call__(self, *inputs: Any) -> Any:
+        if self.__dict__.get("_tracing") or any(is_symbolic(x) for x in inputs):
+            return self.forward(*inputs)
+        from .runtime import run_forward
+
+        return run_forward(self, inputs)
+
+    def back(self, Δ: Any) -> Any:
+        """Back-propagate Δ = ∂L/∂y: return ∂L/∂x and add Σₙ ∂L/∂W into `grads`."""
+        from .runtime import run_backward
+
+        return run_backward(self, Δ)
+
+    def __repr__(self) -> str:
+        from .display import model_text
+
+        return model_text(self)
+
+    def _repr_latex_(self) -> str | None:
+        from .display import model_latex
+
+        return model_latex(self)
+
+
+def _declared(cls: type, kind: type) -> dict:
+    found = {}
+    for klass in reversed(cls.__mro__):
+        for name, value in vars(klass).items():
+            if isinstance(value, kind):
+                found[name] = value
+    return found
+
+
+def submodels_of(model) -> list:
+    """(name, sub-model) pairs of an instance, or (name, sub-model class) pairs of a class."""
+    if isinstance(model, type):
+        return list(model.declared_slots().items())
+    return model.named_submodels()

@@ -1,0 +1,106 @@
+"""Running compiled kernels on NumPy arrays: checks first, then one kernel call, never a half-done update.
+
+The public API is batch-first: an input is (N, features) or a single sample (features,). Everything is checked
+before a kernel runs (type, rank, feature size, dtype), so an error leaves parameters and gradients untouched.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def as_input_array(model, name: str, value: Any, size: int | None, *, role: str = "input") -> np.ndarray:
+    """A C-contiguous (N, k) array of the model's dtype, or a clear error naming the model and the symbol."""
+    model_name = type(model).__name__
+    array = value if isinstance(value, np.ndarray) else np.asarray(value)
+    if array.dtype.kind != "f":
+        raise TypeError(f"{model_name}: {role} {name} must be a floating-point array, got dtype {array.dtype}"
+                        + (" (convert it with .astype(np.float32) if that is what you mean)"
+                           if array.dtype.kind in "iub" else ""))
+    if array.ndim not in (1, 2):
+        expected = f"(N, {size}) or ({size},)" if size is not None else "(N, features) or (features,)"
+        raise ValueError(f"{model_name}: {role} {name} must have shape {expected}, got shape {array.shape}")
+    if size is not None and array.shape[-1] != size:
+        raise ValueError(f"{model_name}: {role} {name} must have {size} features along its last axis, "
+                         f"got shape {array.shape}")
+    if array.ndim == 1:
+        array = array[None, :]
+    return to_dtype(model_name, name, array, model.dtype, role)
+
+
+def to_dtype(model_name: str, name: str, array: np.ndarray, dtype: np.dtype, role: str) -> np.ndarray:
+    """Convert to the model's float type; refuse a narrowing that would turn finite values into ±inf."""
+    if array.dtype == dtype and array.flags.c_contiguous:
+        return array
+    converted = np.ascontiguousarray(array, dtype=dtype)
+    if array.dtype.itemsize > dtype.itemsize and not np.isfinite(converted).all():
+        overflow = np.isfinite(array) & ~np.isfinite(converted)
+        if overflow.any():
+            raise ValueError(f"{model_name}: {role} {name} has values too large for {dtype} "
+                             f"(e.g. {array[overflow].flat[0]!r}); the model computes in {dtype}")
+    return converted
+
+
+def run_forward(model, inputs: tuple) -> Any:
+    """y = model(x…): check the inputs, run the forward kernel, keep what backward needs."""
+    program = model.kernels
+    metadata = program.metadata
+    names = metadata["inputs"]
+    if len(inputs) != len(names):
+        raise TypeError(f"{type(model).__name__} takes {len(names)} input(s) ({', '.join(names)}), got {len(inputs)}")
+    params = list(model.params.values())
+    sizes = program.input_sizes(*params)
+    arrays = [as_input_array(model, n, x, s) for n, x, s in zip(names, inputs, sizes)]
+    batch = arrays[0].shape[0]
+    for n, a in zip(names[1:], arrays[1:]):
+        if a.shape[0] != batch:
+            raise ValueError(f"{type(model).__name__}: input {n} has batch size {a.shape[0]} but {names[0]} has {batch}")
+    single = all(np.ndim(x) == 1 for x in inputs)
+    results = program.forward.function(*arrays, *params)
+    model.__dict__["_tape"] = (arrays, results, single)
+    outputs = results[: metadata["outputs"]]
+    if single:
+        outputs = tuple(o[0] for o in outputs)
+    return outputs[0] if len(outputs) == 1 else outputs
+
+
+def run_backward(model, Δ: Any) -> Any:
+    """dx = model.back(Δ): add Σₙ ∂L/∂W into the gradients and return ∂L/∂x."""
+    model_name = type(model).__name__
+    tape = model.__dict__.get("_tape")
+    if tape is None:
+        raise RuntimeError(f"{model_name}.back: there is no forward pass to back-propagate through; call "
+                           f"{model_name.lower()}(x) first (each forward pass can be back-propagated once)")
+    arrays, results, single = tape
+    program = model.kernels
+    metadata = program.metadata
+    outputs = results[: metadata["outputs"]]
+    deltas = Δ if isinstance(Δ, (tuple, list)) and metadata["outputs"] > 1 else (Δ,)
+    if len(deltas) != len(outputs):
+        raise TypeError(f"{model_name}.back takes one gradient per output ({len(outputs)}), got {len(deltas)}")
+    checked = []
+    for k, (d, out) in enumerate(zip(deltas, outputs)):
+        label = "Δ" if len(outputs) == 1 else f"Δ_{k + 1}"
+        expected_shape = out.shape[1:] if single else out.shape
+        d = d if isinstance(d, np.ndarray) else np.asarray(d)
+        if d.dtype.kind != "f":
+            raise TypeError(f"{model_name}.back: {label} must be a floating-point array, got dtype {d.dtype}")
+        if d.shape != expected_shape:
+            raise ValueError(f"{model_name}.back: {label} must have the output's shape {expected_shape}, got {d.shape}")
+        checked.append(to_dtype(model_name, label, d.reshape(out.shape), model.dtype, "gradient"))
+    params = list(model.params.values())
+    grads = list(model.grads.values())
+    returned = program.backward.function(*checked, *arrays, *params, *results, *grads)
+    model.__dict__["_tape"] = None
+    model._set_has_grads(True)
+    input_gradients, k = [], 0
+    for i, a in enumerate(arrays):
+        if i in metadata["zero_input_gradients"]:
+            input_gradients.append(np.zeros_like(a))
+        else:
+            input_gradients.append(returned[k])
+            k += 1
+    if single:
+        input_gradients = [g[0] for g in input_gradients]
+    return input_gradients[0] if len(input_gradients) == 1 else tuple(input_gradients)

@@ -1,0 +1,233 @@
+"""The language layers are written in, and tracing: running `forward` on SymPy symbols.
+
+    class Perceptron(flux.Model):
+        W = flux.param("m", "n")
+        b = flux.param("m")
+        def forward(self, x):
+            return σ(self.W * x + self.b)
+
+Declared dimensions are named, so the maths exists before any sizes do. Tracing gives every parameter a
+MatrixSymbol (W ∈ ℝ^{m×n}, b ∈ ℝ^{m×1}), every input a column vector x ∈ ℝ^{n_x×1} whose size is found by
+unification (`shapes.py`), and sub-models' symbols dotted names ("a.W") and suffixed dimensions (m_a).
+"""
+from __future__ import annotations
+
+import inspect
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+class DefinitionError(TypeError):
+    """A model's `forward` cannot be turned into maths flux can derive and compile."""
+
+
+class Param:
+    """A declared parameter: `W = flux.param("m", "n")` is a matrix W ∈ ℝ^{m×n}; one dim gives a vector."""
+
+    def __init__(self, *dims: str | int, init: str | None = None):
+        if len(dims) not in (1, 2):
+            raise TypeError(f"flux.param takes one or two dimensions, got {dims!r}")
+        self.dims = tuple(dims)
+        self.init = init
+        self.name = ""
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, instance, owner):
+        if instance is None:
+            return self
+        return instance.__dict__["_params"][self.name]
+
+    def __set__(self, instance, value):
+        instance._assign_param(self.name, value)
+
+    def __repr__(self):
+        return f"param({', '.join(map(repr, self.dims))})"
+
+
+class State:
+    """A time-indexed state: read before assignment in `forward` it is h[t−1], assigned it becomes h[t]."""
+
+    def __init__(self, *dims: str | int, learnable: bool = False):
+        if len(dims) != 1:
+            raise TypeError(f"flux.state takes one dimension (states are vectors), got {dims!r}")
+        self.dims = tuple(dims)
+        self.learnable = learnable
+        self.name = ""
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, instance, owner):
+        if instance is None:
+            return self
+        return instance.__dict__["_states"][self.name]
+
+    def __set__(self, instance, value):
+        instance.__dict__["_states"][self.name] = value
+
+    def __repr__(self):
+        return f"state({self.dims[0]!r})"
+
+
+def param(*dims: str | int, init: str | None = None) -> Param:
+    """Declare a parameter with named dimensions: `W = flux.param("m", "n")`."""
+    return Param(*dims, init=init)
+
+
+def state(*dims: str | int, learnable: bool = False) -> State:
+    """Declare a recurrent state with a named dimension: `hidden = flux.state("h")`."""
+    return State(*dims, learnable=learnable)
+
+
+def hadamard(a, b):
+    """The elementwise (Hadamard) product a ⊙ b, on symbols or arrays."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return np.multiply(a, b)
+    from sympy import HadamardProduct
+
+    return HadamardProduct(a, b)
+
+
+def concat(*parts):
+    """Stack column vectors: [a; b; …] (per sample), on symbols or arrays (batch-first: along axis −1)."""
+    if all(isinstance(p, np.ndarray) for p in parts):
+        return np.concatenate(parts, axis=-1)
+    from sympy import BlockMatrix
+
+    return BlockMatrix([[p] for p in parts])
+
+
+def total(x):
+    """Σᵢ xᵢ per sample: a (1, 1) matrix."""
+    if isinstance(x, np.ndarray):
+        return x.sum(axis=-1, keepdims=True)
+    from .nodes import Total
+
+    return Total(x)
+
+
+@dataclass
+class Trace:
+    """A model's maths: symbols in, expressions out, for one step (recurrent models: one time step)."""
+
+    inputs: list  # MatrixSymbols, per sample column vectors
+    params: dict  # dotted name → MatrixSymbol
+    states: list  # (dotted name, h[t−1] symbol, h[t] expression)
+    outputs: list  # expressions
+    rigid_dims: set = field(default_factory=set)
+
+
+def dim_symbol(dim: str | int, path: str):
+    import sympy
+
+    if isinstance(dim, int):
+        return sympy.Integer(dim)
+    return sympy.Symbol(dim if not path else f"{dim}_{path.replace('.', '')}", positive=True, integer=True)
+
+
+def symbolic_view(model, path: str, trace: Trace):
+    """An object of the model's class whose parameters are MatrixSymbols, ready for `forward` to run on."""
+    import sympy
+
+    cls = model if isinstance(model, type) else type(model)
+    view = cls.__new__(cls)
+    if not isinstance(model, type):
+        view.__dict__.update({k: v for k, v in model.__dict__.items() if k not in ("_params", "_states", "_grads")})
+    prefix = f"{path}." if path else ""
+    symbols = {}
+    for name, declared in cls.declared_params().items():
+        rows = dim_symbol(declared.dims[0], path)
+        cols = dim_symbol(declared.dims[1], path) if len(declared.dims) == 2 else sympy.S.One
+        symbols[name] = sympy.MatrixSymbol(prefix + name, rows, cols)
+        trace.params[prefix + name] = symbols[name]
+        if not path:
+            trace.rigid_dims |= {d for d in (rows, cols) if isinstance(d, sympy.Symbol)}
+    view.__dict__["_params"] = symbols
+    states = {}
+    for name, declared in cls.declared_states().items():
+        previous = sympy.MatrixSymbol(prefix + name, dim_symbol(declared.dims[0], path), 1)
+        states[name] = previous
+        trace.states.append([prefix + name, previous, None])
+    view.__dict__["_states"] = states
+    view.__dict__["_tracing"] = True
+    from .model import submodels_of
+
+    views = {name: symbolic_view(sub, prefix + name, trace) for name, sub in submodels_of(model)}
+    view.__dict__["_subviews"] = views
+    view.adopt_submodels(views)
+    return view
+
+
+def trace_forward(model, input_names: list[str] | None = None) -> Trace:
+    """Run `model.forward` on symbols (a class or an instance), giving its per-sample maths."""
+    import sympy
+
+    cls = model if isinstance(model, type) else type(model)
+    trace = Trace(inputs=[], params={}, states=[], outputs=[])
+    view = symbolic_view(model, "", trace)
+    names = input_names or cls.input_names()
+    trace.inputs = [sympy.MatrixSymbol(n, sympy.Symbol(f"n_{n}", positive=True, integer=True), 1) for n in names]
+    with refusing_truth_tests(cls.__name__):
+        try:
+            result = view.forward(*trace.inputs)
+        except DefinitionError:
+            raise
+        except Exception as error:
+            raise DefinitionError(f"{cls.__name__}.forward cannot be traced: {type(error).__name__}: {error}") from error
+    outputs = list(result) if isinstance(result, (tuple, list)) else [result]
+    for out in outputs:
+        if not isinstance(out, sympy.MatrixExpr):
+            raise DefinitionError(
+                f"{cls.__name__}.forward must return a matrix expression of its inputs and parameters, "
+                f"got {type(out).__name__}: {out!r}"
+            )
+    trace.outputs = outputs
+    for record in trace.states:
+        name = record[0]
+        owner_view, attribute = locate(view, name)
+        new = owner_view.__dict__["_states"][attribute]
+        record[2] = new
+    return trace
+
+
+def locate(view, dotted: str):
+    """The sub-view that owns a dotted name, and the name's last part."""
+    *path, last = dotted.split(".")
+    for part in path:
+        view = view.__dict__["_subviews"][part]
+    return view, last
+
+
+@contextmanager
+def refusing_truth_tests(model_name: str):
+    """While tracing, `if` on a symbolic value raises instead of silently taking one branch."""
+    from sympy.matrices.expressions.matexpr import MatrixExpr
+
+    def refuse(self):
+        raise DefinitionError(
+            f"{model_name}.forward uses a symbolic value in a Python `if`/`while`/`and`/`or` ({self}): "
+            "forward is traced once on symbols, so branches cannot depend on values; use relu, step or "
+            "hadamard products instead"
+        )
+
+    MatrixExpr.__bool__ = refuse
+    try:
+        yield
+    finally:
+        del MatrixExpr.__bool__
+
+
+def signature_inputs(forward) -> list[str]:
+    """The input names of a `forward(self, x, …)`."""
+    parameters = list(inspect.signature(forward).parameters.values())[1:]
+    return [p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def is_symbolic(value: Any) -> bool:
+    """True for SymPy objects (tracing), without importing SymPy on the numeric path."""
+    return type(value).__module__.startswith(("sympy", "flux.nodes"))
