@@ -1,6 +1,8 @@
 """flux: write a layer once, as mathematics; flux derives, simplifies and compiles the rest."""
 from .checks import GradientCheckError, gradcheck
-from .layers.activations import Elementwise, abs, exp, log, relu, sigmoid, softplus, sqrt, square, tanh, σ
+from .layers.activations import Elementwise, abs, exp, log, relu, sigmoid, softmax, softplus, sqrt, square, tanh, σ
+from .layers.basic import Chain, Concat, Dense, Parallel, split
+from .losses import Loss, binarycrossentropy, crossentropy, logitcrossentropy, loss_and_grad, mse
 from .model import Model
 from .symbolic import DefinitionError, concat, hadamard, param, state, total
 
@@ -9,5 +11,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Model", "param", "state", "hadamard", "concat", "total",
     "σ", "sigmoid", "tanh", "relu", "softplus", "exp", "log", "sqrt", "abs", "square", "Elementwise",
+    "softmax", "Dense", "Chain", "Parallel", "Concat", "split",
+    "Loss", "mse", "crossentropy", "logitcrossentropy", "binarycrossentropy", "loss_and_grad",
     "gradcheck", "GradientCheckError", "DefinitionError",
 ]

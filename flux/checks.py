@@ -17,8 +17,9 @@ def gradcheck(model, *inputs: np.ndarray, eps: float | None = None, tolerance: f
     Use float64 models: float32 cannot resolve errors near 1e-6.
     """
     rng = np.random.default_rng(seed)
-    eps = eps if eps is not None else (1e-6 if model.dtype == np.float64 else 1e-2)
-    inputs = [np.array(x, dtype=model.dtype) for x in inputs]
+    dtype = model.dtype if model.params else np.result_type(*inputs, np.float32)
+    inputs = [np.array(x, dtype=dtype) for x in inputs]
+    eps = eps if eps is not None else (1e-6 if dtype == np.float64 else 1e-2)
     saved_grads = {k: g.copy() for k, g in model.grads.items()}
     had_grads = model.__dict__.get("_has_grads", False)
     outputs = model(*inputs)

@@ -152,6 +152,15 @@ class KernelWriter:
         code = str(dim.xreplace({s: sympy.Symbol(self.sizes[s]) for s in dim.free_symbols}))
         return code if dim.is_Symbol else f"({code})"
 
+    def number(self, value) -> str:
+        """A scalar constant in the kernel's float type; sizes (1/k in a mean) are read from the arrays."""
+        value = sympy.sympify(value)
+        if value.free_symbols:
+            return f"real({self.size(value)})"
+        if value.is_Integer:
+            return f"real({int(value)})"
+        return f"real({float(value)!r})"
+
     def entries(self, node: MatrixExpr) -> str:
         """Entries per sample of a vector node (rows × cols with one of them 1)."""
         rows, cols = node.shape
@@ -254,7 +263,7 @@ class KernelWriter:
         if coefficient == -1:
             return "-" + " * ".join(parts) if len(parts) == 1 else f"-({' * '.join(parts)})"
         if coefficient != 1:
-            parts.insert(0, number(coefficient))
+            parts.insert(0, self.number(coefficient))
         return f"({' * '.join(parts)})"
 
     def _element_HadamardProduct(self, node, index):
@@ -267,7 +276,7 @@ class KernelWriter:
             return f"(real(1) / {code})"
         if sympy.sympify(power).is_Integer:
             return f"({code} ** {power})"
-        return f"({code} ** {number(power)})"
+        return f"({code} ** {self.number(power)})"
 
     def _element_Apply(self, node, index):
         return FUNCTIONS[node.function].code.format(z=self.element(node.argument, index))
@@ -304,7 +313,7 @@ class KernelWriter:
                 code = self.product_left(product, code, right)
                 product = MatMul(product, right)
         name = self.temporary()
-        scale = "" if coefficient == 1 else f"{number(coefficient)} * "
+        scale = "" if coefficient == 1 else f"{self.number(coefficient)} * "
         self.emit(f"{name} = {scale}{code}  # {describe(node, self.arrays)}")
         return name
 
@@ -379,7 +388,10 @@ class KernelWriter:
         array = self.array(parent)
         name = self.temporary()
         columns = f"{self.size(start)}:{self.size(stop)}"
-        self.emit(f"{name} = {array}[:, {columns}]" if self.batched(parent) else f"{name} = {array}[{columns}]")
+        available = f"{array}.shape[{1 if self.batched(parent) else 0}]"
+        self.emit(f"if {available} < {self.size(stop)}:")
+        self.emit(f'{INDENT}raise ValueError("a slice {sympy.sstr(node)} reaches past the end of its vector")')
+        self.emit(f"{name} = np.ascontiguousarray({array}[:, {columns}])" if self.batched(parent) else f"{name} = {array}[{columns}]")
         return name
 
     def _statement_BlockMatrix(self, node):
@@ -418,12 +430,12 @@ class KernelWriter:
             if not self.is_elementwise(expr):
                 return self.batch_sum_product(list(factors), into, coefficient * c)
         if not self.batched(expr):
-            self.emit(f"{into} += {number(coefficient)} * N * {self.array(expr)}")
+            self.emit(f"{into} += {self.number(coefficient)} * N * {self.array(expr)}")
             return
         if form(expr) == "mat":
             raise CodegenError(f"cannot sum this per-sample matrix over the batch: {expr}")
         self.prepare(expr)
-        scale = "" if coefficient == 1 else f"{number(coefficient)} * "
+        scale = "" if coefficient == 1 else f"{self.number(coefficient)} * "
         self.emit("for n in range(N):")
         self.emit(f"{INDENT}for j in range({self.entries(expr)}):")
         self.emit(f"{INDENT * 2}{into}[j] += {scale}{self.element(expr, ('n', 'j'))}")
@@ -446,7 +458,7 @@ class KernelWriter:
             code = f"np.dot({self.array(left)}, {code})"
         for right in suffix:
             code = f"np.dot({code}, {self.array(right)})"
-        scale = "" if coefficient == 1 else f"{number(coefficient)} * "
+        scale = "" if coefficient == 1 else f"{self.number(coefficient)} * "
         self.emit(f"{into} += {scale}{code}")
 
 
@@ -499,11 +511,7 @@ def is_scalar(node: MatrixExpr) -> bool:
     return node.shape[0] == 1 and node.shape[1] == 1
 
 
-def number(value) -> str:
-    value = sympy.sympify(value)
-    if value.is_Integer:
-        return f"real({int(value)})"
-    return f"real({float(value)!r})"
+
 
 
 def size_codes(arguments: list[Argument]) -> dict[sympy.Symbol, str]:

@@ -63,7 +63,8 @@ def _hadamard(node, Δ):
 def _hadamard_power(node, Δ):
     """y = A^{∘p}  ⇒  ∂L/∂A = p·Δ ⊙ A^{∘(p−1)}."""
     base, power = node.args
-    return [power * HadamardProduct(Δ, HadamardPower(base, power - 1)).doit()]
+    local = base if power == 2 else HadamardPower(base, power - 1)
+    return [power * HadamardProduct(Δ, local).doit()]
 
 
 @vjp(Transpose)

@@ -103,6 +103,7 @@ def generate_module_source(derivation: Derivation, dtype, key: str) -> str:
         "model": derivation.name,
         "dtype": dtype.name,
         "inputs": [x.name for x in derivation.inputs],
+        "input_dims": [sympy.sstr(x.shape[0]) for x in derivation.inputs],
         "params": list(derivation.params),
         "outputs": len(derivation.outputs),
         "kept": len(kept),

@@ -48,10 +48,13 @@ class Model(metaclass=ModelClass):
     def __init__(self, *, dtype: Any = None, **values: Any):
         cls = type(self)
         self.__dict__.update(_params={}, _grads={}, _states={}, _tape=None, _program=None, _has_grads=False)
+        declared, slots = cls.declared_params(), cls.declared_slots()
+        if dtype is None:  # a composite computes in its sub-models' precision
+            dtypes = {v.dtype for k, v in values.items() if k in slots and isinstance(v, Model) and v.params}
+            dtype = dtypes.pop() if len(dtypes) == 1 else None
         self.dtype = np.dtype(dtype or DEFAULT_DTYPE)
         if self.dtype.kind != "f" or self.dtype.itemsize not in (4, 8):
             raise TypeError(f"{cls.__name__}: dtype must be float32 or float64, got {self.dtype}")
-        declared, slots = cls.declared_params(), cls.declared_slots()
         unknown = sorted(set(values) - set(declared) - set(slots))
         if unknown:
             raise TypeError(f"{cls.__name__} has no parameter or sub-model {', '.join(unknown)}; "
@@ -60,6 +63,9 @@ class Model(metaclass=ModelClass):
             sub = values.get(name)
             if not isinstance(sub, slot):
                 raise TypeError(f"{cls.__name__} needs {name}= an instance of {slot.__name__}, got {sub!r}")
+            if sub.params and sub.dtype != self.dtype:
+                raise TypeError(f"{cls.__name__}: sub-model {name} computes in {sub.dtype} but the model in "
+                                f"{self.dtype}; build them with the same dtype=")
             self.__dict__[name] = sub
         for name, spec in declared.items():
             if name not in values:

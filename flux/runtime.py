@@ -33,7 +33,8 @@ def to_dtype(model_name: str, name: str, array: np.ndarray, dtype: np.dtype, rol
     """Convert to the model's float type; refuse a narrowing that would turn finite values into ±inf."""
     if array.dtype == dtype and array.flags.c_contiguous:
         return array
-    converted = np.ascontiguousarray(array, dtype=dtype)
+    with np.errstate(over="ignore"):
+        converted = np.ascontiguousarray(array, dtype=dtype)
     if array.dtype.itemsize > dtype.itemsize and not np.isfinite(converted).all():
         overflow = np.isfinite(array) & ~np.isfinite(converted)
         if overflow.any():
@@ -42,8 +43,18 @@ def to_dtype(model_name: str, name: str, array: np.ndarray, dtype: np.dtype, rol
     return converted
 
 
+def follow_input_precision(model, inputs: tuple) -> None:
+    """A model without parameters (a function, a loss) computes in its first input's float precision."""
+    dtype = getattr(inputs[0], "dtype", None) if inputs else None
+    if dtype is None or dtype == model.dtype or dtype.kind != "f" or dtype.itemsize not in (4, 8) or model.params:
+        return
+    model.dtype = np.dtype(dtype)
+    model.__dict__["_program"] = None
+
+
 def run_forward(model, inputs: tuple) -> Any:
     """y = model(x…): check the inputs, run the forward kernel, keep what backward needs."""
+    follow_input_precision(model, inputs)
     program = model.kernels
     metadata = program.metadata
     names = metadata["inputs"]
@@ -53,9 +64,14 @@ def run_forward(model, inputs: tuple) -> Any:
     sizes = program.input_sizes(*params)
     arrays = [as_input_array(model, n, x, s) for n, x, s in zip(names, inputs, sizes)]
     batch = arrays[0].shape[0]
-    for n, a in zip(names[1:], arrays[1:]):
+    seen: dict = {}
+    for n, a, dim in zip(names, arrays, metadata["input_dims"]):
         if a.shape[0] != batch:
             raise ValueError(f"{type(model).__name__}: input {n} has batch size {a.shape[0]} but {names[0]} has {batch}")
+        first = seen.setdefault(dim, (n, a.shape[1]))
+        if first[1] != a.shape[1]:
+            raise ValueError(f"{type(model).__name__}: inputs {first[0]} and {n} must have the same number of "
+                             f"features ({dim}), got {first[1]} and {a.shape[1]}")
     single = all(np.ndim(x) == 1 for x in inputs)
     results = program.forward.function(*arrays, *params)
     model.__dict__["_tape"] = (arrays, results, single)

@@ -1,0 +1,134 @@
+"""Basic layers and combinators, written in the same syntax a user would write.
+
+Composition is symbolic: a Chain's `forward` calls its layers on symbols, so the whole chain becomes one
+expression, derived once and compiled into one forward and one backward kernel.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..model import Model
+from ..symbolic import concat, param
+
+
+class Dense(Model):
+    """y = f(W x + b), with W ∈ ℝ^{out×in}, b ∈ ℝ^{out} (f = identity when no activation is given).
+
+    W is initialised He-normal for relu (std √(2/in)) and Glorot-uniform otherwise (±√(6/(in + out))); b = 0.
+    `rng` (a seed or a numpy Generator) makes it reproducible.
+    """
+
+    W = param("out", "in")
+    b = param("out")
+
+    def __init__(self, n_in: int, n_out: int, activation: Any = None, *, rng: Any = None, dtype: Any = None):
+        generator = np.random.default_rng(rng)
+        if activation is not None and getattr(activation, "function", None) == "relu":
+            weights = generator.normal(0.0, np.sqrt(2.0 / n_in), size=(n_out, n_in))
+        else:
+            limit = np.sqrt(6.0 / (n_in + n_out))
+            weights = generator.uniform(-limit, limit, size=(n_out, n_in))
+        super().__init__(W=weights, b=np.zeros(n_out), dtype=dtype)
+        self.activation = activation
+
+    def structure_config(self) -> tuple:
+        return (activation_name(self.activation),)
+
+    def forward(self, x):
+        z = self.W * x + self.b
+        return z if self.activation is None else self.activation(z)
+
+
+class Chain(Model):
+    """y = fₙ(⋯ f₂(f₁(x))): models stacked like pancakes, compiled as one."""
+
+    def __init__(self, *layers: Any):
+        if not layers:
+            raise TypeError("Chain needs at least one layer")
+        for i, layer in enumerate(layers):
+            if not callable(layer):
+                raise TypeError(f"Chain layer {i} is not a model or function: {layer!r}")
+        super().__init__(dtype=common_dtype(layers))
+        self.layers = list(layers)
+
+    def named_submodels(self) -> list:
+        return [(str(i), layer) for i, layer in enumerate(self.layers) if isinstance(layer, Model)]
+
+    def adopt_submodels(self, views: dict) -> None:
+        self.layers = [views.get(str(i), layer) for i, layer in enumerate(self.layers)]
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def __getitem__(self, index: int) -> Any:
+        return self.layers[index]
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+
+class Parallel(Model):
+    """y = f₁(x) + f₂(x) + ⋯ (join="sum") or y = [f₁(x); f₂(x); …] (join="concat"): branches side by side."""
+
+    def __init__(self, *branches: Any, join: str = "concat"):
+        if join not in ("sum", "concat"):
+            raise ValueError(f"Parallel join must be 'sum' or 'concat', got {join!r}")
+        if not branches:
+            raise TypeError("Parallel needs at least one branch")
+        super().__init__(dtype=common_dtype(branches))
+        self.branches = list(branches)
+        self.join = join
+
+    def structure_config(self) -> tuple:
+        return (self.join,)
+
+    def named_submodels(self) -> list:
+        return [(str(i), b) for i, b in enumerate(self.branches) if isinstance(b, Model)]
+
+    def adopt_submodels(self, views: dict) -> None:
+        self.branches = [views.get(str(i), b) for i, b in enumerate(self.branches)]
+
+    def forward(self, x):
+        outputs = [branch(x) for branch in self.branches]
+        if self.join == "concat":
+            return concat(*outputs)
+        total = outputs[0]
+        for out in outputs[1:]:
+            total = total + out
+        return total
+
+
+def Concat(*branches: Any) -> Parallel:
+    """y = [f₁(x); f₂(x); …]: branches on the same input, outputs stacked."""
+    return Parallel(*branches, join="concat")
+
+
+def split(x, *sizes: int):
+    """Split a column vector into parts of the given sizes (the last part takes the rest): a, b = split(x, 3)."""
+    if isinstance(x, np.ndarray):
+        return np.split(x, np.cumsum(sizes), axis=-1)
+    parts, start = [], 0
+    for size in sizes:
+        parts.append(x[start:start + size, :])
+        start += size
+    parts.append(x[start:, :])
+    return parts
+
+
+def activation_name(activation: Any) -> Any:
+    if activation is None:
+        return None
+    return getattr(activation, "function", None) or type(activation).__qualname__
+
+
+def common_dtype(models) -> Any:
+    """The dtype shared by the models that have parameters (float32 if none do)."""
+    dtypes = {m.dtype for m in models if isinstance(m, Model) and m.params}
+    if len(dtypes) > 1:
+        raise TypeError(f"layers have different dtypes ({', '.join(sorted(map(str, dtypes)))}); "
+                        "build every layer with the same dtype=")
+    return dtypes.pop() if dtypes else None

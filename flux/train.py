@@ -1,0 +1,311 @@
+"""The training loop: batches, shuffling, validation, metrics, callbacks and a progress bar around one step.
+
+    history = flux.train(model, loss, (X, Y), flux.Adam(1e-3), epochs=10, batch_size=64, validation=(Xv, Yv))
+
+Each batch is one call of `step(x, t) -> loss value`: y = model(x); L, Δ = loss.value_and_gradient(y, t);
+model.back(Δ); model.update(optimiser). The step checks that L and every ∂L/∂θ are finite *before* updating, so a
+non-finite loss stops training with the parameters as they were before that step. `make_step` builds that step; a
+fused, compiled step can take its place because `train` only ever calls it.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+Step = Callable[[np.ndarray, np.ndarray], float]
+
+
+def train(model, loss, data: tuple[np.ndarray, np.ndarray], optimiser, *, epochs: int = 1, batch_size: int = 32,
+          shuffle: bool = True, rng: int | np.random.Generator | None = None,
+          validation: tuple[np.ndarray, np.ndarray] | None = None, callbacks: Iterable = (),
+          progress: bool | None = None, metrics: Sequence[str | Callable] | None = None,
+          step: Step | None = None) -> "History":
+    """Train `model` on `data = (X, Y)` for `epochs` passes of mini-batches; return the per-epoch History.
+
+    For each batch (x, t): y = model(x), L = loss(y, t), then the optimiser applies ∂L/∂θ. The epoch's `loss` is the
+    mean of its batch losses weighted by batch size (measured while training, as Keras does); `val_loss` and every
+    metric (`metrics=["accuracy"]` or callables `f(y, t) -> float`) are computed after the epoch with the epoch's
+    final parameters. Gradients accumulated before the call are discarded.
+
+    `rng` (a seed or a np.random.Generator) makes shuffling reproducible; passing the same Generator to successive
+    calls continues its sequence, so training in two calls equals training in one. `progress=None` shows a tqdm bar
+    only on a terminal or in a notebook, never when the CI environment variable is set; False turns it off.
+    A callback is any object with some of `on_train_begin(model)`, `on_epoch_end(epoch, logs) -> bool | None`
+    (True stops training) and `on_train_end(model)`.
+    """
+    X, Y = _training_arrays(data, "data")
+    validation = _training_arrays(validation, "validation") if validation is not None else None
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
+        raise ValueError(f"train: epochs must be a non-negative integer, got {epochs!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"train: batch_size must be a positive integer, got {batch_size!r}")
+    metric_functions = _metric_functions(metrics)
+    callbacks = list(callbacks)
+    generator = np.random.default_rng(rng)
+    step = step if step is not None else make_step(model, loss, optimiser)
+    batches_per_epoch = -(-len(X) // batch_size)
+
+    model.zero_grad()
+    history = History()
+    for callback in callbacks:
+        _call(callback, "on_train_begin", model)
+    bar = _progress_bar(progress, total=epochs * batches_per_epoch)
+    try:
+        for epoch in range(1, epochs + 1):
+            order = generator.permutation(len(X)) if shuffle else None
+            total, seen = 0.0, 0
+            if bar is not None:
+                bar.set_description(f"epoch {epoch}/{epochs}")
+            for batch, start in enumerate(range(0, len(X), batch_size), 1):
+                rows = order[start:start + batch_size] if shuffle else slice(start, start + batch_size)
+                x, t = X[rows], Y[rows]
+                try:
+                    value = step(x, t)
+                except FloatingPointError as error:
+                    raise FloatingPointError(f"{error} (epoch {epoch}, batch {batch})") from error
+                total, seen = total + value * len(x), seen + len(x)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{total / seen:.4g}", refresh=False)
+            logs = {"loss": total / seen}
+            logs.update(evaluate(model, loss, (X, Y), batch_size=batch_size, metrics=metric_functions,
+                                 include_loss=False))
+            if validation is not None:
+                logs.update({f"val_{k}": v for k, v in
+                             evaluate(model, loss, validation, batch_size=batch_size, metrics=metric_functions).items()})
+            history.append(epoch, logs)
+            if bar is not None:
+                bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()})
+            stop = [bool(_call(callback, "on_epoch_end", epoch, logs)) for callback in callbacks]
+            if any(stop):
+                history.stopped_epoch = epoch
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    for callback in callbacks:
+        _call(callback, "on_train_end", model)
+    return history
+
+
+def make_step(model, loss, optimiser) -> Step:
+    """One training step on a batch: forward, loss, backward, checks, update. Returns the batch's mean loss.
+
+    If the loss or a gradient is not finite it raises FloatingPointError naming it, after zeroing the gradients, so
+    the model is exactly as it was before the step (the update has not happened).
+    """
+    value_and_gradient = _loss_protocol(loss)
+
+    def step(x: np.ndarray, t: np.ndarray) -> float:
+        y = model(x)
+        value, Δ = value_and_gradient(y, t)
+        value = float(value)
+        if not np.isfinite(value):
+            raise FloatingPointError(f"train: the loss of {type(model).__name__} is {value}; "
+                                     "the parameters are as they were before this step")
+        model.back(Δ)
+        for name, gradient in model.grads.items():
+            if not np.isfinite(gradient).all():
+                model.zero_grad()
+                raise FloatingPointError(f"train: the gradient of parameter {name!r} of {type(model).__name__} is not "
+                                         "finite; the parameters are as they were before this step")
+        try:
+            model.update(optimiser)
+        except Exception:
+            model.zero_grad()
+            raise
+        return value
+
+    return step
+
+
+def evaluate(model, loss, data: tuple[np.ndarray, np.ndarray], *, batch_size: int = 256,
+             metrics: Sequence[str | Callable] | dict | None = None, include_loss: bool = True) -> dict[str, float]:
+    """The mean loss (and metrics) of `model` over `data`, in batches; the model's parameters are not changed."""
+    X, Y = _training_arrays(data, "data")
+    functions = metrics if isinstance(metrics, dict) else _metric_functions(metrics)
+    if include_loss:
+        value_of = _loss_value(loss)
+        functions = {"loss": value_of, **functions}
+    totals = dict.fromkeys(functions, 0.0)
+    if not functions:
+        return {}
+    for start in range(0, len(X), batch_size):
+        x, t = X[start:start + batch_size], Y[start:start + batch_size]
+        y = model(x)
+        for name, function in functions.items():
+            totals[name] += float(function(y, t)) * len(x)
+    return {name: total / len(X) for name, total in totals.items()}
+
+
+def accuracy(y: np.ndarray, t: np.ndarray) -> float:
+    """The fraction of samples classified right.
+
+    One output column: the prediction is y > 0.5 (a probability, e.g. σ's output), the label t > 0.5.
+    Several columns: the prediction is argmax y; the label is argmax t (one-hot) or t itself (integer labels).
+    """
+    y, t = np.asarray(y), np.asarray(t)
+    if y.ndim == 1 or y.shape[-1] == 1:
+        return float(np.mean((y.reshape(len(y)) > 0.5) == (t.reshape(len(t)) > 0.5)))
+    predicted = np.argmax(y, axis=-1)
+    labels = np.argmax(t, axis=-1) if t.ndim == y.ndim and t.shape[-1] == y.shape[-1] else t.reshape(len(t))
+    return float(np.mean(predicted == labels))
+
+
+METRICS: dict[str, Callable] = {"accuracy": accuracy}
+
+
+@dataclass
+class History:
+    """What `train` measured: `history["loss"][k]` is epoch k+1's value; keys are loss, val_loss, metrics."""
+
+    epochs: list[int] = field(default_factory=list)
+    logs: dict[str, list[float]] = field(default_factory=dict)
+    stopped_epoch: int | None = None  # the epoch after which a callback stopped training
+
+    def append(self, epoch: int, logs: dict[str, float]) -> None:
+        self.epochs.append(epoch)
+        for name, value in logs.items():
+            self.logs.setdefault(name, []).append(value)
+
+    def __getitem__(self, name: str) -> list[float]:
+        if name not in self.logs:
+            raise KeyError(f"History has no {name!r}; it has {', '.join(self.logs) or 'nothing (no epoch ran)'}")
+        return self.logs[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.logs
+
+    def __len__(self) -> int:
+        return len(self.epochs)
+
+    def __repr__(self) -> str:
+        last = ", ".join(f"{k}={v[-1]:.4g}" for k, v in self.logs.items())
+        return f"History({len(self.epochs)} epochs{'; ' + last if last else ''})"
+
+
+class EarlyStopping:
+    """Stop when `monitor` has not improved for `patience` epochs; optionally end with the best parameters.
+
+    Improvement means decreasing by more than `min_delta` (mode "min"), or increasing (mode "max"); mode "auto"
+    picks "max" for accuracy-like names and "min" otherwise. With `restore_best`, the parameters of the best epoch
+    are copied back when training ends (the optimiser's state is not rewound).
+    """
+
+    def __init__(self, monitor: str = "val_loss", patience: int = 3, restore_best: bool = True,
+                 min_delta: float = 0.0, mode: str = "auto"):
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(f"EarlyStopping: mode must be 'auto', 'min' or 'max', got {mode!r}")
+        self.monitor, self.patience, self.restore_best, self.min_delta = monitor, patience, restore_best, min_delta
+        self.mode = mode if mode != "auto" else ("max" if "acc" in monitor else "min")
+        self.best: float | None = None
+        self.best_epoch: int | None = None
+        self.stopped_epoch: int | None = None
+        self._wait = 0
+        self._model = None
+        self._best_params: dict[str, np.ndarray] | None = None
+
+    def on_train_begin(self, model) -> None:
+        self.best = self.best_epoch = self.stopped_epoch = self._best_params = None
+        self._wait, self._model = 0, model
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> bool:
+        if self.monitor not in logs:
+            hint = " (pass validation= to train, or monitor='loss')" if self.monitor.startswith("val_") else ""
+            raise ValueError(f"EarlyStopping monitors {self.monitor!r} but training reports only "
+                             f"{', '.join(logs)}{hint}")
+        value = logs[self.monitor]
+        improved = self.best is None or (value < self.best - self.min_delta if self.mode == "min"
+                                         else value > self.best + self.min_delta)
+        if improved:
+            self.best, self.best_epoch, self._wait = value, epoch, 0
+            if self.restore_best and self._model is not None:
+                self._best_params = {k: p.copy() for k, p in self._model.params.items()}
+            return False
+        self._wait += 1
+        if self._wait >= self.patience:
+            self.stopped_epoch = epoch
+            return True
+        return False
+
+    def on_train_end(self, model) -> None:
+        if self.restore_best and self._best_params is not None:
+            for name, p in model.params.items():
+                np.copyto(p, self._best_params[name])
+
+
+# ---- helpers -------------------------------------------------------------------------------------------------------
+
+
+def _training_arrays(data: Any, role: str) -> tuple[np.ndarray, np.ndarray]:
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise TypeError(f"train: {role} must be a pair (X, Y) of arrays, got {type(data).__name__}")
+    X, Y = (a if isinstance(a, np.ndarray) else np.asarray(a) for a in data)
+    if X.ndim == 0 or Y.ndim == 0 or len(X) != len(Y):
+        raise ValueError(f"train: {role} X and Y must have the same number of samples (first axis), "
+                         f"got shapes {X.shape} and {Y.shape}")
+    if len(X) == 0:
+        raise ValueError(f"train: {role} has no samples")
+    return X, Y
+
+
+def _loss_protocol(loss) -> Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]:
+    function = getattr(loss, "value_and_gradient", None)
+    if not callable(function):
+        raise TypeError(f"train: the loss must have value_and_gradient(y, target) -> (mean loss, ∂L/∂y), "
+                        f"e.g. flux.mse; got {loss!r}")
+    return function
+
+
+def _loss_value(loss) -> Callable[[np.ndarray, np.ndarray], float]:
+    value_and_gradient = _loss_protocol(loss)
+    return loss if callable(loss) else (lambda y, t: value_and_gradient(y, t)[0])
+
+
+def _metric_functions(metrics: Sequence[str | Callable] | None) -> dict[str, Callable]:
+    functions = {}
+    for metric in metrics or ():
+        if isinstance(metric, str):
+            if metric not in METRICS:
+                raise ValueError(f"train: unknown metric {metric!r}; known: {', '.join(METRICS)} (or pass a function "
+                                 "f(y, target) -> float)")
+            functions[metric] = METRICS[metric]
+        elif callable(metric):
+            functions[getattr(metric, "__name__", "metric")] = metric
+        else:
+            raise TypeError(f"train: a metric is a name or a function f(y, target) -> float, got {metric!r}")
+    return functions
+
+
+def _call(callback, hook: str, *arguments):
+    method = getattr(callback, hook, None)
+    return method(*arguments) if callable(method) else None
+
+
+def _progress_bar(progress: bool | None, total: int):
+    if progress is None:
+        progress = not os.environ.get("CI") and (_in_notebook() or _stderr_is_terminal())
+    if not progress:
+        return None
+    if _in_notebook():
+        from tqdm.auto import tqdm
+    else:
+        from tqdm import tqdm
+    return tqdm(total=total, unit="batch", dynamic_ncols=True)
+
+
+def _stderr_is_terminal() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _in_notebook() -> bool:
+    shell = sys.modules.get("IPython")
+    ipython = getattr(shell, "get_ipython", lambda: None)() if shell else None
+    return type(ipython).__name__ == "ZMQInteractiveShell"
