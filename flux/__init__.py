@@ -1,10 +1,13 @@
 """flux: write a layer once, as mathematics; flux derives, simplifies and compiles the rest."""
 from .checks import GradientCheckError, gradcheck
+from .io import load, load_optimiser, save
 from .layers.activations import Elementwise, abs, exp, log, relu, sigmoid, softmax, softplus, sqrt, square, tanh, σ
 from .layers.basic import Chain, Concat, Dense, Parallel, split
 from .losses import Loss, binarycrossentropy, crossentropy, logitcrossentropy, loss_and_grad, mse
 from .model import Model
+from .optimisers import SGD, Adam, Momentum, Nesterov, Optimiser, RMSProp
 from .symbolic import DefinitionError, concat, hadamard, param, state, total
+from .train import EarlyStopping, History, train
 
 __version__ = "0.1.0"
 
@@ -14,4 +17,6 @@ __all__ = [
     "softmax", "Dense", "Chain", "Parallel", "Concat", "split",
     "Loss", "mse", "crossentropy", "logitcrossentropy", "binarycrossentropy", "loss_and_grad",
     "gradcheck", "GradientCheckError", "DefinitionError",
+    "Optimiser", "SGD", "Momentum", "Nesterov", "RMSProp", "Adam",
+    "train", "History", "EarlyStopping", "save", "load", "load_optimiser",
 ]

@@ -19,7 +19,13 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
-import sympy
+
+
+def sqrt(x):
+    """√x, for writing rules (SymPy is imported only when a rule is first traced)."""
+    import sympy
+
+    return sympy.sqrt(x)
 
 
 @dataclass(frozen=True)
@@ -91,11 +97,14 @@ class Optimiser:
         parameters and this optimiser's state are exactly as they were.
         """
         params, grads = model.params, model.grads
-        self._check_belongs_to(model, params)
+        self.check_parameters(model, params)
         update = self.update_function()
         t = self.step_count + 1
-        results = {}
+        results, seen = {}, set()
         for name, θ in params.items():
+            if id(θ) in seen:  # a layer used twice: one parameter, updated once (its gradient holds both uses)
+                continue
+            seen.add(id(θ))
             dtype = θ.dtype.type
             state = [self.state[s].get(name) for s in self.state_names]
             state = [np.zeros_like(θ) if s is None else s for s in state]
@@ -114,8 +123,10 @@ class Optimiser:
         self.step_count = t
         self._bound = {name: (p.shape, p.dtype) for name, p in params.items()}
 
-    def _check_belongs_to(self, model, params: dict[str, np.ndarray]) -> None:
-        """Refuse a model whose parameters are not those this optimiser has been updating."""
+    def check_parameters(self, model, params: dict[str, np.ndarray] | None = None) -> None:
+        """Refuse (ValueError naming the parameter) a model whose parameters are not those this optimiser has been
+        updating: other names, shapes or dtypes. A new optimiser accepts any model."""
+        params = model.params if params is None else params
         if self._bound is None:
             return
         me, model_name = type(self).__name__, type(model).__name__
@@ -137,7 +148,7 @@ class Optimiser:
     # ---- saving and restoring ------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to resume exactly: hyper-parameters, step count, parameter shapes, state arrays (copies)."""
+        """Everything needed to resume exactly: hyper-parameters, step count, parameter shapes, state (copies)."""
         return {
             "optimiser": type(self).__name__,
             "hyperparameters": dict(self.hyperparameters),
@@ -155,7 +166,8 @@ class Optimiser:
             raise ValueError(f"{me}.load_state_dict: this state belongs to {found!r}, not {me}")
         hyper = saved.get("hyperparameters", {})
         if set(hyper) != set(self.defaults):
-            raise ValueError(f"{me}.load_state_dict: hyper-parameters {sorted(hyper)} differ from {sorted(self.defaults)}")
+            raise ValueError(f"{me}.load_state_dict: hyper-parameters {sorted(hyper)} differ from "
+                             f"{sorted(self.defaults)}")
         for name, value in hyper.items():
             _check_hyperparameter(me, name, value)
         step_count = saved.get("step_count")
@@ -245,7 +257,7 @@ class RMSProp(Optimiser):
     @staticmethod
     def rule(θ, g, t, a, lr, rho, eps):
         a = rho * a + (1 - rho) * g**2
-        return {"a": a, "θ": θ - lr * g / (sympy.sqrt(a) + eps)}
+        return {"a": a, "θ": θ - lr * g / (sqrt(a) + eps)}
 
 
 class Adam(Optimiser):
@@ -263,7 +275,7 @@ class Adam(Optimiser):
         m = beta1 * m + (1 - beta1) * g
         v = beta2 * v + (1 - beta2) * g**2
         m_hat, v_hat = m / (1 - beta1**t), v / (1 - beta2**t)
-        return {"m": m, "v": v, "θ": θ - lr * m_hat / (sympy.sqrt(v_hat) + eps)}
+        return {"m": m, "v": v, "θ": θ - lr * m_hat / (sqrt(v_hat) + eps)}
 
 
 # ---- from the rule to data and to a NumPy function (computed once per class) ------------------------------------
@@ -273,6 +285,8 @@ _FUNCTIONS: dict[type, Callable] = {}
 
 
 def _rules_of(cls: type) -> UpdateRules:
+    import sympy
+
     if cls not in _RULES:
         θ, g = sympy.Symbol("θ", real=True), sympy.Symbol("g", real=True)
         t = sympy.Symbol("t", positive=True, integer=True)
@@ -288,6 +302,8 @@ def _rules_of(cls: type) -> UpdateRules:
 
 
 def _update_function_of(cls: type) -> Callable:
+    import sympy
+
     if cls not in _FUNCTIONS:
         rules = _rules_of(cls)
         # Elementwise scalar maths, so NumPy evaluates it on whole arrays; cse shares m̂, v̂ etc. between outputs.

@@ -75,8 +75,8 @@ def train(model, loss, data: tuple[np.ndarray, np.ndarray], optimiser, *, epochs
             logs.update(evaluate(model, loss, (X, Y), batch_size=batch_size, metrics=metric_functions,
                                  include_loss=False))
             if validation is not None:
-                logs.update({f"val_{k}": v for k, v in
-                             evaluate(model, loss, validation, batch_size=batch_size, metrics=metric_functions).items()})
+                measured = evaluate(model, loss, validation, batch_size=batch_size, metrics=metric_functions)
+                logs.update({f"val_{k}": v for k, v in measured.items()})
             history.append(epoch, logs)
             if bar is not None:
                 bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()})
