@@ -1,5 +1,6 @@
 """flux: write a layer once, as mathematics; flux derives, simplifies and compiles the rest."""
 from .checks import GradientCheckError, gradcheck
+from .display import latex
 from .io import load, load_optimiser, save
 from .layers.activations import Elementwise, abs, exp, log, relu, sigmoid, softmax, softplus, sqrt, square, tanh, σ
 from .layers.basic import Chain, Concat, Dense, Parallel, split
@@ -12,7 +13,7 @@ from .train import EarlyStopping, History, train
 __version__ = "0.1.0"
 
 __all__ = [
-    "Model", "param", "state", "hadamard", "concat", "total",
+    "Model", "param", "state", "hadamard", "concat", "total", "latex",
     "σ", "sigmoid", "tanh", "relu", "softplus", "exp", "log", "sqrt", "abs", "square", "Elementwise",
     "softmax", "Dense", "Chain", "Parallel", "Concat", "split",
     "Loss", "mse", "crossentropy", "logitcrossentropy", "binarycrossentropy", "loss_and_grad",
