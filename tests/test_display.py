@@ -13,7 +13,8 @@ from sympy import BlockMatrix, HadamardPower, HadamardProduct, MatrixSymbol, One
 
 import flux
 from flux import display, tanh, σ
-from flux.display import derivation_latex, derivation_text, expression_text, identifier_latex, model_text
+from flux.display import derivation_latex, derivation_text, expression_text, model_text
+from flux.printing import identifier_latex
 from flux.nodes import Apply, LogSumExp, Softmax, Spread, Total
 from models import GatedCell, Perceptron, TwoLayer, TwoTower, perceptron
 

@@ -1,0 +1,437 @@
+"""Printers for flux's maths: LaTeX and unicode text, with the shape of SymPy's printers.
+
+One `_print_<Node>` method per node type, found along the node's class hierarchy (the numba printer in
+`codegen.py` has the same shape). Adding a node means one method in each printer. How leaves are named
+(Wxh → W_{xh}, a.W → W^{(a)}, hidden → h) is decided here too; `display.py` lays out whole derivations.
+
+SymPy is imported inside functions only, so `import flux` stays free of it.
+"""
+from __future__ import annotations
+
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+
+# ---- names -------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Name:
+    r"""How one quantity is written: `text` in the user's own spelling (a.W, hidden[t−1]); `base`, `sub` and
+    `sup` build its LaTeX (W_{xh}^{(a)}, h_{t-1})."""
+
+    text: str
+    base: str
+    sub: str = ""
+    sup: str = ""
+    kind: str = "value"  # input, param, state, upstream, value, δ
+
+    def latex(self, extra_sup: str = "") -> str:
+        sup = self.sup + extra_sup
+        return self.base + (f"_{script(self.sub)}" if self.sub else "") + (f"^{script(sup)}" if sup else "")
+
+
+def labelled_text(identifier: str, path: str) -> str:
+    """a.W stays as written; a numbered layer's parameter reads like its LaTeX: 0.W → W⁽⁰⁾."""
+    if path and path.replace(".", "").isdigit():
+        return identifier + "⁽" + path.replace(".", "·").translate(SUPERSCRIPTS) + "⁾"
+    return f"{path}.{identifier}" if path else identifier
+
+
+def script(s: str) -> str:
+    return s if len(s) == 1 else f"{{{s}}}"
+
+
+def leaf_name(dotted: str, kind: str, time: str = "", letter: str = "") -> Name:
+    """The name of a symbol from its dotted spelling: "a.Wxh" → W_{xh}^{(a)}, with an optional time index."""
+    path, _, identifier = dotted.rpartition(".")
+    base, sub = (letter, "") if letter else identifier_latex(identifier)
+    sup = "(" + ".".join(label_latex(p) for p in path.split(".")) + ")" if path else ""
+    text = labelled_text(identifier, path) + (f"[{time.replace('-', '−')}]" if time else "")
+    return Name(text, base, ",".join(p for p in (sub, time) if p), sup, kind)
+
+
+GREEK = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi rho sigma tau "
+         "upsilon phi chi psi omega").split()
+UPRIGHT_CAPITALS = {"Gamma", "Delta", "Theta", "Lambda", "Xi", "Pi", "Sigma", "Upsilon", "Phi", "Psi", "Omega"}
+
+
+def letter_latex(letter: str) -> str | None:
+    """One letter (ASCII, a Greek character, or a Greek letter's name) as LaTeX; None if it is none of these."""
+    if len(letter) == 1 and letter.isascii() and letter.isalpha():
+        return letter
+    if len(letter) == 1:
+        parts = unicodedata.name(letter, "").split()
+        if parts[:1] == ["GREEK"] and "LETTER" in parts:
+            letter = parts[-1].capitalize() if "CAPITAL" in parts else parts[-1].lower()
+    word = letter.lower()
+    if word not in GREEK:
+        return None
+    if letter[0].isupper():
+        return f"\\{letter.capitalize()}" if letter.capitalize() in UPRIGHT_CAPITALS else None
+    return {"epsilon": r"\varepsilon", "omicron": "o"}.get(word, f"\\{word}")
+
+
+def identifier_latex(identifier: str) -> tuple[str, str]:
+    """(base, subscript) of an identifier: W → (W, ""), Wxh → (W, xh), bh → (b, h), W_in → (W, in), Δ_1 → (\\Delta, 1).
+
+    A capital or Greek letter takes a suffix of up to three letters or digits, a small letter one letter or
+    any digits; anything else is a word and prints upright."""
+    if "_" in identifier.strip("_"):
+        base, sub = identifier.split("_", 1)
+        base_latex = letter_latex(base) or upright(base)
+        return base_latex, sub if len(sub) <= 3 and sub.isalnum() and sub.isascii() else upright(sub)
+    letter = letter_latex(identifier)
+    if letter:
+        return letter, ""
+    head, tail = identifier[:1], identifier[1:]
+    head_latex = letter_latex(head)
+    if head_latex and tail.isascii() and tail.isalnum() and tail == tail.lower():
+        short = len(tail) <= 3 if (head.isupper() or not head.isascii()) else len(tail) == 1 or tail.isdigit()
+        if short:
+            return head_latex, tail
+    return upright(identifier), ""
+
+
+def upright(word: str) -> str:
+    return r"\mathrm{" + word.replace("_", r"\_") + "}"
+
+
+def label_latex(label: str) -> str:
+    """A sub-model's name in a superscript: 0 and a as they are, longer words upright."""
+    return label if label.isdigit() or len(label) == 1 else upright(label)
+
+
+def state_letters(dotted_names: list[str]) -> dict[str, str]:
+    """hidden → h, cell → c: a state spelled as a word prints as its initial, unless two states share it."""
+    identifiers = [d.rpartition(".")[2] for d in dotted_names]
+    initials = Counter(i[0] for i in identifiers if identifier_latex(i)[0].startswith(r"\mathrm"))
+    return {d: i[0] for d, i in zip(dotted_names, identifiers)
+            if identifier_latex(i)[0].startswith(r"\mathrm") and i[0].isalpha() and initials[i[0]] == 1}
+
+
+
+def subscript_digits(k: int) -> str:
+    return str(k).translate(str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉"))
+
+def matrix_args(node: Any) -> list:
+    """The matrix arguments of a node (a BlockMatrix's blocks)."""
+    if type(node).__name__ == "BlockMatrix":
+        return list(node.blocks)
+    return [a for a in node.args if getattr(a, "is_Matrix", False)]
+
+def is_leaf(node: Any, names: dict) -> bool:
+    return node in names or not matrix_args(node)
+
+def walk(expr: Any, names: dict, top: bool = False):
+    """Every node of an expression tree (repeats included); named nodes are leaves (`top`: even the root)."""
+    yield expr
+    if (top or expr not in names) and matrix_args(expr):
+        for child in matrix_args(expr):
+            yield from walk(child, names)
+
+
+# ---- printers ------------------------------------------------------------------------------------------
+
+ADD, HADAMARD, PRODUCT, POWER, ATOM = range(5)  # how tightly a node binds
+
+
+class Printer:
+    """What the LaTeX and text printers share: dispatch on node type, reading order, parentheses."""
+
+    minus = "-"
+    product_separator = " "
+    hadamard = r" \odot "
+    separator = ", "
+
+    def __init__(self, names: dict | None = None):
+        self.names = dict(names or {})
+
+    def doprint(self, expr: Any, define: bool = False) -> str:
+        """The expression; `define`: the right-hand side of its own equation, so its name is not used."""
+        return self._print_node(expr) if define else self._print(expr)
+
+    def _print(self, expr: Any) -> str:
+        name = self.names.get(expr)
+        return self._print_node(expr) if name is None else self.name(name)
+
+    def _print_node(self, expr: Any) -> str:
+        for klass in type(expr).__mro__:
+            method = getattr(self, f"_print_{klass.__name__}", None)
+            if method is not None:
+                return method(expr)
+        raise TypeError(f"{type(self).__name__} has no _print_{type(expr).__name__} method (for {expr!r})")
+
+    def group(self, expr: Any, loosest: int) -> str:
+        """The expression, in parentheses when it binds no tighter than `loosest`."""
+        text = self._print(expr)
+        return f"({text})" if self.precedence(expr) <= loosest else text
+
+    def precedence(self, expr: Any) -> int:
+        kind = type(expr).__name__
+        if expr in self.names:
+            return ATOM
+        if kind == "MatAdd" or kind == "MatMul" and expr.as_coeff_matrices()[0].is_negative:
+            return ADD
+        return {"HadamardProduct": HADAMARD, "MatMul": PRODUCT, "Spread": PRODUCT, "Total": PRODUCT,
+                "Transpose": POWER, "HadamardPower": POWER}.get(kind, ATOM)
+
+    def leaf_kinds(self, expr: Any) -> set:
+        kinds = set()
+        for node in walk(expr, self.names):
+            if node in self.names:
+                kinds.add(getattr(self.names[node], "kind", "value"))
+            elif type(node).__name__ in ("OneMatrix", "ZeroMatrix", "Identity"):
+                kinds.add("constant")
+            elif not matrix_args(node):  # a symbol printed without a sheet: Δ… is still the upstream
+                kinds.add("upstream" if getattr(node, "name", "").startswith("Δ") else "value")
+        return kinds
+
+    def term_rank(self, term: Any) -> int:
+        """Sums read inputs first, then states, upstream gradients, other products, bare symbols, constants."""
+        kinds = self.leaf_kinds(term)
+        leaf = is_leaf(term, self.names)
+        for rank, wanted in enumerate(("input", "state")):
+            if wanted in kinds:
+                return rank
+        if leaf and kinds & {"upstream", "δ"}:
+            return 2
+        if kinds == {"constant"}:
+            return 5
+        return 4 if leaf else 3
+
+    def factor_rank(self, factor: Any) -> int:
+        """⊙ products read the upstream gradient first and parenthesised sums last."""
+        if self.leaf_kinds(factor) & {"upstream", "δ"}:
+            return 0
+        return 1 if self.precedence(factor) > HADAMARD else 2
+
+    def _print_MatAdd(self, expr: Any) -> str:
+        terms = [(self.is_negative(t), self.term_rank(t), i, t) for i, t in enumerate(expr.args)]
+        text = ""
+        for negative, _, _, term in sorted(terms, key=lambda x: x[:3]):
+            body = self.magnitude(term)
+            sign = (f" {self.minus} " if negative else " + ") if text else (self.minus if negative else "")
+            text += sign + body
+        return text
+
+    def is_negative(self, term: Any) -> bool:
+        """A product with a negative coefficient, or a ⊙ product with an odd number of such factors."""
+        if term in self.names:
+            return False
+        if type(term).__name__ == "HadamardProduct":
+            return sum(self.is_negative(f) for f in term.args) % 2 == 1
+        return type(term).__name__ == "MatMul" and bool(term.as_coeff_matrices()[0].is_negative)
+
+    def magnitude(self, term: Any) -> str:
+        """A term without its minus sign: −Δ ⊙ x prints as Δ ⊙ x."""
+        if type(term).__name__ == "HadamardProduct" and term not in self.names:
+            return self.hadamard_product(term.args)
+        if not self.is_negative(term):
+            return self._print(term)
+        coefficient, factors = term.as_coeff_matrices()
+        return self.product(-coefficient, factors)
+
+    def _print_MatMul(self, expr: Any) -> str:
+        coefficient, factors = expr.as_coeff_matrices()
+        if coefficient.is_negative:
+            return self.minus + self.product(-coefficient, factors)
+        return self.product(coefficient, factors)
+
+    def product(self, coefficient: Any, factors: list) -> str:
+        if coefficient == 1 and len(factors) == 1:
+            return self._print(factors[0])
+        parts = [self.group(f, HADAMARD) for f in factors]
+        body = self.product_separator.join(parts)
+        return body if coefficient == 1 else self.scalar_factor(coefficient) + self.product_separator + body
+
+    def _print_HadamardProduct(self, expr: Any) -> str:
+        return (self.minus if self.is_negative(expr) else "") + self.hadamard_product(expr.args)
+
+    def hadamard_product(self, factors: tuple) -> str:
+        """The factors' magnitudes joined by ⊙, upstream first (the sign is the caller's)."""
+        ordered = sorted(enumerate(factors), key=lambda f: (self.factor_rank(f[1]), f[0]))
+        parts = []
+        for _, factor in ordered:
+            if self.is_negative(factor) and type(factor).__name__ == "MatMul":
+                coefficient, matrices = factor.as_coeff_matrices()
+                text = self.product(-coefficient, matrices)
+                simple = coefficient == -1 and len(matrices) == 1 and self.precedence(matrices[0]) > PRODUCT
+                parts.append(text if simple else f"({text})")
+            else:
+                parts.append(self.group(factor, PRODUCT))
+        return self.hadamard.join(parts)
+
+    def is_column(self, expr: Any) -> bool:
+        return expr.shape[1] == 1
+
+
+class LatexPrinter(Printer):
+    r"""Matrix expressions as LaTeX that KaTeX, MathJax and (for single equations) matplotlib typeset:
+    σ(W x + b), Δ ⊙ y ⊙ (1 − y) as \Delta \odot y \odot (\mathbf{1} - y), xᵀ as x^{\top}."""
+
+    separator = r",\quad "
+
+    def name(self, name: Any) -> str:
+        return name if isinstance(name, str) else name.latex()
+
+    def gradient(self, name: Name) -> str:
+        return rf"\frac{{\partial L}}{{\partial {name.latex()}}}"
+
+    def words(self, text: str, maths: str) -> str:
+        return rf"\text{{{text}}}{maths}"
+
+    def domain(self, shape: tuple) -> str:
+        rows, cols = (*shape, 1)[:2]
+        return rf"\mathbb{{R}}^{{{self.scalar(rows)}}}" if cols == 1 else \
+            rf"\mathbb{{R}}^{{{self.scalar(rows)} \times {self.scalar(cols)}}}"
+
+    def scalar(self, value: Any) -> str:
+        import sympy
+
+        return sympy.latex(sympy.sympify(value))
+
+    def scalar_factor(self, value: Any) -> str:
+        return self.scalar(value)
+
+    def superscripted(self, expr: Any, sup: str, joins_name: bool) -> str:
+        """expr^{sup}; a name's own superscript takes a transpose along (W^{(0)\top}) but not a power."""
+        name = self.names.get(expr) or (leaf_name(expr.name, "value") if type(expr).__name__ == "MatrixSymbol"
+                                        else None)
+        if isinstance(name, Name) and (joins_name or not name.sup):
+            return name.latex(sup)
+        return f"{self.group(expr, POWER)}^{script(sup)}"
+
+    def _print_MatrixSymbol(self, expr: Any) -> str:
+        return leaf_name(expr.name, "value").latex()
+
+    def _print_Transpose(self, expr: Any) -> str:
+        return self.superscripted(expr.arg, r"\top", joins_name=True)
+
+    def _print_HadamardPower(self, expr: Any) -> str:
+        base, exponent = expr.args
+        power = self.scalar(exponent) if self.is_column(base) else rf"\circ {self.scalar(exponent)}"
+        return self.superscripted(base, power, joins_name=False)
+
+    def _print_Apply(self, expr: Any) -> str:
+        from .elementwise import FUNCTIONS
+
+        function, argument = FUNCTIONS[expr.function].latex, self._print(expr.argument)
+        return rf"\sqrt{{{argument}}}" if function == r"\sqrt" else f"{function}({argument})"
+
+    def _print_OneMatrix(self, expr: Any) -> str:
+        return r"\mathbf{1}"
+
+    def _print_ZeroMatrix(self, expr: Any) -> str:
+        return r"\mathbf{0}"
+
+    def _print_Identity(self, expr: Any) -> str:
+        return "I"
+
+    def _print_Total(self, expr: Any) -> str:
+        return r"\mathbf{1}^{\top} " + self.group(expr.argument, HADAMARD)
+
+    def _print_Spread(self, expr: Any) -> str:
+        return self.group(expr.argument, PRODUCT) + r" \mathbf{1}"
+
+    def _print_Softmax(self, expr: Any) -> str:
+        return rf"\operatorname{{softmax}}({self._print(expr.argument)})"
+
+    def _print_LogSumExp(self, expr: Any) -> str:
+        return rf"\operatorname{{logsumexp}}({self._print(expr.argument)})"
+
+    def _print_MatrixSlice(self, expr: Any) -> str:
+        parent, (start, stop, _), _ = expr.args
+        name = self.names.get(parent)
+        base = self.group(parent, POWER)
+        if (isinstance(name, Name) and name.sub) or (type(parent).__name__ == "MatrixSymbol" and name is None
+                                                    and leaf_name(parent.name, "value").sub):
+            base = f"({base})"
+        return f"{base}_{{{self.scalar(start)}:{self.scalar(stop)}}}"
+
+    def _print_BlockMatrix(self, expr: Any) -> str:
+        blocks = expr.blocks
+        rows = [" & ".join(self._print(blocks[i, j]) for j in range(blocks.shape[1])) for i in range(blocks.shape[0])]
+        return r"\begin{bmatrix}" + r" \\ ".join(rows) + r"\end{bmatrix}"
+
+
+SUPERSCRIPTS = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
+
+
+class TextPrinter(Printer):
+    """Matrix expressions as one line of unicode: σ(W·x + b), (Δ ⊙ y ⊙ (1 − y))·xᵀ, Wᵀ·δ."""
+
+    minus = "−"
+    product_separator = "·"
+    hadamard = " ⊙ "
+
+    def name(self, name: Any) -> str:
+        return name if isinstance(name, str) else name.text
+
+    def gradient(self, name: Name) -> str:
+        return f"∂L/∂{name.text}"
+
+    def words(self, text: str, maths: str) -> str:
+        return text + maths
+
+    def shape(self, shape: tuple) -> str:
+        rows, cols = (*shape, 1)[:2]
+        return str(rows) if cols == 1 else f"{rows}×{cols}"
+
+    def scalar_factor(self, value: Any) -> str:
+        text = str(value)
+        return f"({text})" if not text.isalnum() else text
+
+    def precedence(self, expr: Any) -> int:
+        return ATOM if type(expr).__name__ == "Total" and expr not in self.names else super().precedence(expr)
+
+    def _print_Basic(self, expr: Any) -> str:  # a node without a method: SymPy's text, never an error
+        import sympy
+
+        return sympy.sstr(expr)
+
+    def _print_MatrixSymbol(self, expr: Any) -> str:
+        return expr.name
+
+    def _print_Transpose(self, expr: Any) -> str:
+        return self.group(expr.arg, POWER) + "ᵀ"
+
+    def _print_HadamardPower(self, expr: Any) -> str:
+        base, exponent = expr.args
+        text = str(exponent)
+        power = text.translate(SUPERSCRIPTS) if text.lstrip("-").isdigit() else f"^({text})"
+        return self.group(base, POWER) + ("" if self.is_column(base) else "∘") + power
+
+    def _print_Apply(self, expr: Any) -> str:
+        return f"{expr.function}({self._print(expr.argument)})"
+
+    def _print_OneMatrix(self, expr: Any) -> str:
+        return "1"
+
+    def _print_ZeroMatrix(self, expr: Any) -> str:
+        return "0"
+
+    def _print_Identity(self, expr: Any) -> str:
+        return "I"
+
+    def _print_Total(self, expr: Any) -> str:
+        return f"Σ({self._print(expr.argument)})"
+
+    def _print_Spread(self, expr: Any) -> str:
+        return self.group(expr.argument, PRODUCT) + "·1"
+
+    def _print_Softmax(self, expr: Any) -> str:
+        return f"softmax({self._print(expr.argument)})"
+
+    def _print_LogSumExp(self, expr: Any) -> str:
+        return f"logsumexp({self._print(expr.argument)})"
+
+    def _print_MatrixSlice(self, expr: Any) -> str:
+        parent, (start, stop, _), _ = expr.args
+        return f"{self.group(parent, POWER)}[{start}:{stop}]"
+
+    def _print_BlockMatrix(self, expr: Any) -> str:
+        blocks = expr.blocks
+        return "[" + "; ".join(", ".join(self._print(blocks[i, j]) for j in range(blocks.shape[1]))
+                               for i in range(blocks.shape[0])) + "]"
