@@ -62,6 +62,11 @@ def main() -> None:
     for line in harness.environment_lines(threads, thread_actions):
         print(line)
     print(f"load      {harness.load_text()} at the start")
+    busy = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if busy > 0.5 and threads > 1:
+        print(f"WARNING   other processes are running (load {busy:.1f} on {os.cpu_count()} CPUs): multi-threaded "
+              "OpenBLAS degrades badly when its threads are descheduled (measured: 10-100x slower steps); "
+              "rerun on an idle machine, or compare with --threads 1")
     print(f"timing    {rounds} interleaved rounds per case, blocks of ~{block * 1e3:.0f} ms per variant, median; "
           f"warm-up ≥ {warmup} s per variant (JIT excluded)")
     print(flush=True)
