@@ -4,6 +4,7 @@ from .display import latex
 from .io import load, load_optimiser, save
 from .layers.activations import Elementwise, abs, exp, log, relu, sigmoid, softmax, softplus, sqrt, square, tanh, σ
 from .layers.basic import Chain, Concat, Dense, Parallel, split
+from .layers.recurrent import GRU, LSTM, Recurrent
 from .losses import Loss, binarycrossentropy, crossentropy, logitcrossentropy, loss_and_grad, mse
 from .model import Model
 from .optimisers import SGD, Adam, Momentum, Nesterov, Optimiser, RMSProp
@@ -15,7 +16,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Model", "param", "state", "hadamard", "concat", "total", "latex",
     "σ", "sigmoid", "tanh", "relu", "softplus", "exp", "log", "sqrt", "abs", "square", "Elementwise",
-    "softmax", "Dense", "Chain", "Parallel", "Concat", "split",
+    "softmax", "Dense", "Chain", "Parallel", "Concat", "split", "Recurrent", "LSTM", "GRU",
     "Loss", "mse", "crossentropy", "logitcrossentropy", "binarycrossentropy", "loss_and_grad",
     "gradcheck", "GradientCheckError", "DefinitionError",
     "Optimiser", "SGD", "Momentum", "Nesterov", "RMSProp", "Adam",

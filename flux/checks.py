@@ -9,12 +9,14 @@ class GradientCheckError(AssertionError):
 
 
 def gradcheck(model, *inputs: np.ndarray, eps: float | None = None, tolerance: float = 1e-6,
-              max_entries: int = 64, seed: int = 0, raise_on_failure: bool = True) -> float:
+              max_entries: int = 64, seed: int = 0, raise_on_failure: bool = True,
+              initial: dict | None = None) -> float:
     """The worst relative error ‖g − ĝ‖/max(‖g‖, ‖ĝ‖) over every parameter and input gradient.
 
     L = Σ R ⊙ model(x) for a fixed random R, so Δ = R; ĝ is (L(θ + ε) − L(θ − ε)) / 2ε on up to `max_entries`
     entries of each array. The model's parameters and gradients are left exactly as they were.
     Use float64 models: float32 cannot resolve errors near 1e-6.
+    A recurrent model takes sequences; `initial` ({state name: (N, size) array}) also checks ∂L/∂h₀ (`state_grads`).
     """
     rng = np.random.default_rng(seed)
     dtype = model.dtype if model.params else np.result_type(*inputs, np.float32)
@@ -22,12 +24,13 @@ def gradcheck(model, *inputs: np.ndarray, eps: float | None = None, tolerance: f
     eps = eps if eps is not None else (1e-6 if dtype == np.float64 else 1e-2)
     saved_grads = {k: g.copy() for k, g in model.grads.items()}
     had_grads = model.__dict__.get("_has_grads", False)
-    outputs = model(*inputs)
+    options = {} if initial is None else {"initial": {k: np.array(v, dtype=dtype) for k, v in initial.items()}}
+    outputs = model(*inputs, **options)
     outputs = outputs if isinstance(outputs, tuple) else (outputs,)
     weights = [rng.standard_normal(np.shape(o)) for o in outputs]
 
     def loss() -> float:
-        ys = model(*inputs)
+        ys = model(*inputs, **options)
         ys = ys if isinstance(ys, tuple) else (ys,)
         return float(sum(np.sum(w * y) for w, y in zip(weights, ys)))
 
@@ -37,8 +40,10 @@ def gradcheck(model, *inputs: np.ndarray, eps: float | None = None, tolerance: f
         derived = derived if isinstance(derived, tuple) else (derived,)
         analytic = {f"input {i}": g for i, g in enumerate(derived)}
         analytic.update({k: g.copy() for k, g in model.grads.items()})
+        analytic.update({f"initial {k}": g for k, g in (model.state_grads.items() if initial is not None else ())})
         targets = {f"input {i}": x for i, x in enumerate(inputs)}
         targets.update(model.params)
+        targets.update({f"initial {k}": v for k, v in options.get("initial", {}).items()})
         worst, report = 0.0, []
         for name, array in targets.items():
             flat = array.reshape(-1)

@@ -47,7 +47,8 @@ class Model(metaclass=ModelClass):
 
     def __init__(self, *, dtype: Any = None, **values: Any):
         cls = type(self)
-        self.__dict__.update(_params={}, _grads={}, _states={}, _tape=None, _program=None, _has_grads=False)
+        self.__dict__.update(_params={}, _grads={}, _states=dict.fromkeys(cls.declared_states()), _tape=None,
+                             _program=None, _has_grads=False)
         declared, slots = cls.declared_params(), cls.declared_slots()
         if dtype is None:  # a composite computes in its sub-models' precision
             dtypes = {v.dtype for k, v in values.items() if k in slots and isinstance(v, Model) and v.params}
@@ -55,7 +56,8 @@ class Model(metaclass=ModelClass):
         self.dtype = np.dtype(dtype or DEFAULT_DTYPE)
         if self.dtype.kind != "f" or self.dtype.itemsize not in (4, 8):
             raise TypeError(f"{cls.__name__}: dtype must be float32 or float64, got {self.dtype}")
-        unknown = sorted(set(values) - set(declared) - set(slots))
+        initial = {f"{name}0": s for name, s in cls.declared_states().items() if s.learnable}
+        unknown = sorted(set(values) - set(declared) - set(slots) - set(initial))
         if unknown:
             raise TypeError(f"{cls.__name__} has no parameter or sub-model {', '.join(unknown)}; "
                             f"it declares {', '.join(list(declared) + list(slots)) or 'none'}")
@@ -73,6 +75,8 @@ class Model(metaclass=ModelClass):
                                 f"(shape {' × '.join(map(str, spec.dims))}): pass {name}=array")
             self._assign_param(name, values[name])
         self._check_param_sizes()
+        for name, spec in initial.items():
+            self._assign_initial_state(name, spec, values.get(name))
 
     # ---- declarations ---------------------------------------------------------------------------------
 
@@ -123,6 +127,21 @@ class Model(metaclass=ModelClass):
         self.__dict__["_params"][name] = array
         if not is_symbolic(value):
             self.__dict__["_grads"][name] = np.zeros_like(array)
+
+    def _assign_initial_state(self, name: str, spec: State, value: Any) -> None:
+        """A learnable initial state h₀ (`flux.state("h", learnable=True)`) is the parameter "h0", zero by default."""
+        dim = spec.dims[0]
+        sizes = {d: self._params[p].shape[axis] for p, s in type(self).declared_params().items()
+                 for axis, d in enumerate(s.dims)}
+        size = dim if isinstance(dim, int) else sizes.get(dim)
+        if value is None and size is None:
+            raise TypeError(f"{type(self).__name__}: no parameter fixes the size {dim!r} of the learnable initial "
+                            f"state {name}; pass {name}=array")
+        array = np.zeros(size, dtype=self.dtype) if value is None else np.array(value, dtype=self.dtype, order="C")
+        if array.ndim != 1 or (size is not None and array.shape[0] != size):
+            raise ValueError(f"{type(self).__name__}: initial state {name} must have shape ({size},), got {array.shape}")
+        self.__dict__["_params"][name] = array
+        self.__dict__["_grads"][name] = np.zeros_like(array)
 
     def _check_param_sizes(self) -> None:
         sizes: dict = {}
@@ -196,24 +215,53 @@ class Model(metaclass=ModelClass):
             from .program import program_of
 
             program = program_of(self, self.dtype)
-            program.check_params(*self.params.values()) if self.params else None
+            params = self.params  # by name: a learnable initial state h0 is a parameter no kernel takes
+            program.check_params(*(params[n] for n in program.metadata["params"]))
             self.__dict__["_program"] = program
         return program
 
     # ---- running --------------------------------------------------------------------------------------
 
-    def __call__(self, *inputs: Any) -> Any:
+    def __call__(self, *inputs: Any, **options: Any) -> Any:
+        """y = model(x). A recurrent model takes sequences (N, T, features) and the options
+        `initial=` (h₀: an array, or {state name: array}) and `carry=True` (start where the last call ended)."""
         if self.__dict__.get("_tracing") or any(is_symbolic(x) for x in inputs):
             return self.forward(*inputs)
         from .runtime import run_forward
 
-        return run_forward(self, inputs)
+        return run_forward(self, inputs, **options)
 
     def back(self, Δ: Any) -> Any:
         """Back-propagate Δ = ∂L/∂y: return ∂L/∂x and add Σₙ ∂L/∂W into `grads`."""
         from .runtime import run_backward
 
         return run_backward(self, Δ)
+
+    # ---- recurrent models: the state carried between calls ----------------------------------------------
+
+    def step(self, *inputs: Any) -> Any:
+        """y_t = model.step(x_t): advance one time step from the carried state ((N, features) or (features,))."""
+        from .recurrence import run_step
+
+        return run_step(self, inputs)
+
+    def reset(self, initial: Any = None) -> None:
+        """Forget the carried state, or set it (an array, or {state name: array}) for `step` / `carry=True`."""
+        from .recurrence import reset_state
+
+        reset_state(self, initial)
+
+    @property
+    def state(self) -> dict[str, np.ndarray | None]:
+        """The carried state, {dotted state name: (N, size) array}, as the last call or step left it."""
+        from .recurrence import current_state
+
+        return current_state(self)
+
+    @property
+    def state_grads(self) -> dict[str, np.ndarray]:
+        """∂L/∂h₀ of the last `back` through a sequence, {dotted state name: (N, size) array}."""
+        return dict(self.__dict__.get("_state_grads") or {})
 
     def __repr__(self) -> str:
         from .display import model_text

@@ -52,11 +52,17 @@ def follow_input_precision(model, inputs: tuple) -> None:
     model.__dict__["_program"] = None
 
 
-def run_forward(model, inputs: tuple) -> Any:
+def run_forward(model, inputs: tuple, **options: Any) -> Any:
     """y = model(x…): check the inputs, run the forward kernel, keep what backward needs."""
     follow_input_precision(model, inputs)
     program = model.kernels
     metadata = program.metadata
+    if metadata.get("states"):  # recurrent: sequences through the compiled time loop
+        from .recurrence import run_sequence
+
+        return run_sequence(model, inputs, **options)
+    if options:
+        raise TypeError(f"{type(model).__name__} is not recurrent: it takes no {', '.join(sorted(options))}=")
     names = metadata["inputs"]
     if len(inputs) != len(names):
         raise TypeError(f"{type(model).__name__} takes {len(names)} input(s) ({', '.join(names)}), got {len(inputs)}")
@@ -88,8 +94,12 @@ def run_backward(model, Δ: Any) -> Any:
     if tape is None:
         raise RuntimeError(f"{model_name}.back: there is no forward pass to back-propagate through; call "
                            f"{model_name.lower()}(x) first (each forward pass can be back-propagated once)")
-    arrays, results, single = tape
     program = model.kernels
+    if program.metadata.get("states"):
+        from .recurrence import run_sequence_backward
+
+        return run_sequence_backward(model, Δ)
+    arrays, results, single = tape
     metadata = program.metadata
     outputs = results[: metadata["outputs"]]
     deltas = Δ if isinstance(Δ, (tuple, list)) and metadata["outputs"] > 1 else (Δ,)

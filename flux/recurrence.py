@@ -1,0 +1,775 @@
+"""Recurrence: a cell traced once with time-indexed symbols, run over whole sequences by compiled time loops.
+
+A recurrent model's `forward` is one time step. Tracing reads a state before assigning it as h_{t−1} and records
+the assignment as h_t, so the cell is a plain function of matrices,
+
+    (x_t, h_{t−1}) ↦ (y_t, h_t),
+
+derived once by the ordinary reverse-mode pass: given Δy_t and the Δh_t carried back from step t+1 it gives Δx_t,
+Δh_{t−1} and the parameters' per-step gradients. Nothing is unrolled: one generated module serves every T.
+
+Terms that do not depend on h_{t−1} need not wait for the time loop. The cell is split in two:
+
+    u_t = P(x_t)                     state-independent products (Wₓₕ x_t, …): one GEMM over all T·N rows
+    (y_t, h_t) = C(x_t, u_t, h_{t−1})  the part that must run step by step
+
+and, backwards, the parameter gradients' outer products Σₜ δ_t v_tᵀ are one GEMM over T·N after the loop, from
+the δ_t the loop stores. The generated module holds, as numba functions,
+
+    project, project_backward      P and its VJP, over (T·N, ·) row stacks
+    step_forward, step_backward    C and its VJP, for one (N, ·) time step
+    gradients                      Σ over T·N of the parameter gradients that were deferred
+    forward, backward              the drivers: the time loops, calling the functions above
+
+Sequences are time-major inside ((T, N, k), so x_t is one contiguous block); the public API is batch-first.
+Code generation imports SymPy inside its functions: running a cached module needs only NumPy and numba.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+DRIVER_INDENT = "    "
+
+
+# ---- the cell, split into its state-independent projection and its step ----------------------------------
+
+@dataclass
+class Cell:
+    """One time step as two stateless functions, each with its own derived gradients.
+
+    `projection` maps inputs to the hoisted terms u (None if there are none); `step` maps inputs, u and the
+    previous states to the outputs and the new states. Both are `Derivation`s without states.
+    """
+
+    name: str
+    inputs: list  # x symbols
+    params: dict
+    state_names: list  # dotted names
+    previous: list  # h[t−1] symbols
+    projected: list  # u symbols (leaves of `step`, outputs of `projection`)
+    projection: Any
+    step: Any
+
+
+def split_cell(derivation) -> Cell:
+    """Hoist the state-independent batched products out of the cell and derive both halves."""
+    from sympy import MatrixSymbol
+
+    from .derive import backward_expressions
+    from .program import Derivation
+
+    previous = [p for _, p, _ in derivation.states]
+    news = [h for _, _, h in derivation.states]
+    hoisted = hoistable_nodes(derivation.outputs + news, set(derivation.inputs), set(previous))
+    projected = [MatrixSymbol(f"u{k}", *node.shape) for k, node in enumerate(hoisted, 1)]
+    substitution = dict(zip(hoisted, projected))
+    # .doit() puts every rebuilt sum back in SymPy's canonical order, the order the VJP rules' results use,
+    # so a forward value and its copy inside a gradient stay one node (kept, not recomputed)
+    outputs = [o.xreplace(substitution).doit() for o in derivation.outputs]
+    news = [h.xreplace(substitution).doit() for h in news]
+    params = derivation.params
+    step_inputs = list(derivation.inputs) + projected + previous
+    every = outputs + news
+    gradients = backward_expressions(dict(enumerate(every)), dict(enumerate(derivation.upstream)),
+                                     step_inputs + list(params.values()))
+    step = Derivation(derivation.name, step_inputs, params, [], every, list(derivation.upstream), gradients)
+    projection = None
+    if hoisted:
+        upstream = [MatrixSymbol(f"Δ_{u.name}", *u.shape) for u in projected]
+        gradients = backward_expressions(dict(enumerate(hoisted)), dict(enumerate(upstream)),
+                                         list(derivation.inputs) + list(params.values()))
+        projection = Derivation(derivation.name, list(derivation.inputs), params, [], hoisted, upstream, gradients)
+    return Cell(derivation.name, list(derivation.inputs), params, [n for n, _, _ in derivation.states], previous,
+                projected, projection, step)
+
+
+def hoistable_nodes(roots: list, inputs: set, previous: set) -> list:
+    """The largest per-sample column expressions that read an input and a matrix product but no state."""
+    from sympy import MatrixSymbol
+
+    from .derive import matrix_children, topological_order
+
+    order = topological_order(roots)
+    reads_state, batched, has_product = {}, {}, {}
+    for node in order:  # children first
+        children = matrix_children(node)
+        reads_state[node] = node in previous or any(reads_state[c] for c in children)
+        batched[node] = node in inputs or any(batched[c] for c in children)
+        has_product[node] = is_matrix_product(node) or any(has_product[c] for c in children)
+    hoisted, seen = [], set()
+    stack = list(reversed(roots))
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        if (not reads_state[node] and batched[node] and has_product[node] and node.shape[1] == 1
+                and not isinstance(node, MatrixSymbol)):
+            hoisted.append(node)
+            continue
+        stack.extend(reversed(matrix_children(node)))
+    return hoisted
+
+
+def is_matrix_product(node) -> bool:
+    from sympy import MatMul
+
+    return isinstance(node, MatMul) and sum(1 for f in node.as_coeff_matrices()[1] if f.shape != (1, 1)) >= 2
+
+
+# ---- the generated module --------------------------------------------------------------------------------
+
+def generate_recurrent_module_source(derivation, dtype, key: str) -> str:
+    """The complete text of the module holding a recurrent model's kernels and time loops."""
+    import sympy
+
+    from .codegen import Argument
+    from .kernels import identifier, shape_checks
+
+    dtype = np.dtype(dtype)
+    cell = split_cell(derivation)
+    params = [Argument(p, identifier(name), False) for name, p in cell.params.items()]
+    inputs = [Argument(x, identifier(x.name), True) for x in cell.inputs]
+    writer = ModuleWriter(cell, params, inputs)
+    kernels = writer.kernels()
+    names = [identifier(n) for n in cell.state_names]
+    metadata = {
+        "model": derivation.name,
+        "dtype": dtype.name,
+        "inputs": [x.name for x in cell.inputs],
+        "input_dims": [sympy.sstr(x.shape[0]) for x in cell.inputs],
+        "params": list(cell.params),
+        "outputs": len(derivation.outputs),
+        "states": cell.state_names,
+        "state_dims": [sympy.sstr(p.shape[0]) for p in cell.previous],
+        "forward_returns": writer.forward_returns,
+        "hoisted": [sympy.sstr(e) for e in (cell.projection.outputs if cell.projection else [])],
+    }
+    maths = [f"    {'y' if len(derivation.outputs) == 1 else f'y{k}'}_t = {sympy.sstr(o)}"
+             for k, o in enumerate(derivation.outputs, 1)]
+    maths += [f"    {n}_t = {sympy.sstr(h)}      (reads {n} as {n}_{{t-1}})" for n, _, h in derivation.states]
+    jitted = "\n\n".join(f"@njit(cache=True, nogil=True)\n{k}" for k in kernels)
+    return f'''# flux-module-key: {key}
+"""flux kernels for the recurrent {derivation.name} ({dtype.name}), generated from the maths of one time step:
+
+{chr(10).join(maths)}
+
+forward/backward loop over t inside numba; see flux/recurrence.py. Generated by flux; do not edit.
+"""
+import numpy as np
+from numba import njit
+
+real = np.{dtype.name}
+
+METADATA = {metadata!r}
+
+
+{shape_checks(params, inputs)}
+
+
+{state_sizes_source(cell, params, names)}
+
+
+{jitted}
+
+# end of generated module
+'''
+
+
+def state_sizes_source(cell: Cell, params: list, names: list) -> str:
+    """Plain Python: each state's size from the parameters' shapes (None when the parameters do not fix it)."""
+    import sympy
+
+    from .codegen import size_codes
+
+    sizes = size_codes(params)
+    codes = []
+    for p in cell.previous:
+        dim = p.shape[0]
+        known = all(s in sizes for s in dim.free_symbols)
+        codes.append(str(dim.xreplace({s: sympy.Symbol(sizes[s]) for s in dim.free_symbols})) if known else "None")
+    return "\n".join([
+        f"def state_sizes({', '.join(a.name for a in params)}):",
+        f'    """The size of each state ({", ".join(names)}); None: the same as the input it is tied to."""',
+        f"    return ({', '.join(codes)}{',' if len(codes) == 1 else ''})",
+    ])
+
+
+class ModuleWriter:
+    """Writes the kernels of a recurrent module: the cell's functions (by the numba printer) and the drivers."""
+
+    def __init__(self, cell: Cell, params: list, inputs: list):
+        from .kernels import identifier
+
+        self.cell = cell
+        self.params = params
+        self.inputs = inputs
+        self.states = [identifier(n) for n in cell.state_names]
+        self.forward_returns: list[str] = []
+
+    def kernels(self) -> list[str]:
+        sources = []
+        sources.append(ROWS_SOURCE)
+        if self.cell.projection is not None:
+            sources += self.projection_kernels()
+        sources += self.step_kernels()
+        if self.deferred:
+            sources.append(self.gradients_kernel())
+        sources.append(self.forward_driver())
+        sources.append(self.backward_driver())
+        return sources
+
+    # ---- the projection: u = P(x) for all T·N rows, and its VJP ----------------------------------------
+
+    def projection_kernels(self) -> list[str]:
+        import sympy
+        from sympy import MatrixSymbol, ZeroMatrix
+
+        from .codegen import Argument, Result, generate_kernel_source
+        from .kernels import kept_for_backward
+
+        projection = self.cell.projection
+        gradients = [projection.gradients[x.name] for x in projection.inputs]
+        gradients += [projection.gradients[p.name] for p in projection.params.values()]
+        kept = [k for k in kept_for_backward(projection, gradients) if k not in projection.outputs]
+        named = {node: u.name for node, u in zip(projection.outputs, self.cell.projected)}
+        named.update({node: f"pkept{k}" for k, node in enumerate(kept, 1)})
+        self.projection_kept = [named[k] for k in kept]
+        forward = generate_kernel_source(
+            "project", self.inputs + self.params, [Result(named[n], n) for n in projection.outputs + kept],
+            doc="; ".join(f"{named[o]} = {sympy.sstr(o)}" for o in projection.outputs) + "  (every row: all T·N)")
+        replacements = {node: MatrixSymbol(name, *node.shape) for node, name in named.items()}
+        deltas = [Argument(d, d.name, True) for d in projection.upstream]
+        saved = [Argument(MatrixSymbol(n, *k.shape), n, True) for n, k in zip(self.projection_kept, kept)]
+        self.projection_input_gradients = []
+        results = []
+        for a, g in zip(self.inputs, gradients):
+            if not isinstance(g, ZeroMatrix):
+                results.append(Result(f"grad_{a.name}", g.xreplace(replacements)))
+                self.projection_input_gradients.append(a.name)
+        for a, p in zip(self.params, projection.params.values()):
+            results.append(Result(f"grad_{a.name}", projection.gradients[p.name].xreplace(replacements),
+                                  mode="accumulate", into=f"grad_{a.name}"))
+        backward = generate_kernel_source(
+            "project_backward", deltas + self.inputs + self.params + saved + self.gradient_arrays(), results,
+            doc="∂L/∂x from the hoisted terms returned, Σ over all T·N rows of their ∂L/∂params added into grad_*")
+        return [forward, backward]
+
+    def gradient_arrays(self) -> list:
+        from sympy import MatrixSymbol
+
+        from .codegen import Argument
+
+        return [Argument(MatrixSymbol(f"grad_{a.name}", *a.symbol.shape), f"grad_{a.name}", False)
+                for a in self.params]
+
+    # ---- the step: (x_t, u_t, h_{t−1}) ↦ (y_t, h_t), and its VJP ---------------------------------------
+
+    def step_kernels(self) -> list[str]:
+        import sympy
+        from sympy import MatrixSymbol, ZeroMatrix
+
+        from .codegen import Argument, Result, generate_kernel_source
+        from .derive import topological_order
+        from .kernels import identifier, kept_for_backward
+
+        cell, step = self.cell, self.cell.step
+        n_out = len(step.outputs) - len(cell.previous)
+        outputs, news = step.outputs[:n_out], step.outputs[n_out:]
+        self.output_names = ["y"] if n_out == 1 else [f"y{k}" for k in range(1, n_out + 1)]
+        self.step_inputs = [Argument(s, identifier(s.name), True) for s in step.inputs]
+        # the forward values backward reads: outputs, new states and batched intermediates (kept per time step)
+        gradients = [g for g in step.gradients.values()]
+        leaves = set(step.inputs) | set(step.params.values())
+        kept = [k for k in kept_for_backward(step, gradients)
+                if k not in step.outputs and self.batched(k, set(step.inputs)) and k not in leaves]
+        named: dict = {}
+        for name, node in zip(self.output_names, outputs):
+            named.setdefault(node, name)
+        for state, node in zip(self.states, news):
+            named.setdefault(node, f"new_{state}")
+        named.update({node: f"kept{k}" for k, node in enumerate(kept, 1)})
+        self.kept_names = [named[k] for k in kept]
+        self.stored_nodes = list(outputs) + kept  # what forward keeps per time step besides the states
+        results = [Result(f"{n}_t", o) for n, o in zip(self.output_names, outputs)]
+        results += [Result(f"new_{s}_t", h) for s, h in zip(self.states, news)]
+        results += [Result(f"{n}_t", k) for n, k in zip(self.kept_names, kept)]
+        doc = "one time step: " + "; ".join(f"{r.name} = {sympy.sstr(r.expr)}" for r in results[:len(step.outputs)])
+        # children before parents: a fused loop then computes each activation once and its parents reuse it
+        position = {node: i for i, node in enumerate(topological_order(step.outputs))}
+        results.sort(key=lambda r: position[r.expr])
+        self.step_forward_returns = [r.name for r in results]
+        forward = generate_kernel_source("step_forward", self.step_inputs + self.params, results, doc=doc)
+        # where each forward value lives in the drivers' time-major buffers
+        self.saved_buffers = {name: f"{name}_seq[t]" for name in self.output_names + self.kept_names}
+        for state, node in zip(self.states, news):
+            self.saved_buffers.setdefault(named[node], f"{state}_seq[t + 1]")
+        saved_names = list(dict.fromkeys(named.values()))
+        replacements = {node: MatrixSymbol(name, *node.shape) for node, name in named.items()}
+        saved = [Argument(replacements[next(n for n, v in named.items() if v == name)], name, True)
+                 for name in saved_names]
+        self.saved_names = saved_names
+        deltas = [Argument(d, identifier(d.name), True) for d in step.upstream]
+        # per-step gradients: inputs, hoisted terms and previous states
+        self.step_gradients = []  # (leaf symbol name, returned?) in order
+        results = []
+        for a in self.step_inputs:
+            g = step.gradients[a.symbol.name]
+            zero = isinstance(g, ZeroMatrix)
+            self.step_gradients.append((a.name, not zero))
+            if not zero:
+                results.append(Result(f"grad_{a.name}", g.xreplace(replacements)))
+        # parameter gradients: outer products and vector sums are deferred to one GEMM over T·N after the loop
+        buffers = {a.symbol: a.name for a in self.step_inputs}
+        buffers.update({MatrixSymbol(n, *replacements[next(k for k, v in named.items() if v == n)].shape): n
+                        for n in saved_names})
+        buffers.update({d.symbol: d.name for d in deltas[:n_out]})
+        self.deferred, self.factors = [], {}  # (param argument, expression over factor symbols); expr → name
+        for r in results:  # a δ already returned per step (∂L/∂u_t, ∂L/∂x_t) is stored anyway: reuse it
+            if r.name[len("grad_"):] not in self.states:
+                self.factors.setdefault(r.expr, r.name)
+        for a, p in zip(self.params, step.params.values()):
+            gradient = step.gradients[p.name].xreplace(replacements)
+            for term in (gradient.args if isinstance(gradient, sympy.MatAdd) else (gradient,)):
+                if isinstance(term, ZeroMatrix):
+                    continue
+                deferred = self.defer(term, buffers, set(step.inputs) | set(replacements.values())
+                                      | {d.symbol for d in deltas})
+                if deferred is None:
+                    results.append(Result(f"grad_{a.name}", term, mode="accumulate", into=f"grad_{a.name}"))
+                else:
+                    self.deferred.append((a, deferred))
+        self.factor_results = [(name, expr) for expr, name in self.factors.items()
+                               if name.startswith("factor")]
+        results += [Result(name, expr) for name, expr in self.factor_results]
+        self.step_backward_returns = [r.name for r in results if r.mode == "new"]
+        backward = generate_kernel_source(
+            "step_backward", deltas + self.step_inputs + self.params + saved + self.gradient_arrays(), results,
+            doc="one step back: ∂L/∂x_t, ∂L/∂u_t, ∂L/∂h_{t−1} and the δ_t of the deferred gradients returned")
+        self.buffers = buffers
+        return [forward, backward]
+
+    @staticmethod
+    def batched(node, leaves: set) -> bool:
+        from .derive import matrix_children
+
+        return node in leaves or any(ModuleWriter.batched(c, leaves) for c in matrix_children(node))
+
+    def defer(self, term, buffers: dict, batched_leaves: set):
+        """`term` of a parameter gradient rewritten over per-step factors kept for after the loop, or None.
+
+        c·a·bᵀ (a, b per-sample columns) and a (a per-sample vector) qualify: their sums over t and n are one
+        GEMM (AᵀB) or one column sum over the T·N rows the loop stored.
+        """
+        from sympy import MatMul, MatrixSymbol
+
+        def factor(expr):
+            if expr in buffers:
+                return MatrixSymbol(buffers[expr], *expr.shape)
+            count = sum(n.startswith("factor") for n in self.factors.values())
+            return MatrixSymbol(self.factors.setdefault(expr, f"factor{count + 1}"), *expr.shape)
+
+        if not self.batched(term, batched_leaves):
+            return None
+        if isinstance(term, MatMul):
+            coefficient, factors = term.as_coeff_matrices()
+            if (len(factors) == 2 and factors[0].shape[1] == 1 and factors[1].shape[0] == 1
+                    and all(self.batched(f, batched_leaves) for f in factors)):
+                return coefficient * MatMul(factor(factors[0]), factor(factors[1].T).T)
+            if len(factors) == 1 and factors[0].shape[1] == 1:
+                return coefficient * factor(factors[0])
+            return None
+        if term.shape[1] == 1:
+            return factor(term)
+        return None
+
+    def gradients_kernel(self) -> str:
+        from sympy import MatrixSymbol
+
+        from .codegen import Argument, Result, generate_kernel_source
+
+        used = sorted({s.name for _, e in self.deferred for s in e.free_symbols if isinstance(s, MatrixSymbol)},
+                      key=self.factor_order)
+        shapes = {s.name: s for _, e in self.deferred for s in e.free_symbols if isinstance(s, MatrixSymbol)}
+        self.gradient_factors = used
+        arguments = [Argument(shapes[n], n, True) for n in used]
+        results = [Result(f"grad_{a.name}", e, mode="accumulate", into=f"grad_{a.name}") for a, e in self.deferred]
+        return generate_kernel_source("gradients", arguments + self.params + self.gradient_arrays(), results,
+                                      doc="Σ over all T·N rows of the deferred parameter gradients, added into grad_*")
+
+    def factor_order(self, name: str) -> tuple:
+        return (name.startswith("factor"), name)
+
+    # ---- the drivers ----------------------------------------------------------------------------------
+
+    def size(self, dim, sources: dict) -> str:
+        import sympy
+
+        dim = sympy.sympify(dim)
+        if dim.is_Integer:
+            return str(dim)
+        return str(dim.xreplace({s: sympy.Symbol(sources[s]) for s in dim.free_symbols}))
+
+    def size_sources(self, in_forward: bool = True) -> dict:
+        from .codegen import size_codes
+
+        sources = dict(size_codes(self.params))
+        for a in self.inputs:
+            sources.setdefault(a.symbol.shape[0], f"{a.name}_seq.shape[2]")
+        for state, p in zip(self.states, self.cell.previous):
+            sources.setdefault(p.shape[0], f"{state}_initial.shape[1]" if in_forward else f"{state}_seq.shape[2]")
+        return sources
+
+    def forward_driver(self) -> str:
+        I = DRIVER_INDENT
+        params = ", ".join(a.name for a in self.params)
+        arguments = [f"{a.name}_seq" for a in self.inputs] + [f"{s}_initial" for s in self.states]
+        lines = [f"def forward({', '.join(arguments)}, {params}):",
+                 f'{I}"""The time loop: every output and state for t = 0…T−1, and what backward reads."""',
+                 f"{I}T = {self.inputs[0].name}_seq.shape[0]",
+                 f"{I}N = {self.inputs[0].name}_seq.shape[1]"]
+        sources = self.size_sources()
+        projected = [u.name for u in self.cell.projected]
+        if projected:
+            rows = ", ".join(f"rows({a.name}_seq)" for a in self.inputs)
+            made = projected + self.projection_kept
+            lines.append(f"{I}{', '.join(made)}{',' if len(made) == 1 else ''} = project({rows}, {params})"
+                         "  # the hoisted terms, for all T·N rows at once")
+            for u in projected:
+                lines.append(f"{I}{u}_seq = {u}.reshape((T, N, {u}.shape[1]))")
+        for state in self.states:
+            lines.append(f"{I}{state}_seq = np.empty((T + 1, N, {state}_initial.shape[1]), dtype=real)")
+            lines.append(f"{I}{state}_seq[0] = {state}_initial")
+        for name, node in zip(self.output_names + self.kept_names, self.stored_nodes):
+            lines.append(f"{I}{name}_seq = np.empty((T, N, {self.size(node.shape[0], sources)}), dtype=real)")
+        step_arguments = [f"{a.name}_seq[t]" for a in self.step_inputs]  # a state's [t] is h_{t−1}
+        returned = self.step_forward_returns
+        lines.append(f"{I}for t in range(T):")
+        lines.append(f"{I * 2}{', '.join(returned)}{',' if len(returned) == 1 else ''} = "
+                     f"step_forward({', '.join(step_arguments)}, {params})")
+        for name in self.output_names + self.kept_names:
+            lines.append(f"{I * 2}{name}_seq[t] = {name}_t")
+        for state in self.states:
+            lines.append(f"{I * 2}{state}_seq[t + 1] = new_{state}_t")
+        self.forward_returns = ([f"{n}_seq" for n in self.output_names] + [f"{s}_seq" for s in self.states]
+                                + [f"{n}_seq" for n in self.kept_names] + [f"{u}_seq" for u in projected]
+                                + self.projection_kept)
+        lines.append(f"{I}return {', '.join(self.forward_returns)}{',' if len(self.forward_returns) == 1 else ''}")
+        return "\n".join(lines) + "\n"
+
+    def backward_driver(self) -> str:
+        I = DRIVER_INDENT
+        params = ", ".join(a.name for a in self.params)
+        grads = ", ".join(f"grad_{a.name}" for a in self.params)
+        n_out = len(self.output_names)
+        deltas = [d.name for d in self.cell.step.upstream]
+        from .kernels import identifier
+
+        deltas = [identifier(d) for d in deltas]
+        output_deltas, state_deltas = deltas[:n_out], deltas[n_out:]
+        arguments = ([f"{d}_seq" for d in output_deltas] + [f"{d}_last" for d in state_deltas]
+                     + [f"{a.name}_seq" for a in self.inputs] + [params] + self.forward_returns + [grads])
+        lines = [f"def backward({', '.join(arguments)}):",
+                 f'{I}"""Back through time, t = T−1…0, carrying ∂L/∂h; then the deferred parameter gradients."""',
+                 f"{I}T = {self.inputs[0].name}_seq.shape[0]",
+                 f"{I}N = {self.inputs[0].name}_seq.shape[1]"]
+        for state, delta in zip(self.states, state_deltas):
+            lines.append(f"{I}{delta} = {delta}_last.copy()")
+        # buffers for the per-step gradients of inputs and hoisted terms, and for the deferred factors
+        per_step = [name for name, returned in self.step_gradients if name not in self.states]
+        for name in per_step:
+            lines.append(f"{I}grad_{name}_seq = np.zeros({name}_seq.shape, dtype=real)")
+        sources = self.size_sources(in_forward=False)
+        for name, expr in self.factor_results:
+            lines.append(f"{I}{name}_seq = np.empty((T, N, {self.size(expr.shape[0], sources)}), dtype=real)")
+        step_arguments = [f"{d}_seq[t]" for d in output_deltas] + state_deltas
+        step_arguments += [f"{a.name}_seq[t]" for a in self.step_inputs] + [params]
+        step_arguments += [self.saved_buffers[n] for n in self.saved_names] + [grads]
+        returned = [f"{n}_t" for n in self.step_backward_returns]
+        lines.append(f"{I}for t in range(T - 1, -1, -1):")
+        lines.append(f"{I * 2}{', '.join(returned)}{',' if len(returned) == 1 else ''} = "
+                     f"step_backward({', '.join(step_arguments)})")
+        returned_names = set(self.step_backward_returns)
+        for name in per_step:
+            if f"grad_{name}" in returned_names:
+                lines.append(f"{I * 2}grad_{name}_seq[t] = grad_{name}_t")
+        for name, _ in self.factor_results:
+            lines.append(f"{I * 2}{name}_seq[t] = {name}_t")
+        for state, delta in zip(self.states, state_deltas):
+            if f"grad_{state}" in returned_names:
+                lines.append(f"{I * 2}{delta} = grad_{state}_t")
+            else:
+                lines.append(f"{I * 2}{delta} = np.zeros_like({delta})")
+        if self.deferred:
+            factor_buffers = [self.factor_buffer(n) for n in self.gradient_factors]
+            lines.append(f"{I}gradients({', '.join(f'rows({b})' for b in factor_buffers)}, {params}, {grads})")
+        if self.cell.projection is not None:
+            d_u = [f"rows(grad_{u.name}_seq)" for u in self.cell.projected]
+            xs = [f"rows({a.name}_seq)" for a in self.inputs]
+            returned = [f"from_projection_{n}" for n in self.projection_input_gradients]
+            call = f"project_backward({', '.join(d_u + xs)}, {params}, {', '.join(self.projection_kept + [grads])})"
+            if returned:
+                lines.append(f"{I}{', '.join(returned)}{',' if len(returned) == 1 else ''} = {call}")
+                for n in self.projection_input_gradients:
+                    lines.append(f"{I}grad_{n}_seq += from_projection_{n}.reshape({n}_seq.shape)")
+            else:
+                lines.append(f"{I}{call}")
+        results = [f"grad_{a.name}_seq" for a in self.inputs] + state_deltas
+        lines.append(f"{I}return {', '.join(results)}{',' if len(results) == 1 else ''}")
+        return "\n".join(lines) + "\n"
+
+    def factor_buffer(self, name: str) -> str:
+        """The time-major buffer holding a deferred factor: a stored forward value, Δy, or a loop result."""
+        if name in self.states:
+            return f"{name}_seq[:T]"
+        if name.startswith("new_") and name[4:] in self.states and name not in self.output_names:
+            return f"{name[4:]}_seq[1:]"
+        return f"{name}_seq"
+
+
+ROWS_SOURCE = '''def rows(a):
+    """(T, N, k) → (T·N, k): every time step's batch stacked, one sample per row."""
+    return a.reshape((a.shape[0] * a.shape[1], a.shape[2]))
+'''
+
+
+# ---- running: sequences in, sequences out ------------------------------------------------------------------
+
+@dataclass
+class SequenceTape:
+    """What one forward pass over a sequence leaves for `back`."""
+
+    sequences: list  # time-major inputs (T, N, k)
+    results: tuple  # the forward driver's returns (METADATA["forward_returns"])
+    learnable_starts: list  # dotted names of states that started from their learnable initial value
+    stepped: bool  # made by `step`: Δ is (N, k) per output, not (N, T, k)
+    single: bool  # one sample given as (features,)
+
+
+def run_sequence(model, inputs: tuple, *, initial: Any = None, carry: bool = False) -> Any:
+    """ys = model(xs): the whole sequence through the compiled time loop, keeping what backward needs.
+
+    xs is (N, T, features), ys (N, T, out). The state starts from `initial` if given, else from where the last
+    call left it if `carry`, else from zero (or the learnable initial state). The final state is kept.
+    """
+    program = model.kernels
+    metadata = program.metadata
+    model_name = type(model).__name__
+    names = metadata["inputs"]
+    if len(inputs) != len(names):
+        raise TypeError(f"{model_name} takes {len(names)} input sequence(s) ({', '.join(names)}), got {len(inputs)}")
+    params = [model.params[n] for n in metadata["params"]]
+    sizes = program.input_sizes(*params)
+    sequences = [as_sequence_array(model, n, x, s) for n, x, s in zip(names, inputs, sizes)]
+    batch, steps = sequences[0].shape[:2]
+    for n, s in zip(names, sequences):
+        if s.shape[:2] != (batch, steps):
+            raise ValueError(f"{model_name}: input {n} has (batch, steps) = {s.shape[:2]} but {names[0]} has "
+                             f"{(batch, steps)}")
+    time_major = [np.ascontiguousarray(s.transpose(1, 0, 2)) for s in sequences]
+    starts, learnable_starts = starting_states(model, program, time_major, initial, carry)
+    results = program.forward.function(*time_major, *starts, *params)
+    n_out, n_states = metadata["outputs"], len(metadata["states"])
+    for name, states in zip(metadata["states"], results[n_out:n_out + n_states]):
+        set_state(model, name, states[-1].copy())
+    model.__dict__["_tape"] = SequenceTape(time_major, results, learnable_starts, False, False)
+    outputs = tuple(np.ascontiguousarray(y.transpose(1, 0, 2)) for y in results[:n_out])
+    return outputs[0] if n_out == 1 else outputs
+
+
+def run_step(model, inputs: tuple) -> Any:
+    """y_t = model.step(x_t): one time step from the carried state, which it then advances."""
+    metadata = model.kernels.metadata
+    model_name = type(model).__name__
+    arrays = []
+    for name, x in zip(metadata["inputs"], inputs):
+        x = x if isinstance(x, np.ndarray) else np.asarray(x)
+        if x.ndim not in (1, 2):
+            raise ValueError(f"{model_name}.step: input {name} must be one time step, (N, features) or (features,), "
+                             f"got shape {x.shape}; call {model_name.lower()}(xs) for a whole (N, T, features) sequence")
+        arrays.append(x[None, None, :] if x.ndim == 1 else x[:, None, :])
+    single = all(np.ndim(x) == 1 for x in inputs)
+    outputs = run_sequence(model, tuple(arrays), carry=True)
+    model.__dict__["_tape"].stepped, model.__dict__["_tape"].single = True, single
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    outputs = tuple(y[0, 0] if single else y[:, 0] for y in outputs)
+    return outputs[0] if len(outputs) == 1 else outputs
+
+
+def run_sequence_backward(model, Δ: Any) -> Any:
+    """dxs = model.back(Δys): back through time; ∂L/∂params added into grads, ∂L/∂h₀ kept in `state_grads`."""
+    model_name = type(model).__name__
+    tape = model.__dict__.get("_tape")
+    if tape is None:
+        raise RuntimeError(f"{model_name}.back: there is no forward pass to back-propagate through; call "
+                           f"{model_name.lower()}(xs) first (each forward pass can be back-propagated once)")
+    program = model.kernels
+    metadata = program.metadata
+    n_out = metadata["outputs"]
+    deltas = Δ if isinstance(Δ, (tuple, list)) and n_out > 1 else (Δ,)
+    if len(deltas) != n_out:
+        raise TypeError(f"{model_name}.back takes one gradient per output ({n_out}), got {len(deltas)}")
+    checked = []
+    for k, (d, y) in enumerate(zip(deltas, tape.results[:n_out])):
+        label = "Δ" if n_out == 1 else f"Δ_{k + 1}"
+        steps, batch, size = y.shape
+        expected = (size,) if tape.single else (batch, size) if tape.stepped else (batch, steps, size)
+        d = d if isinstance(d, np.ndarray) else np.asarray(d)
+        if d.dtype.kind != "f":
+            raise TypeError(f"{model_name}.back: {label} must be a floating-point array, got dtype {d.dtype}")
+        if d.shape != expected:
+            what = "one time step's output" if tape.stepped else f"the output sequence's (N, T, out), T = {steps}"
+            raise ValueError(f"{model_name}.back: {label} must have {what} shape {expected}, got {d.shape}")
+        d = d.reshape(batch, steps, size)
+        checked.append(np.ascontiguousarray(d.transpose(1, 0, 2), dtype=model.dtype))
+    params = [model.params[n] for n in metadata["params"]]
+    grads = [model.grads[n] for n in metadata["params"]]
+    states = tape.results[n_out:n_out + len(metadata["states"])]
+    finals = [np.zeros_like(s[-1]) for s in states]  # no loss on the state after the last step
+    returned = program.backward.function(*checked, *finals, *tape.sequences, *params, *tape.results, *grads)
+    model.__dict__["_tape"] = None
+    model._set_has_grads(True)
+    n_in = len(tape.sequences)
+    state_grads = dict(zip(metadata["states"], returned[n_in:]))
+    for name in tape.learnable_starts:
+        model.grads[initial_param_name(name)] += state_grads[name].sum(axis=0)
+    if tape.single:
+        state_grads = {k: g[0] for k, g in state_grads.items()}
+    model.__dict__["_state_grads"] = state_grads
+    input_grads = [g.transpose(1, 0, 2) for g in returned[:n_in]]
+    if tape.stepped:
+        input_grads = [g[0, 0] if tape.single else g[:, 0] for g in input_grads]
+    input_grads = [np.ascontiguousarray(g) for g in input_grads]
+    return input_grads[0] if n_in == 1 else tuple(input_grads)
+
+
+def as_sequence_array(model, name: str, value: Any, size: int | None) -> np.ndarray:
+    """A (N, T, k) array of the model's dtype, or a clear error naming the model and the input."""
+    from .runtime import to_dtype
+
+    model_name = type(model).__name__
+    array = value if isinstance(value, np.ndarray) else np.asarray(value)
+    if array.dtype.kind != "f":
+        raise TypeError(f"{model_name}: input {name} must be a floating-point array, got dtype {array.dtype}")
+    features = size if size is not None else "features"
+    if array.ndim != 3:
+        raise ValueError(f"{model_name} is recurrent: input {name} must be a sequence batch of shape "
+                         f"(N, T, {features}), got shape {array.shape}; use {model_name.lower()}.step(x) "
+                         f"for one time step")
+    if size is not None and array.shape[2] != size:
+        raise ValueError(f"{model_name}: input {name} must have {size} features along its last axis, "
+                         f"got shape {array.shape}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"{model_name}: input {name} must have at least one sample and one time step, "
+                         f"got shape {array.shape}")
+    return to_dtype(model_name, name, array, model.dtype, "input")
+
+
+def starting_states(model, program, time_major: list, initial: Any, carry: bool) -> tuple[list, list]:
+    """Each state's h₀ for this call (N, size), and which of them are learnable initial values."""
+    metadata = program.metadata
+    model_name = type(model).__name__
+    names = metadata["states"]
+    batch = time_major[0].shape[1]
+    sizes = state_sizes(model, program, [s.shape[2] for s in time_major])
+    given = initial_as_dict(model_name, names, initial)
+    starts, learnable = [], []
+    for name, size in zip(names, sizes):
+        owner, attribute = state_owner(model, name)
+        if name in given:
+            starts.append(checked_state(model_name, name, given[name], size, batch, model.dtype, "initial state"))
+        elif carry and owner.__dict__["_states"].get(attribute) is not None:
+            carried = owner.__dict__["_states"][attribute]
+            if carried.shape != (batch, size):
+                raise ValueError(f"{model_name}: the carried state {name} has shape {carried.shape} but this call "
+                                 f"needs ({batch}, {size}); call {model_name.lower()}.reset() to start afresh")
+            starts.append(np.ascontiguousarray(carried, dtype=model.dtype))
+        elif type(owner).declared_states()[attribute].learnable:
+            starts.append(np.ascontiguousarray(np.broadcast_to(owner.params[f"{attribute}0"], (batch, size))))
+            learnable.append(name)
+        else:
+            starts.append(np.zeros((batch, size), dtype=model.dtype))
+    return starts, learnable
+
+
+def state_sizes(model, program, input_sizes: list) -> list[int]:
+    metadata = program.metadata
+    sizes = program.module.state_sizes(*(model.params[n] for n in metadata["params"]))
+    tied = dict(zip(metadata["input_dims"], input_sizes))
+    return [size if size is not None else tied.get(dim) for size, dim in zip(sizes, metadata["state_dims"])]
+
+
+def initial_as_dict(model_name: str, names: list, initial: Any) -> dict:
+    if initial is None:
+        return {}
+    if isinstance(initial, dict):
+        unknown = sorted(set(initial) - set(names))
+        if unknown:
+            raise ValueError(f"{model_name} has no state {', '.join(unknown)}; its states are {', '.join(names)}")
+        return dict(initial)
+    if len(names) != 1:
+        raise TypeError(f"{model_name} has {len(names)} states ({', '.join(names)}): give initial= as a dict "
+                        f"{{name: array}}")
+    return {names[0]: initial}
+
+
+def checked_state(model_name: str, name: str, value: Any, size: int | None, batch: int | None, dtype,
+                  role: str) -> np.ndarray:
+    """A state array (N, size) from (N, size) or (size,), or a clear error."""
+    array = value if isinstance(value, np.ndarray) else np.asarray(value)
+    if array.dtype.kind != "f":
+        raise TypeError(f"{model_name}: {role} {name} must be a floating-point array, got dtype {array.dtype}")
+    if array.ndim == 1:
+        array = array[None, :] if batch is None else np.broadcast_to(array, (batch, array.shape[0]))
+    expected_batch = batch if batch is not None else array.shape[0]
+    if array.ndim != 2 or array.shape != (expected_batch, size if size is not None else array.shape[1]):
+        raise ValueError(f"{model_name}: {role} {name} must have shape ({expected_batch}, {size}) or ({size},), "
+                         f"got {np.shape(value)}")
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+def reset_state(model, initial: Any = None) -> None:
+    """Forget the carried state (the next call starts from h₀), or set it to `initial`."""
+    program = model.kernels
+    metadata = program.metadata
+    model_name = type(model).__name__
+    if not metadata.get("states"):
+        raise TypeError(f"{model_name} has no state to reset: it is not recurrent")
+    given = initial_as_dict(model_name, metadata["states"], initial)
+    sizes = program.module.state_sizes(*(model.params[n] for n in metadata["params"]))
+    checked = {name: checked_state(model_name, name, value, size, None, model.dtype, "state")
+               for (name, value), size in ((item, sizes[metadata["states"].index(item[0])]) for item in given.items())}
+    batches = {a.shape[0] for a in checked.values()}
+    if len(batches) > 1:
+        raise ValueError(f"{model_name}: the states given have different batch sizes {sorted(batches)}")
+    for name in metadata["states"]:
+        set_state(model, name, checked.get(name))
+    model.__dict__["_tape"] = None
+
+
+def current_state(model) -> dict:
+    """{dotted name: the state (N, size) the last call left}, None for a state not set."""
+    metadata = model.kernels.metadata
+    return {name: state_owner(model, name)[0].__dict__["_states"].get(state_owner(model, name)[1])
+            for name in metadata.get("states", [])}
+
+
+def state_owner(model, dotted: str) -> tuple:
+    """The (sub-)model that declares a dotted state name, and the name's last part."""
+    *path, last = dotted.split(".")
+    for part in path:
+        model = dict(model.named_submodels())[part]
+    return model, last
+
+
+def set_state(model, dotted: str, value) -> None:
+    owner, attribute = state_owner(model, dotted)
+    owner.__dict__["_states"][attribute] = value
+
+
+def initial_param_name(dotted: str) -> str:
+    """The parameter holding a learnable initial state: "hidden" → "hidden0", "0.h" → "0.h0"."""
+    return f"{dotted}0"
