@@ -561,7 +561,8 @@ def run_sequence(model, inputs: tuple, *, initial: Any = None, carry: bool = Fal
     names = metadata["inputs"]
     if len(inputs) != len(names):
         raise TypeError(f"{model_name} takes {len(names)} input sequence(s) ({', '.join(names)}), got {len(inputs)}")
-    params = [model.params[n] for n in metadata["params"]]
+    named = model.params  # one walk over the sub-models; a learnable h0 is a parameter no kernel takes
+    params = [named[n] for n in metadata["params"]]
     sizes = program.input_sizes(*params)
     sequences = [as_sequence_array(model, n, x, s) for n, x, s in zip(names, inputs, sizes)]
     batch, steps = sequences[0].shape[:2]
@@ -570,7 +571,7 @@ def run_sequence(model, inputs: tuple, *, initial: Any = None, carry: bool = Fal
             raise ValueError(f"{model_name}: input {n} has (batch, steps) = {s.shape[:2]} but {names[0]} has "
                              f"{(batch, steps)}")
     time_major = [np.ascontiguousarray(s.transpose(1, 0, 2)) for s in sequences]
-    starts, learnable_starts = starting_states(model, program, time_major, initial, carry)
+    starts, learnable_starts = starting_states(model, program, params, time_major, initial, carry)
     results = program.forward.function(*time_major, *starts, *params)
     n_out, n_states = metadata["outputs"], len(metadata["states"])
     for name, states in zip(metadata["states"], results[n_out:n_out + n_states]):
@@ -625,8 +626,9 @@ def run_sequence_backward(model, Δ: Any) -> Any:
             raise ValueError(f"{model_name}.back: {label} must have {what} shape {expected}, got {d.shape}")
         d = d.reshape(batch, steps, size)
         checked.append(np.ascontiguousarray(d.transpose(1, 0, 2), dtype=model.dtype))
-    params = [model.params[n] for n in metadata["params"]]
-    grads = [model.grads[n] for n in metadata["params"]]
+    named_params, named_grads = model.params, model.grads
+    params = [named_params[n] for n in metadata["params"]]
+    grads = [named_grads[n] for n in metadata["params"]]
     states = tape.results[n_out:n_out + len(metadata["states"])]
     finals = [np.zeros_like(s[-1]) for s in states]  # no loss on the state after the last step
     returned = program.backward.function(*checked, *finals, *tape.sequences, *params, *tape.results, *grads)
@@ -635,7 +637,7 @@ def run_sequence_backward(model, Δ: Any) -> Any:
     n_in = len(tape.sequences)
     state_grads = dict(zip(metadata["states"], returned[n_in:]))
     for name in tape.learnable_starts:
-        model.grads[initial_param_name(name)] += state_grads[name].sum(axis=0)
+        named_grads[initial_param_name(name)] += state_grads[name].sum(axis=0)
     if tape.single:
         state_grads = {k: g[0] for k, g in state_grads.items()}
     model.__dict__["_state_grads"] = state_grads
@@ -668,13 +670,13 @@ def as_sequence_array(model, name: str, value: Any, size: int | None) -> np.ndar
     return to_dtype(model_name, name, array, model.dtype, "input")
 
 
-def starting_states(model, program, time_major: list, initial: Any, carry: bool) -> tuple[list, list]:
+def starting_states(model, program, params: list, time_major: list, initial: Any, carry: bool) -> tuple[list, list]:
     """Each state's h₀ for this call (N, size), and which of them are learnable initial values."""
     metadata = program.metadata
     model_name = type(model).__name__
     names = metadata["states"]
     batch = time_major[0].shape[1]
-    sizes = state_sizes(model, program, [s.shape[2] for s in time_major])
+    sizes = state_sizes(program, params, [s.shape[2] for s in time_major])
     given = initial_as_dict(model_name, names, initial)
     starts, learnable = [], []
     for name, size in zip(names, sizes):
@@ -695,9 +697,10 @@ def starting_states(model, program, time_major: list, initial: Any, carry: bool)
     return starts, learnable
 
 
-def state_sizes(model, program, input_sizes: list) -> list[int]:
+def state_sizes(program, params: list, input_sizes: list) -> list[int]:
+    """Each state's size: fixed by the parameters, or else by the input whose dimension it shares."""
     metadata = program.metadata
-    sizes = program.module.state_sizes(*(model.params[n] for n in metadata["params"]))
+    sizes = program.module.state_sizes(*params)
     tied = dict(zip(metadata["input_dims"], input_sizes))
     return [size if size is not None else tied.get(dim) for size, dim in zip(sizes, metadata["state_dims"])]
 
