@@ -30,6 +30,9 @@ class Param:
     def __init__(self, *dims: str | int, init: str | None = None):
         if len(dims) not in (1, 2):
             raise TypeError(f"flux.param takes one or two dimensions, got {dims!r}")
+        if len(dims) == 2 and 1 in dims:  # the kernels would lay it out as a vector, not as the 2-D array given
+            raise TypeError(f"flux.param{dims!r}: a literal dimension 1 in a matrix parameter is not supported; "
+                            "declare a vector as flux.param('m'), or name the dimension (flux.param('m', 'k'))")
         self.dims = tuple(dims)
         self.init = init
         self.name = ""

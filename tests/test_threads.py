@@ -1,0 +1,135 @@
+"""One model, several threads: forward calls run in parallel and are correct; `back` never mixes up batches.
+
+The kernels release the GIL (numba nogil=True), so threads really run at the same time. A model keeps one forward
+pass for `back` (its tape); forward and back of one model belong to one thread, one pair at a time, and `back` of a
+forward pass made by another thread raises instead of computing gradients of the wrong batch.
+"""
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+import flux
+from models import perceptron, two_layer
+
+THREADS = 8
+rng = np.random.default_rng(3)
+
+
+def run_in_threads(function, arguments, threads=THREADS):
+    """Run function(*a) for every a, all threads released at once by a barrier so that calls really overlap."""
+    barrier = threading.Barrier(min(threads, len(arguments)))
+
+    def task(a):
+        barrier.wait()
+        return function(*a)
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(task, arguments))
+
+
+def test_forward_calls_from_many_threads_are_correct():
+    model = two_layer(n=16, h=64, m=8)
+    batches = [rng.standard_normal((256, 16)) for _ in range(THREADS)]
+    expected = [model(x) for x in batches]
+
+    def many_calls(x, k):
+        return [model(x) for _ in range(20)]
+
+    for k, results in enumerate(run_in_threads(many_calls, [(x, k) for k, x in enumerate(batches)])):
+        for y in results:
+            np.testing.assert_array_equal(y, expected[k])
+
+
+def test_a_shared_activation_function_follows_each_callers_precision():
+    """flux.tanh is one object; float32 and float64 callers must each get their own precision and values."""
+    inputs = [rng.standard_normal((64, 5)).astype(np.float32 if k % 2 else np.float64) for k in range(THREADS)]
+
+    def calls(x):
+        return [flux.tanh(x) for _ in range(50)]
+
+    for x, results in zip(inputs, run_in_threads(calls, [(x,) for x in inputs])):
+        for y in results:
+            assert y.dtype == x.dtype
+            np.testing.assert_allclose(y, np.tanh(x), rtol=1e-6 if x.dtype == np.float32 else 1e-15)
+
+
+def test_back_of_another_threads_forward_pass_is_refused_and_changes_nothing():
+    model = perceptron()
+    x_a, x_b, Δ = rng.standard_normal((4, 5)), rng.standard_normal((4, 5)), rng.standard_normal((4, 3))
+    with ThreadPoolExecutor(1) as a, ThreadPoolExecutor(1) as b:
+        a.submit(model, x_a).result()
+        b.submit(model, x_b).result()  # overwrites the tape: A's forward pass is gone
+        before = {k: g.copy() for k, g in model.grads.items()}
+        with pytest.raises(RuntimeError, match="Perceptron.back: the forward pass to back-propagate was made by "
+                                               "another thread"):
+            a.submit(model.back, Δ).result()
+        for k, g in model.grads.items():
+            np.testing.assert_array_equal(g, before[k])
+        dx = b.submit(model.back, Δ).result()  # B's own pair still works, with B's batch
+    reference = perceptron()
+    reference(x_b)
+    np.testing.assert_allclose(dx, reference.back(Δ), rtol=1e-14)
+    for k, g in model.grads.items():
+        np.testing.assert_allclose(g, reference.grads[k], rtol=1e-14)
+
+
+def test_forward_and_back_racing_on_one_model_are_correct_or_refused():
+    """Whatever the interleaving: each `back` either returns its own batch's ∂L/∂x or raises; the accumulated
+    gradients are exactly the sum over the backs that succeeded."""
+    model = two_layer(n=6, h=32, m=4)
+    batches = [(rng.standard_normal((64, 6)), rng.standard_normal((64, 4))) for _ in range(THREADS)]
+    expected = []
+    for x, Δ in batches:
+        reference = two_layer(n=6, h=32, m=4)
+        reference(x)
+        expected.append((reference.back(Δ), reference.grads))
+
+    def train_steps(k):
+        x, Δ = batches[k]
+        succeeded = 0
+        for _ in range(25):
+            model(x)
+            try:
+                dx = model.back(Δ)
+            except RuntimeError as error:
+                message = str(error)
+                assert "made by another thread" in message or "no forward pass" in message, message
+                continue
+            np.testing.assert_allclose(dx, expected[k][0], rtol=1e-12)
+            succeeded += 1
+        return succeeded
+
+    counts = run_in_threads(train_steps, [(k,) for k in range(THREADS)])
+    assert sum(counts) > 0
+    for name, g in model.grads.items():
+        total = sum(count * grads[name] for count, (_, grads) in zip(counts, expected))
+        np.testing.assert_allclose(g, total, rtol=1e-10, atol=1e-12)
+
+
+def test_each_thread_training_its_own_model_gives_the_sequential_result():
+    batches = [(rng.standard_normal((32, 5)), rng.standard_normal((32, 3))) for _ in range(THREADS)]
+
+    def train(x, Δ):
+        model = perceptron()
+        for _ in range(10):
+            model(x)
+            model.back(Δ)
+            model.update(lr=0.01)
+        return model.params
+
+    sequential = [train(x, Δ) for x, Δ in batches]
+    for got, want in zip(run_in_threads(train, batches), sequential):
+        for name in want:
+            np.testing.assert_array_equal(got[name], want[name])
+
+
+def test_recurrent_forward_calls_from_many_threads_are_correct():
+    model = flux.GRU(3, 8, rng=0, dtype=np.float64)
+    sequences = [rng.standard_normal((4, 12, 3)) for _ in range(THREADS)]
+    expected = [model(xs) for xs in sequences]
+    results = run_in_threads(lambda xs: [model(xs) for _ in range(10)], [(xs,) for xs in sequences])
+    for want, got in zip(expected, results):
+        for ys in got:
+            np.testing.assert_array_equal(ys, want)
