@@ -17,8 +17,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Callable
 
-CODEGEN_VERSION = "1"  # bump when generated code changes meaning: old cache files are then never read
 _fallback_directory: Path | None = None
+_generator_hash: str | None = None
+GENERATOR_MODULES = ("nodes", "elementwise", "fastmath", "derive", "shapes", "symbolic", "codegen", "kernels", "program",
+                     "recurrence", "step", "optimisers")
 
 
 def cache_directory() -> Path:
@@ -31,9 +33,23 @@ def cache_directory() -> Path:
 
 
 def module_key(*parts: str) -> str:
-    """A short stable hash naming a module."""
-    digest = hashlib.sha256("\x00".join((CODEGEN_VERSION,) + parts).encode()).hexdigest()
+    """A short stable hash naming a module: of `parts` and of flux's own code generator, so that a cached
+    module made by another version of flux is never read."""
+    digest = hashlib.sha256("\x00".join((generator_hash(),) + parts).encode()).hexdigest()
     return digest[:20]
+
+
+def generator_hash() -> str:
+    """A hash of the source of every flux module that decides what generated code says."""
+    global _generator_hash
+    if _generator_hash is None:
+        package = Path(__file__).resolve().parent
+        digest = hashlib.sha256()
+        for name in GENERATOR_MODULES:
+            path = package / f"{name}.py"
+            digest.update(path.read_bytes() if path.exists() else b"")
+        _generator_hash = digest.hexdigest()
+    return _generator_hash
 
 
 def load_module(name: str, key: str, generate: Callable[[], str]) -> ModuleType:
@@ -41,6 +57,7 @@ def load_module(name: str, key: str, generate: Callable[[], str]) -> ModuleType:
     directory = writable_directory()
     path = directory / f"{name}_{key}.py"
     if path.exists():
+        discard_damaged_machine_code(path)
         try:
             return import_file(path, key)
         except Exception as error:  # a damaged file is rewritten, never trusted
@@ -49,6 +66,27 @@ def load_module(name: str, key: str, generate: Callable[[], str]) -> ModuleType:
     source = generate()
     write_atomically(path, source)
     return import_file(path, key)
+
+
+def discard_damaged_machine_code(path: Path) -> None:
+    """Delete numba's cached machine code for a module if any of it cannot be read (numba itself would raise on the
+    first call instead of recompiling), with a warning; numba then compiles and caches it again."""
+    import io
+    import pickletools
+
+    files = [f for f in (path.parent / "__pycache__").glob(f"{path.stem}.*") if f.suffix in (".nbi", ".nbc")]
+    for file in files:
+        try:  # scan the pickles without running them: an index is two (version, then data), a data file one
+            stream = io.BytesIO(file.read_bytes())
+            for _ in range(2 if file.suffix == ".nbi" else 1):
+                for _ in pickletools.genops(stream):
+                    pass
+        except Exception as error:
+            warnings.warn(f"flux: numba's cached machine code {file} could not be read ({type(error).__name__}: "
+                          f"{error}); recompiling", RuntimeWarning, stacklevel=4)
+            for damaged in files:
+                damaged.unlink(missing_ok=True)
+            return
 
 
 def import_file(path: Path, key: str) -> ModuleType:

@@ -42,6 +42,7 @@ class Result:
     """What a kernel produces from `expr`.
 
     mode "new": a new array, returned; "accumulate": Σ over the batch added into the argument `into`;
+    "assign": Σ over the batch written into `into` (its old contents ignored);
     "mean": the batch mean of a per-sample (1, 1) value, returned as a number.
     """
 
@@ -59,9 +60,16 @@ ELEMENTWISE = (MatAdd, HadamardProduct, HadamardPower, Apply, Spread, OneMatrix,
 INDENT = "    "
 
 
-def generate_kernel_source(name: str, arguments: list[Argument], results: list[Result], doc: str = "") -> str:
-    """The source of `def name(arguments…)`, computing `results` (see `Result`), as numba-ready Python."""
-    return KernelWriter(arguments, results).write(name, doc)
+def generate_kernel_source(name: str, arguments: list[Argument], results: list[Result], doc: str = "", *,
+                           extra_arguments: list[str] = (), prologue: list[str] = (), epilogue: list[str] = ()) -> str:
+    """The source of `def name(arguments…, extra_arguments…)`, computing `results` (see `Result`).
+
+    `prologue` lines run first; `epilogue` lines run after the results are computed and, when given, end the
+    function themselves (they must return).
+    """
+    writer = KernelWriter(arguments, results)
+    writer.blocks.extend(prologue)
+    return writer.write(name, doc, list(extra_arguments), list(epilogue))
 
 
 class KernelWriter:
@@ -75,6 +83,7 @@ class KernelWriter:
         self.sizes = size_codes(arguments)
         self.batch = next((f"{a.name}.shape[0]" for a in arguments if a.batched), "1")
         self.blocks: list = []  # plain statement lines and fused `Loop`s, in order
+        self.unwritten: set = set()  # "assign" targets no contribution has been written to yet
         self.temporaries = 0
         self._batched: dict[MatrixExpr, bool] = {}
         self.uses = Counter()
@@ -106,14 +115,18 @@ class KernelWriter:
 
     # ---- writing --------------------------------------------------------------------------------------
 
-    def write(self, name: str, doc: str) -> str:
-        arguments = ", ".join(a.name for a in self.arguments)
-        self.emit(f"N = {self.batch}")
+    def write(self, name: str, doc: str, extra_arguments: list[str] = (), epilogue: list[str] = ()) -> str:
+        arguments = ", ".join([a.name for a in self.arguments] + list(extra_arguments))
+        self.blocks.insert(0, f"N = {self.batch}")
         returned = []
         for result in self.results:
-            if result.mode == "accumulate":
-                self.emit(f"# {result.into} += Σₙ {describe(result.expr)}")
+            if result.mode in ("accumulate", "assign"):
+                self.emit(f"# {result.into} {'+' if result.mode == 'accumulate' else ''}= Σₙ {describe(result.expr)}")
+                if result.mode == "assign":
+                    self.unwritten.add(result.into)
                 self.batch_sum(result.expr, result.into, sympy.S.One)
+                if result.into in self.unwritten:  # nothing contributed: the sum is zero
+                    self.emit(f"{result.into}.fill(real(0))")
             elif result.mode == "mean":
                 total = self.array(result.expr)
                 self.emit(f"{result.name} = np.sum({total}) / N")
@@ -125,12 +138,13 @@ class KernelWriter:
                 if isinstance(result.expr, MatrixSymbol) or array != self.arrays.get(result.expr):
                     array = f"{array}.copy()"  # never hand back an argument (or a view of one) as a result
                 returned.append(array)
+        self.blocks.extend(epilogue)
         lines = []
         for block in self.blocks:
             lines.extend(block.lines() if isinstance(block, Loop) else [block])
         body = "\n".join(INDENT + line for line in lines)
         doc_line = f'{INDENT}"""{doc}"""\n' if doc else ""
-        ret = f"{INDENT}return {', '.join(returned)}{',' if len(returned) == 1 else ''}\n" if returned else ""
+        ret = f"{INDENT}return {', '.join(returned)}{',' if len(returned) == 1 else ''}\n" if returned and not epilogue else ""
         return f"def {name}({arguments}):\n{doc_line}{body}\n{ret}"
 
     def emit(self, line: str) -> None:
@@ -251,6 +265,7 @@ class KernelWriter:
 
     def _element_MatAdd(self, node, index):
         terms = [self.element(t, index) for t in node.args]
+        terms.sort(key=lambda term: term.startswith("-"))  # 1 - y rather than -y + 1
         code = terms[0]
         for term in terms[1:]:
             code += f" - {term[1:]}" if term.startswith("-") else f" + {term}"
@@ -370,8 +385,12 @@ class KernelWriter:
         self.emit(f"{name} = np.empty_like({z})  # {describe(node, self.arrays)}, max-shifted")
         self.emit("for n in range(N):")
         self.emit(f"{INDENT}shift = np.max({z}[n])")
-        self.emit(f"{INDENT}{name}[n] = np.exp({z}[n] - shift)")
-        self.emit(f"{INDENT}{name}[n] /= np.sum({name}[n])")
+        self.emit(f"{INDENT}acc = real(0)")
+        self.emit(f"{INDENT}for j in range({z}.shape[1]):")
+        self.emit(f"{INDENT * 2}{name}[n, j] = fast_exp({z}[n, j] - shift)")
+        self.emit(f"{INDENT * 2}acc += {name}[n, j]")
+        self.emit(f"{INDENT}for j in range({z}.shape[1]):")
+        self.emit(f"{INDENT * 2}{name}[n, j] /= acc")
         return name
 
     def _statement_LogSumExp(self, node):
@@ -380,7 +399,10 @@ class KernelWriter:
         self.emit(f"{name} = np.empty((N, 1), dtype=real)  # {describe(node, self.arrays)}, max-shifted")
         self.emit("for n in range(N):")
         self.emit(f"{INDENT}shift = np.max({z}[n])")
-        self.emit(f"{INDENT}{name}[n, 0] = shift + np.log(np.sum(np.exp({z}[n] - shift)))")
+        self.emit(f"{INDENT}acc = real(0)")
+        self.emit(f"{INDENT}for j in range({z}.shape[1]):")
+        self.emit(f"{INDENT * 2}acc += fast_exp({z}[n, j] - shift)")
+        self.emit(f"{INDENT}{name}[n, 0] = shift + np.log(acc)")
         return name
 
     def _statement_MatrixSlice(self, node):
@@ -430,11 +452,14 @@ class KernelWriter:
             if not self.is_elementwise(expr):
                 return self.batch_sum_product(list(factors), into, coefficient * c)
         if not self.batched(expr):
-            self.emit(f"{into} += {self.number(coefficient)} * N * {self.array(expr)}")
+            value = self.array(expr)
+            self.start_writing(into)
+            self.emit(f"{into} += {self.number(coefficient)} * N * {value}")
             return
         if form(expr) == "mat":
             raise CodegenError(f"cannot sum this per-sample matrix over the batch: {expr}")
         self.prepare(expr)
+        self.start_writing(into)
         scale = "" if coefficient == 1 else f"{self.number(coefficient)} * "
         self.emit("for n in range(N):")
         self.emit(f"{INDENT}for j in range({self.entries(expr)}):")
@@ -446,7 +471,12 @@ class KernelWriter:
         prefix, suffix = factors[:batched[0]], factors[batched[-1] + 1:]
         middle = factors[batched[0]:batched[-1] + 1]
         if len(middle) == 2 and form(middle[0]) == "col" and form(middle[1]) == "row":
-            code = f"np.dot({self.array(middle[0])}.T, {self.array(middle[1])})"
+            a, b = self.array(middle[0]), self.array(middle[1])
+            if into in self.unwritten and coefficient == 1 and not prefix and not suffix:
+                self.unwritten.discard(into)
+                self.emit(f"np.dot({a}.T, {b}, {into})")  # written straight into the gradient: no temporary
+                return
+            code = f"np.dot({a}.T, {b})"
         elif len(middle) == 1:
             summed = self.temporary()
             self.emit(f"{summed} = np.zeros({self.entries(middle[0])}, dtype=real)")
@@ -459,7 +489,14 @@ class KernelWriter:
         for right in suffix:
             code = f"np.dot({code}, {self.array(right)})"
         scale = "" if coefficient == 1 else f"{self.number(coefficient)} * "
+        self.start_writing(into)
         self.emit(f"{into} += {scale}{code}")
+
+    def start_writing(self, into: str) -> None:
+        """Before the first `+=` into an "assign" target, clear it."""
+        if into in self.unwritten:
+            self.unwritten.discard(into)
+            self.emit(f"{into}.fill(real(0))")
 
 
 class Loop:
@@ -532,13 +569,13 @@ def size_codes(arguments: list[Argument]) -> dict[sympy.Symbol, str]:
 
 
 def describe(node: MatrixExpr, named: dict | None = None, width: int = 90) -> str:
-    """A one-line comment for a node, with already-named parts shown by their names."""
-    if named:
-        replacements = {k: MatrixSymbol(v, *k.shape) for k, v in named.items() if k != node and not isinstance(k, MatrixSymbol)}
-        if replacements:
-            try:
-                node = node.xreplace(replacements)
-            except Exception:  # a comment is never worth failing code generation over
-                pass
-    text = sympy.sstr(node).replace("\n", " ")
+    """A one-line comment for a node in textbook notation, with already-computed parts shown by their names."""
+    from .display import expression_text
+
+    names = {k: v for k, v in (named or {}).items() if k != node}
+    try:
+        text = expression_text(node, names)
+    except Exception:  # a comment is never worth failing code generation over
+        text = sympy.sstr(node)
+    text = text.replace("\n", " ")
     return text if len(text) <= width else text[: width - 1] + "…"

@@ -55,7 +55,7 @@ class ElementwiseFunction:
 
     name: str
     scalar: Callable[[sympy.Expr], sympy.Expr]
-    code: str  # numba code of f({z}); `real` is the kernel's float type
+    code: str  # numba code of f({z}); `real` is the kernel's float type, fast_* come from flux.fastmath
     latex: str
 
     @cached_property
@@ -71,14 +71,14 @@ Y = sympy.Symbol("y", real=True)
 FUNCTIONS: dict[str, ElementwiseFunction] = {
     f.name: f
     for f in [
-        ElementwiseFunction("σ", sigmoid, "real(1) / (real(1) + np.exp(-{z}))", r"\sigma"),
-        ElementwiseFunction("tanh", sympy.tanh, "np.tanh({z})", r"\tanh"),
+        ElementwiseFunction("σ", sigmoid, "fast_sigmoid({z})", r"\sigma"),
+        ElementwiseFunction("tanh", sympy.tanh, "fast_tanh({z})", r"\tanh"),
         ElementwiseFunction("relu", relu, "np.maximum({z}, real(0))", r"\operatorname{relu}"),
         ElementwiseFunction(
-            "softplus", softplus, "(np.maximum({z}, real(0)) + np.log1p(np.exp(-np.abs({z}))))",
+            "softplus", softplus, "(np.maximum({z}, real(0)) + np.log1p(fast_exp(-np.abs({z}))))",
             r"\operatorname{softplus}",
         ),
-        ElementwiseFunction("exp", sympy.exp, "np.exp({z})", r"\exp"),
+        ElementwiseFunction("exp", sympy.exp, "fast_exp({z})", r"\exp"),
         ElementwiseFunction("log", sympy.log, "np.log({z})", r"\log"),
         ElementwiseFunction("sqrt", sympy.sqrt, "np.sqrt({z})", r"\sqrt"),
         ElementwiseFunction("abs", sympy.Abs, "np.abs({z})", r"\operatorname{abs}"),
