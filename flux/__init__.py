@@ -8,6 +8,7 @@ from .layers.recurrent import GRU, LSTM, Recurrent
 from .losses import Loss, binarycrossentropy, crossentropy, logitcrossentropy, loss_and_grad, mse
 from .model import Model
 from .optimisers import SGD, Adam, Momentum, Nesterov, Optimiser, RMSProp
+from .step import TrainStep, compile_step
 from .symbolic import DefinitionError, concat, hadamard, param, state, total
 from .train import EarlyStopping, History, train
 
@@ -20,5 +21,5 @@ __all__ = [
     "Loss", "mse", "crossentropy", "logitcrossentropy", "binarycrossentropy", "loss_and_grad",
     "gradcheck", "GradientCheckError", "DefinitionError",
     "Optimiser", "SGD", "Momentum", "Nesterov", "RMSProp", "Adam",
-    "train", "History", "EarlyStopping", "save", "load", "load_optimiser",
+    "compile_step", "TrainStep", "train", "History", "EarlyStopping", "save", "load", "load_optimiser",
 ]

@@ -46,7 +46,7 @@ def train(model, loss, data: tuple[np.ndarray, np.ndarray], optimiser, *, epochs
     metric_functions = _metric_functions(metrics)
     callbacks = list(callbacks)
     generator = np.random.default_rng(rng)
-    step = step if step is not None else make_step(model, loss, optimiser)
+    step = step if step is not None else default_step(model, loss, optimiser)
     batches_per_epoch = -(-len(X) // batch_size)
 
     model.zero_grad()
@@ -90,6 +90,18 @@ def train(model, loss, data: tuple[np.ndarray, np.ndarray], optimiser, *, epochs
     for callback in callbacks:
         _call(callback, "on_train_end", model)
     return history
+
+
+def default_step(model, loss, optimiser) -> Step:
+    """The fused compiled step (`flux.compile_step`) for a flux loss on a feed-forward model; otherwise the
+    step made of separate forward, back and update calls (`make_step`)."""
+    from .losses import Loss
+    from .step import compile_step, walk_submodels
+
+    recurrent = bool(type(model).declared_states()) or any(sub.declared_states() for sub in walk_submodels(model))
+    if isinstance(loss, Loss) and not recurrent:
+        return compile_step(model, loss, optimiser)
+    return make_step(model, loss, optimiser)
 
 
 def make_step(model, loss, optimiser) -> Step:

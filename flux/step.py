@@ -1,0 +1,228 @@
+"""The fused training step: forward, loss, backward and the optimiser's update in ONE compiled kernel call.
+
+    step = flux.compile_step(model, flux.logitcrossentropy, flux.Adam(1e-3))
+    loss = step(x, target)
+
+The model and its loss are traced together as one objective ℓ(f(x), t), derived as one expression, and the
+optimiser's update rule (SymPy maths from `Optimiser.rules()`) is printed into the same kernel. Before any
+parameter changes, the kernel checks that the loss and every gradient are finite; if not, nothing is updated and
+`FloatingPointError` names the culprit.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import cache
+from .model import Model
+from .runtime import as_input_array
+
+
+class Objective(Model):
+    """ℓ(f(x), t): a model and its loss as one model, so they are derived and compiled together."""
+
+    def __init__(self, model: Model, loss: Any):
+        super().__init__(dtype=model.dtype)
+        self.model = model
+        self.loss = loss
+
+    def structure_config(self) -> tuple:
+        return (type(self.loss).__qualname__,)
+
+    def named_submodels(self) -> list:
+        return [("model", self.model)]
+
+    def adopt_submodels(self, views: dict) -> None:
+        self.model = views["model"]
+
+    def forward(self, x, target):
+        return self.loss(self.model(x), target)
+
+
+class TrainStep:
+    """step(x, target) → mean loss, after updating the model's parameters once (see `compile_step`)."""
+
+    def __init__(self, model: Model, loss: Any, optimiser: Any):
+        self.model, self.loss, self.optimiser = model, loss, optimiser
+        self.objective = Objective(model, loss)
+        if type(model).declared_states() or any(sub.declared_states() for sub in walk_submodels(model)):
+            raise NotImplementedError(f"compile_step does not fuse recurrent models ({type(model).__name__} has "
+                                      "states) yet: train them with model(xs), model.back(dys), model.update(opt)")
+        self.module = load_step_module(self.objective, optimiser, model.dtype)
+        self.kernel = self.module.train_step
+        self.names = list(self.objective.params)
+        self._scale: dict[int, np.ndarray] = {}
+        self._prepared = None
+
+    @property
+    def source(self) -> str:
+        import inspect
+
+        return inspect.getsource(self.kernel.py_func)
+
+    def __call__(self, x: Any, target: Any) -> float:
+        model, optimiser = self.model, self.optimiser
+        params, sizes, gradients = self._prepare()
+        x = as_input_array(model, "x", x, sizes[0])
+        target = as_input_array(self.loss, "target", target, sizes[1])
+        if target.shape[0] != x.shape[0]:
+            raise ValueError(f"{type(model).__name__}: target has {target.shape[0]} samples but x has {x.shape[0]}")
+        batch = x.shape[0]
+        if batch == 0:  # the mean loss of no samples is undefined: say so rather than "the loss is not finite"
+            raise ValueError(f"{type(model).__name__}: the batch is empty (x has shape {x.shape}); a training step "
+                             "needs at least one sample. Nothing was changed")
+        scale = self._scale.get(batch)
+        if scale is None:  # ∂(mean loss)/∂(per-sample loss) = 1/N
+            scale = self._scale[batch] = np.full((batch, 1), 1.0 / max(batch, 1), dtype=model.dtype)
+        states = [self._state(kind, name, p) for name, p in zip(self.names, params) for kind in optimiser.state_names]
+        real = model.dtype.type
+        hyper = [real(getattr(optimiser, h)) for h in optimiser.defaults]
+        loss, status = self.kernel(x, target, *params, scale, *gradients, *states, real(optimiser.step_count + 1), *hyper)
+        if status == -1:
+            raise FloatingPointError(f"{type(model).__name__}: the loss is not finite ({loss}); "
+                                     "no parameter was updated")
+        if status >= 0:
+            name = self.names[status].removeprefix("model.")
+            raise FloatingPointError(f"{type(model).__name__}: the gradient of parameter {name!r} is not finite; "
+                                     "no parameter was updated")
+        optimiser.step_count += 1
+        return float(loss)
+
+    def _prepare(self) -> tuple:
+        """Parameters, expected input sizes and gradient buffers; checked again only when parameters change."""
+        from .model import _assignments
+
+        if self._prepared is None or self._prepared[0] != _assignments[0]:
+            params, _ = self.objective.flat_arrays()
+            self.module.check_params(*params)
+            self.optimiser.check_parameters(self.model)
+            self.optimiser._bound = {n: (p.shape, p.dtype) for n, p in self.model.params.items()}
+            self._prepared = (_assignments[0], params, self.module.input_sizes(*params),
+                              [np.zeros_like(p) for p in params])
+        return self._prepared[1:]
+
+    def _state(self, kind: str, name: str, parameter: np.ndarray) -> np.ndarray:
+        key = name.removeprefix("model.")
+        table = self.optimiser.state[kind]
+        if key not in table:
+            table[key] = np.zeros_like(parameter)
+        return table[key]
+
+
+def walk_submodels(model: Model):
+    """Every sub-model, depth first."""
+    for _, sub in model.named_submodels():
+        yield sub
+        yield from walk_submodels(sub)
+
+
+def compile_step(model: Model, loss: Any, optimiser: Any) -> TrainStep:
+    """One compiled call per batch: forward, loss, backward and the optimiser's update, fused."""
+    return TrainStep(model, loss, optimiser)
+
+
+# ---- generation ----------------------------------------------------------------------------------------
+
+def load_step_module(objective: Objective, optimiser: Any, dtype) -> Any:
+    from .program import derivation_of, structure_fingerprint
+
+    dtype = np.dtype(dtype)
+    rules = optimiser.rules()
+    fingerprint = structure_fingerprint(objective)
+    rule_text = repr(sorted((k, str(v)) for k, v in rules.updates.items()))
+    if fingerprint is None:
+        fingerprint = repr(derivation_of(objective).outputs)
+    key = cache.module_key("train-step", fingerprint, rule_text, dtype.name)
+    name = f"step_{type(objective.model).__name__.lower()}_{type(optimiser).__name__.lower()}_{dtype.name}"
+    return cache.load_module(name, key, lambda: generate_step_source(derivation_of(objective), rules,
+                                                                       type(optimiser).__name__, dtype, key))
+
+
+def generate_step_source(derivation, rules, optimiser_name: str, dtype, key: str) -> str:
+    """The module text: shape helpers and `train_step(x, target, θ…, scale, g…, state…, t, hyper…)`."""
+    import sympy
+    from sympy import MatrixSymbol
+
+    from .codegen import Argument, Result, describe, generate_kernel_source
+    from .kernels import JIT, identifier, shape_checks
+
+    x, target = derivation.inputs
+    inputs = [Argument(x, "x", True), Argument(target, "target", True)]
+    params = [Argument(p, identifier(name), False) for name, p in derivation.params.items()]
+    (Δ,) = derivation.upstream
+    scale = Argument(Δ, "scale", True)
+    gradients = [f"grad_{a.name}" for a in params]
+    states = [f"{kind}_{a.name}" for a in params for kind in rules.state]
+    hyper = list(rules.hyperparameters)
+    results = [Result("loss", derivation.output.xreplace({}), mode="mean")]
+    results += [Result(g, derivation.gradients[a.symbol.name], mode="assign", into=g) for a, g in zip(params, gradients)]
+    prologue = []
+    epilogue = ["if not np.isfinite(loss):", "    return loss, -1"]
+    for k, g in enumerate(gradients):  # one pass: any inf or NaN makes the sum inf or NaN
+        epilogue += [f"if not np.isfinite(np.sum({g})):", f"    return loss, {k}"]
+    symbol_names = {rules.theta: "θ", rules.gradient: "g", rules.step: "step"}
+    symbol_names.update({s: f"{name}_old" for name, s in rules.state.items()})
+    symbol_names.update({s: name for name, s in rules.hyperparameters.items()})
+    printed = {target: scalar_code(expr, symbol_names) for target, expr in rules.updates.items()}
+    for a, g in zip(params, gradients):
+        states_of = ", ".join(f"{s}_{a.name}.reshape(-1)" for s in rules.state)
+        epilogue.append(f"update({a.name}.reshape(-1), {g}.reshape(-1), {states_of + ', ' if states_of else ''}"
+                        f"step{''.join(', ' + h for h in hyper)})")
+    epilogue.append("return loss, -2")
+    kernel = generate_kernel_source(
+        "train_step", inputs + params + [scale] + [Argument(MatrixSymbol(g, *a.symbol.shape), g, False)
+                                                     for a, g in zip(params, gradients)],
+        results, doc=f"one {optimiser_name} step on the batch mean of {describe(derivation.output, width=200)}",
+        extra_arguments=states + ["step"] + hyper, prologue=prologue, epilogue=epilogue,
+    )
+    checks = shape_checks(params, inputs)
+    update = update_source(rules, printed, optimiser_name)
+    return f'''# flux-module-key: {key}
+"""flux fused training step for {derivation.name} with {optimiser_name} ({dtype.name}). Do not edit."""
+import math
+
+import numpy as np
+from numba import njit
+
+from flux.fastmath import fast_exp, fast_sigmoid, fast_tanh
+
+real = np.{dtype.name}
+
+
+{checks}
+
+
+{update}
+
+
+{JIT}
+{kernel}
+# end of generated module
+'''
+
+
+def update_source(rules, printed: dict, optimiser_name: str) -> str:
+    """An njit function applying the optimiser's rule to every entry of one flattened parameter."""
+    import sympy
+
+    from .kernels import JIT
+
+    states = list(rules.state)
+    arguments = ", ".join(["θ_", "g_"] + [f"{s}_" for s in states] + ["step"] + list(rules.hyperparameters))
+    maths = "; ".join(f"{t} ← {sympy.sstr(e)}" for t, e in rules.updates.items())
+    lines = [JIT, f"def update({arguments}):", f'    """{optimiser_name}: {maths}"""',
+             "    for i in range(θ_.size):", "        θ = θ_[i]", "        g = g_[i]"]
+    lines += [f"        {s}_old = {s}_[i]" for s in states]
+    lines += [f"        {s}_[i] = {printed[s]}" for s in states]
+    lines.append(f"        θ_[i] = {printed['θ']}")
+    return "\n".join(lines)
+
+
+def scalar_code(expr, names: dict) -> str:
+    """Python code for a scalar SymPy expression with symbols renamed (math.sqrt etc.)."""
+    import sympy
+    from sympy.printing.pycode import pycode
+
+    renamed = expr.xreplace({s: sympy.Symbol(n) for s, n in names.items()})
+    return pycode(renamed, fully_qualified_modules=True)
