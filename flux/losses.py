@@ -26,17 +26,22 @@ class Loss(Model):
     def __call__(self, prediction: Any, target: Any) -> Any:
         if self.__dict__.get("_tracing") or is_symbolic(prediction) or is_symbolic(target):
             return self.forward(prediction, target)
+        prediction, target = as_rows(prediction), as_rows(target)
         per_sample = super().__call__(prediction, target)
         self.__dict__["_tape"] = None
         return float(np.mean(per_sample))
 
     def value_and_gradient(self, prediction: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
-        """(mean loss, ∂loss/∂prediction) for a batch: the upstream gradient a model's `back` takes."""
+        """(mean loss, ∂loss/∂prediction) for a batch: the upstream gradient a model's `back` takes.
+
+        Sequences (N, T, features) count every time step as a sample: the loss is the mean over N·T."""
+        shape = np.shape(prediction)
+        prediction, target = as_rows(prediction), as_rows(target)
         per_sample = Model.__call__(self, prediction, target)
         count = max(np.shape(prediction)[0] if np.ndim(prediction) == 2 else 1, 1)
         Δ = np.full(np.shape(per_sample), 1.0 / count, dtype=self.dtype)
         gradient, _ = Model.back(self, Δ)
-        return float(np.mean(per_sample)), gradient
+        return float(np.mean(per_sample)), gradient.reshape(shape)
 
     def __repr__(self) -> str:
         return type(self).__name__.lower()
@@ -80,6 +85,11 @@ class BinaryCrossEntropy(Loss):
         ones = OneMatrix(*prediction.shape)
         likelihood = hadamard(target, Apply("log", prediction)) + hadamard(ones - target, Apply("log", ones - prediction))
         return -total(likelihood) / prediction.shape[0]
+
+
+def as_rows(values: Any) -> Any:
+    """A sequence batch (N, T, features) as N·T rows of features; anything else unchanged."""
+    return values.reshape(-1, values.shape[-1]) if isinstance(values, np.ndarray) and values.ndim == 3 else values
 
 
 mse = MSE()

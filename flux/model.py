@@ -9,6 +9,7 @@ structure — class, configuration, sub-models — and are computed once and sha
 """
 from __future__ import annotations
 
+import types
 from typing import Any, Iterator
 
 import numpy as np
@@ -16,16 +17,23 @@ import numpy as np
 from .symbolic import Param, State, is_symbolic, signature_inputs
 
 DEFAULT_DTYPE = np.float32
+_assignments = [0]  # bumped whenever any parameter array is replaced, invalidating cached flat lists
+
+
+class RendersOnClassAndInstance:
+    """`_repr_latex_` for both a model class and its instances. IPython takes a class's `_repr_latex_` only if it
+    is a method bound to that class, so on the class this hands out one bound to the class."""
+
+    def __get__(self, instance, owner):
+        from .display import class_latex, model_latex
+
+        if instance is None:
+            return types.MethodType(class_latex, owner)
+        return types.MethodType(model_latex, instance)
 
 
 class ModelClass(type):
-    """The type of model classes. It exists so that a class itself renders its maths in a notebook:
-    IPython looks `_repr_latex_` up on the type of the object shown, and the object here is the class."""
-
-    def _repr_latex_(cls) -> str | None:
-        from .display import class_latex
-
-        return class_latex(cls)
+    """The type of model classes: it gives the classes themselves `derivation` and `kernels`."""
 
     @property
     def derivation(cls):
@@ -80,23 +88,37 @@ class Model(metaclass=ModelClass):
 
     # ---- declarations ---------------------------------------------------------------------------------
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls._declarations = None  # computed on first use, once per class
+
+    @classmethod
+    def _declared(cls) -> tuple:
+        if cls.__dict__.get("_declarations") is None:
+            params, states, slots = {}, {}, {}
+            for klass in reversed(cls.__mro__):
+                for name, value in vars(klass).items():
+                    if isinstance(value, Param):
+                        params[name] = value
+                    elif isinstance(value, State):
+                        states[name] = value
+                    elif isinstance(value, type) and issubclass(value, Model) and not name.startswith("_"):
+                        slots[name] = value  # a sub-model declared in the class body as `a = Perceptron`
+            cls._declarations = (params, states, slots)
+        return cls._declarations
+
     @classmethod
     def declared_params(cls) -> dict[str, Param]:
-        return _declared(cls, Param)
+        return cls._declared()[0]
 
     @classmethod
     def declared_states(cls) -> dict[str, State]:
-        return _declared(cls, State)
+        return cls._declared()[1]
 
     @classmethod
     def declared_slots(cls) -> dict[str, type]:
         """Sub-models declared in the class body as `a = Perceptron`."""
-        slots = {}
-        for klass in reversed(cls.__mro__):
-            for name, value in vars(klass).items():
-                if isinstance(value, type) and issubclass(value, Model) and not name.startswith("_"):
-                    slots[name] = value
-        return slots
+        return cls._declared()[2]
 
     @classmethod
     def input_names(cls) -> list[str]:
@@ -127,6 +149,8 @@ class Model(metaclass=ModelClass):
         self.__dict__["_params"][name] = array
         if not is_symbolic(value):
             self.__dict__["_grads"][name] = np.zeros_like(array)
+            self.__dict__["_program"] = None  # sizes may have changed: check them again before running
+            _assignments[0] += 1
 
     def _assign_initial_state(self, name: str, spec: State, value: Any) -> None:
         """A learnable initial state h₀ (`flux.state("h", learnable=True)`) is the parameter "h0", zero by default."""
@@ -142,6 +166,7 @@ class Model(metaclass=ModelClass):
             raise ValueError(f"{type(self).__name__}: initial state {name} must have shape ({size},), got {array.shape}")
         self.__dict__["_params"][name] = array
         self.__dict__["_grads"][name] = np.zeros_like(array)
+        _assignments[0] += 1
 
     def _check_param_sizes(self) -> None:
         sizes: dict = {}
@@ -164,6 +189,14 @@ class Model(metaclass=ModelClass):
         """The accumulated gradient of every parameter, by dotted name."""
         return dict(self._walk("_grads"))
 
+    def flat_arrays(self) -> tuple[list, list]:
+        """(parameters, gradients) as lists in kernel order; cached until any parameter is reassigned."""
+        cached = self.__dict__.get("_flat")
+        if cached is None or cached[0] != _assignments[0]:
+            cached = (_assignments[0], [a for _, a in self._walk("_params")], [g for _, g in self._walk("_grads")])
+            self.__dict__["_flat"] = cached
+        return cached[1], cached[2]
+
     def _walk(self, field: str) -> Iterator[tuple[str, np.ndarray]]:
         yield from self.__dict__[field].items()
         for name, sub in self.named_submodels():
@@ -171,7 +204,7 @@ class Model(metaclass=ModelClass):
                 yield f"{name}.{key}", value
 
     def zero_grad(self) -> None:
-        for g in self.grads.values():
+        for g in self.flat_arrays()[1]:
             g.fill(0)
         self._set_has_grads(False)
 
@@ -190,8 +223,11 @@ class Model(metaclass=ModelClass):
         if optimiser is not None:
             optimiser.apply(self)
         else:
-            for name, p in self.params.items():
-                p -= self.dtype.type(lr) * self.grads[name]
+            rate, seen = self.dtype.type(lr), set()
+            for p, g in zip(*self.flat_arrays()):
+                if id(p) not in seen:  # a layer used twice shares one array: update it once
+                    seen.add(id(p))
+                    p -= rate * g
         self.zero_grad()
 
     @property
@@ -268,19 +304,7 @@ class Model(metaclass=ModelClass):
 
         return model_text(self)
 
-    def _repr_latex_(self) -> str | None:
-        from .display import model_latex
-
-        return model_latex(self)
-
-
-def _declared(cls: type, kind: type) -> dict:
-    found = {}
-    for klass in reversed(cls.__mro__):
-        for name, value in vars(klass).items():
-            if isinstance(value, kind):
-                found[name] = value
-    return found
+    _repr_latex_ = RendersOnClassAndInstance()
 
 
 def submodels_of(model) -> list:

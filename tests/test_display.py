@@ -70,7 +70,7 @@ def test_perceptron_class_and_instance():
     assert flux.latex(Perceptron) == (
         "\\begin{aligned}\ny &= \\sigma(W x + b) \\\\\n"
         "W &\\in \\mathbb{R}^{m \\times n},\\quad b \\in \\mathbb{R}^{m}\n\\end{aligned}")
-    assert type(Perceptron)._repr_latex_(Perceptron) == f"$\\displaystyle {flux.latex(Perceptron)}$"  # as IPython
+    assert Perceptron._repr_latex_() == f"$\\displaystyle {flux.latex(Perceptron)}$"  # as IPython
     p = perceptron(m=3, n=5, dtype=np.float32)
     assert flux.latex(p) == (
         "\\begin{aligned}\ny &= \\sigma(W x + b) \\\\\n"
@@ -168,7 +168,7 @@ def test_expression_text_uses_given_names_for_generated_code():
 
 
 def test_untraceable_classes_render_as_text_in_notebooks():
-    assert type(flux.Model)._repr_latex_(flux.Model) is None
+    assert flux.Model._repr_latex_() is None
     with pytest.raises(TypeError, match="flux.latex takes"):
         flux.latex(3)
 
@@ -229,3 +229,14 @@ def test_single_equations_typeset_in_matplotlib_mathtext():
                  for line in block.splitlines() if "aligned" not in line and r"\begin" not in line]
     for equation in equations:
         parser.parse(f"${equation}$")
+
+
+def test_jupyter_renders_classes_and_instances_as_latex():
+    """Through IPython's own formatter: a class's `_repr_latex_` must be a method bound to the class."""
+    formatters = pytest.importorskip("IPython.core.formatters")
+    formatter = formatters.DisplayFormatter()
+    shown_class = formatter.format(Perceptron)[0]
+    assert shown_class["text/latex"].startswith("$\\displaystyle \\begin{aligned}")
+    assert "\\sigma(W x + b)" in shown_class["text/latex"]
+    instance = Perceptron(W=np.zeros((2, 3)), b=np.zeros(2))
+    assert "\\mathbb{R}^{2 \\times 3}" in formatter.format(instance)[0]["text/latex"]

@@ -93,3 +93,15 @@ def test_mismatched_layer_sizes_are_refused_naming_both_parameters():
 def test_layers_with_different_dtypes_are_refused():
     with pytest.raises(TypeError, match="different dtypes"):
         Chain(Dense(3, 4, dtype=np.float64), Dense(4, 2))
+
+
+def test_unfused_chain_agrees_with_the_fused_one():
+    fused, unfused = mlp(), mlp()
+    unfused.fuse = False
+    x, Δ = rng.standard_normal((5, 5)), rng.standard_normal((5, 3))
+    np.testing.assert_allclose(unfused(x), fused(x), rtol=1e-12)
+    np.testing.assert_allclose(unfused.back(Δ), fused.back(Δ), rtol=1e-12)
+    for name, g in fused.grads.items():
+        np.testing.assert_allclose(unfused.grads[name], g, rtol=1e-12)
+    twice = Chain(Dense(3, 3, tanh, rng=0, dtype=np.float64), tanh, fuse=False)  # one function object, two tapes
+    assert flux.gradcheck(Chain(twice, tanh, fuse=False), rng.standard_normal((4, 3))) < 1e-6

@@ -54,3 +54,11 @@ def test_loss_and_grad_runs_back_through_the_model():
     value = flux.loss_and_grad(m, flux.logitcrossentropy, x, t)
     assert value == pytest.approx(flux.logitcrossentropy(m(x), t))
     assert all(g.any() for g in m.grads.values())
+
+
+def test_losses_on_sequences_average_over_every_time_step():
+    z, t = rng.standard_normal((4, 5, 3)), rng.standard_normal((4, 5, 3))
+    value, gradient = flux.mse.value_and_gradient(z, t)
+    assert value == pytest.approx(np.mean((z - t) ** 2))
+    assert flux.mse(z, t) == pytest.approx(value)
+    np.testing.assert_allclose(gradient, 2 * (z - t) / z.size)

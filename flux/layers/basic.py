@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..model import Model
-from ..symbolic import concat, param
+from ..symbolic import concat, is_symbolic, param
 
 
 class Dense(Model):
@@ -42,9 +42,14 @@ class Dense(Model):
 
 
 class Chain(Model):
-    """y = fₙ(⋯ f₂(f₁(x))): models stacked like pancakes, compiled as one."""
+    """y = fₙ(⋯ f₂(f₁(x))): models stacked like pancakes, compiled as one.
 
-    def __init__(self, *layers: Any):
+    By default the whole chain is one expression, derived once and compiled into one forward and one backward
+    kernel. `fuse=False` runs each layer's own kernels in turn instead (the chain rule applied at run time), for
+    chains too deep to derive as one expression.
+    """
+
+    def __init__(self, *layers: Any, fuse: bool = True):
         if not layers:
             raise TypeError("Chain needs at least one layer")
         for i, layer in enumerate(layers):
@@ -52,6 +57,32 @@ class Chain(Model):
                 raise TypeError(f"Chain layer {i} is not a model or function: {layer!r}")
         super().__init__(dtype=common_dtype(layers))
         self.layers = list(layers)
+        self.fuse = fuse
+
+    def __call__(self, *inputs: Any, **options: Any) -> Any:
+        if self.fuse or self.__dict__.get("_tracing") or any(is_symbolic(x) for x in inputs):
+            return super().__call__(*inputs, **options)  # options: a recurrent chain's initial=, carry=
+        (x,) = inputs
+        tapes = []
+        for layer in self.layers:
+            x = layer(x)
+            tapes.append(layer.__dict__.get("_tape"))  # one function object may appear twice: keep each tape
+        self.__dict__["_tape"] = tapes
+        return x
+
+    def back(self, Δ: Any) -> Any:
+        if self.fuse:
+            return super().back(Δ)
+        tapes = self.__dict__.get("_tape")
+        if tapes is None:
+            raise RuntimeError("Chain.back: there is no forward pass to back-propagate through; call chain(x) first "
+                               "(each forward pass can be back-propagated once)")
+        for layer, tape in zip(reversed(self.layers), reversed(tapes)):
+            layer.__dict__["_tape"] = tape
+            Δ = layer.back(Δ)
+        self.__dict__["_tape"] = None
+        self._set_has_grads(True)
+        return Δ
 
     def named_submodels(self) -> list:
         return [(str(i), layer) for i, layer in enumerate(self.layers) if isinstance(layer, Model)]
