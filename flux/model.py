@@ -277,20 +277,20 @@ class Model(metaclass=ModelClass):
 
     def step(self, *inputs: Any) -> Any:
         """y_t = model.step(x_t): advance one time step from the carried state ((N, features) or (features,))."""
-        from .recurrence import run_step
+        from .sequences import run_step
 
         return run_step(self, inputs)
 
     def reset(self, initial: Any = None) -> None:
         """Forget the carried state, or set it (an array, or {state name: array}) for `step` / `carry=True`."""
-        from .recurrence import reset_state
+        from .sequences import reset_state
 
         reset_state(self, initial)
 
     @property
     def state(self) -> dict[str, np.ndarray | None]:
         """The carried state, {dotted state name: (N, size) array}, as the last call or step left it."""
-        from .recurrence import current_state
+        from .sequences import current_state
 
         return current_state(self)
 

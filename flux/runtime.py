@@ -73,7 +73,7 @@ def forward_unlocked(model, inputs: tuple, **options: Any) -> Any:
     program = model.kernels
     metadata = program.metadata
     if metadata.get("states"):  # recurrent: sequences through the compiled time loop
-        from .recurrence import run_sequence
+        from .sequences import run_sequence
 
         with model_lock(model):
             outputs = run_sequence(model, inputs, **options)
@@ -147,7 +147,7 @@ def backward_of_tape(model, Δ: Any, tape) -> Any:
                            f"{model_name.lower()}(x) first (each forward pass can be back-propagated once)")
     program = model.kernels
     if program.metadata.get("states"):
-        from .recurrence import run_sequence_backward
+        from .sequences import run_sequence_backward
 
         return run_sequence_backward(model, Δ)
     arrays, results, single, _, program = tape  # the forward's own program: its precision, whatever model.dtype is now
