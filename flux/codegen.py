@@ -56,7 +56,7 @@ class CodegenError(TypeError):
     """The maths cannot be turned into a batched kernel (e.g. a per-sample matrix outside a gradient)."""
 
 
-ELEMENTWISE = (MatAdd, HadamardProduct, HadamardPower, Apply, Spread, OneMatrix, ZeroMatrix, Transpose)
+ELEMENTWISE = (MatAdd, HadamardProduct, HadamardPower, Apply, Spread, OneMatrix, ZeroMatrix, Identity, Transpose)
 INDENT = "    "
 
 
@@ -109,7 +109,7 @@ class KernelWriter:
         """Computed inside its consumer's loop rather than stored."""
         if node in self.arrays or isinstance(node, MatrixSymbol):
             return False
-        if isinstance(node, (OneMatrix, ZeroMatrix)):
+        if isinstance(node, (OneMatrix, ZeroMatrix, Identity)):
             return True
         return self.is_elementwise(node) and self.uses[node] <= 1 and form(node) != "mat"
 
@@ -310,6 +310,9 @@ class KernelWriter:
     def _element_ZeroMatrix(self, node, index):
         return "real(0)"
 
+    def _element_Identity(self, node, index):
+        return "real(1)" if len(index) < 2 or index[0] == "n" else f"real({index[0]} == {index[1]})"
+
     # ---- statement nodes: arrays filled by BLAS, reductions and copies -------------------------------
 
     def _statement_MatMul(self, node):
@@ -412,7 +415,8 @@ class KernelWriter:
         columns = f"{self.size(start)}:{self.size(stop)}"
         available = f"{array}.shape[{1 if self.batched(parent) else 0}]"
         self.emit(f"if {available} < {self.size(stop)}:")
-        self.emit(f'{INDENT}raise ValueError("a slice {sympy.sstr(node)} reaches past the end of its vector")')
+        where = describe(node).replace("\\", "").replace('"', "'")
+        self.emit(f'{INDENT}raise ValueError("the slice {where} reaches past the end of its vector")')
         self.emit(f"{name} = np.ascontiguousarray({array}[:, {columns}])" if self.batched(parent) else f"{name} = {array}[{columns}]")
         return name
 

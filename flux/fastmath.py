@@ -77,6 +77,17 @@ def tanh_float32(x):
     return x if x != x else result
 
 
+@njit(cache=True, error_model="numpy")
+def all_finite(values):
+    """True when no entry is ±inf or NaN: x − x is 0 for finite x and NaN otherwise. An integer OR-reduction,
+    so LLVM vectorises it (a float sum would be a sequential chain: 4× slower on a 784×128 gradient)."""
+    flat = values.reshape(-1)
+    bad = 0
+    for i in range(flat.size):
+        bad |= np.int32((flat[i] - flat[i]) != 0)
+    return bad == 0
+
+
 def fast_exp(x):
     """eˣ (NumPy's, outside compiled code)."""
     return np.exp(x)

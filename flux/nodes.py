@@ -38,8 +38,8 @@ class Apply(MatrixExpr):
         return FUNCTIONS[self.function].scalar(self.argument._entry(i, j, **kwargs))
 
 
-class Total(MatrixExpr):
-    """Σᵢ zᵢ: the sum of a column vector's entries, a (1, 1) matrix (1ᵀz)."""
+class UnaryNode(MatrixExpr):
+    """A node of one matrix argument."""
 
     def __new__(cls, argument: MatrixExpr):
         return MatrixExpr.__new__(cls, argument)
@@ -47,6 +47,10 @@ class Total(MatrixExpr):
     @property
     def argument(self) -> MatrixExpr:
         return self.args[0]
+
+
+class Total(UnaryNode):
+    """Σᵢ zᵢ: the sum of a column vector's entries, a (1, 1) matrix (1ᵀz)."""
 
     @property
     def shape(self):
@@ -68,30 +72,16 @@ class Spread(MatrixExpr):
         return (self.args[1], sympy.S.One)
 
 
-class Softmax(MatrixExpr):
+class Softmax(UnaryNode):
     """softmax(z) = e^{z − max z} / 1ᵀe^{z − max z}, computed max-shifted so it never overflows."""
-
-    def __new__(cls, argument: MatrixExpr):
-        return MatrixExpr.__new__(cls, argument)
-
-    @property
-    def argument(self) -> MatrixExpr:
-        return self.args[0]
 
     @property
     def shape(self):
         return self.argument.shape
 
 
-class LogSumExp(MatrixExpr):
+class LogSumExp(UnaryNode):
     """logΣexp(z) = max z + log 1ᵀe^{z − max z}, a (1, 1) matrix, computed max-shifted."""
-
-    def __new__(cls, argument: MatrixExpr):
-        return MatrixExpr.__new__(cls, argument)
-
-    @property
-    def argument(self) -> MatrixExpr:
-        return self.args[0]
 
     @property
     def shape(self):

@@ -159,8 +159,8 @@ def generate_step_source(derivation, rules, optimiser_name: str, dtype, key: str
     results += [Result(g, derivation.gradients[a.symbol.name], mode="assign", into=g) for a, g in zip(params, gradients)]
     prologue = []
     epilogue = ["if not np.isfinite(loss):", "    return loss, -1"]
-    for k, g in enumerate(gradients):  # one pass: any inf or NaN makes the sum inf or NaN
-        epilogue += [f"if not np.isfinite(np.sum({g})):", f"    return loss, {k}"]
+    for k, g in enumerate(gradients):
+        epilogue += [f"if not all_finite({g}):", f"    return loss, {k}"]
     symbol_names = {rules.theta: "θ", rules.gradient: "g", rules.step: "step"}
     symbol_names.update({s: f"{name}_old" for name, s in rules.state.items()})
     symbol_names.update({s: name for name, s in rules.hyperparameters.items()})
@@ -185,7 +185,7 @@ import math
 import numpy as np
 from numba import njit
 
-from flux.fastmath import fast_exp, fast_sigmoid, fast_tanh
+from flux.fastmath import all_finite, fast_exp, fast_sigmoid, fast_tanh
 
 real = np.{dtype.name}
 

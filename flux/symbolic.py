@@ -24,8 +24,24 @@ class DefinitionError(TypeError):
     """A model's `forward` cannot be turned into maths flux can derive and compile."""
 
 
-class Param:
+class Declaration:
+    """A class-level declaration (parameter or state) whose per-instance value lives in instance.__dict__[store]."""
+
+    store = ""
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, instance, owner):
+        if instance is None:
+            return self
+        return instance.__dict__[self.store][self.name]
+
+
+class Param(Declaration):
     """A declared parameter: `W = flux.param("m", "n")` is a matrix W ∈ ℝ^{m×n}; one dim gives a vector."""
+
+    store = "_params"
 
     def __init__(self, *dims: str | int, init: str | None = None):
         if len(dims) not in (1, 2):
@@ -37,14 +53,6 @@ class Param:
         self.init = init
         self.name = ""
 
-    def __set_name__(self, owner, name):
-        self.name = name
-
-    def __get__(self, instance, owner):
-        if instance is None:
-            return self
-        return instance.__dict__["_params"][self.name]
-
     def __set__(self, instance, value):
         instance._assign_param(self.name, value)
 
@@ -52,8 +60,10 @@ class Param:
         return f"param({', '.join(map(repr, self.dims))})"
 
 
-class State:
+class State(Declaration):
     """A time-indexed state: read before assignment in `forward` it is h[t−1], assigned it becomes h[t]."""
+
+    store = "_states"
 
     def __init__(self, *dims: str | int, learnable: bool = False):
         if len(dims) != 1:
@@ -61,14 +71,6 @@ class State:
         self.dims = tuple(dims)
         self.learnable = learnable
         self.name = ""
-
-    def __set_name__(self, owner, name):
-        self.name = name
-
-    def __get__(self, instance, owner):
-        if instance is None:
-            return self
-        return instance.__dict__["_states"][self.name]
 
     def __set__(self, instance, value):
         instance.__dict__["_states"][self.name] = value
