@@ -54,7 +54,7 @@ def kept_for_backward(derivation: Derivation, gradients: list) -> list:
 def generate_module_source(derivation: Derivation, dtype, key: str) -> str:
     """The complete text of the module holding a model's kernels."""
     if derivation.states:
-        from .recurrence import generate_recurrent_module_source
+        from .recurrent_kernels import generate_recurrent_module_source
 
         return generate_recurrent_module_source(derivation, dtype, key)
     dtype = np.dtype(dtype)
