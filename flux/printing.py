@@ -26,6 +26,7 @@ class Name:
     sub: str = ""
     sup: str = ""
     kind: str = "value"  # input, param, state, upstream, value, δ
+    arguments: tuple = ()  # a function's: ℓ(logits, target) is defined with them and used as ℓ
 
     def latex(self, extra_sup: str = "") -> str:
         sup = self.sup + extra_sup
@@ -94,6 +95,17 @@ def identifier_latex(identifier: str) -> tuple[str, str]:
     return upright(identifier), ""
 
 
+def dimension_latex(dimension: str) -> str:
+    r"""A size's name: h, n_{\mathrm{in}}, \mathrm{in}_{0} — a word (more than one letter) prints upright, not as a
+    product of italic letters."""
+    base, _, sub = dimension.partition("_")
+
+    def part(word: str) -> str:
+        return letter_latex(word) or (word if word.isdigit() else upright(word))
+
+    return part(base) + (f"_{{{part(sub)}}}" if sub else "")
+
+
 def upright(word: str) -> str:
     return r"\mathrm{" + word.replace("_", r"\_") + "}"
 
@@ -147,10 +159,17 @@ class Printer:
 
     def __init__(self, names: dict | None = None):
         self.names = dict(names or {})
+        self.order = {node: k for k, node in enumerate(self.names)}  # named values: the order of their equations
 
     def doprint(self, expr: Any, define: bool = False) -> str:
         """The expression; `define`: the right-hand side of its own equation, so its name is not used."""
         return self._print_node(expr) if define else self._print(expr)
+
+    def head(self, name: Any) -> str:
+        """The left side of a definition: the name, and a function's arguments, ℓ(logits, target)."""
+        arguments = getattr(name, "arguments", ())
+        text = self.name(name)
+        return f"{text}({', '.join(self.name(a) for a in arguments)})" if arguments else text
 
     def _print(self, expr: Any) -> str:
         name = self.names.get(expr)
@@ -252,6 +271,10 @@ class Printer:
     def hadamard_product(self, factors: tuple) -> str:
         """The factors' magnitudes joined by ⊙, upstream first (the sign is the caller's)."""
         ordered = sorted(enumerate(factors), key=lambda f: (self.factor_rank(f[1]), f[0]))
+        values = [k for k, (_, f) in enumerate(ordered) if getattr(self.names.get(f), "kind", "") == "value"]
+        in_order = sorted((ordered[k] for k in values), key=lambda f: self.order[f[1]])
+        for k, factor in zip(values, in_order):  # named values keep their places but go in order: i_t ⊙ g_t
+            ordered[k] = factor
         parts = []
         for _, factor in ordered:
             if self.is_negative(factor) and type(factor).__name__ == "MatMul":
@@ -282,15 +305,20 @@ class LatexPrinter(Printer):
     def words(self, text: str, maths: str) -> str:
         return rf"\text{{{text}}}{maths}"
 
-    def domain(self, shape: tuple) -> str:
+    def domain(self, shape: tuple, dims: int | None = None) -> str:
+        """ℝ^{m×n}, ℝ^{m}: `dims` is how many the parameter declares (a 16×1 matrix is no vector); by default a
+        column is a vector."""
         rows, cols = (*shape, 1)[:2]
-        return rf"\mathbb{{R}}^{{{self.scalar(rows)}}}" if cols == 1 else \
+        vector = dims == 1 if dims is not None else cols == 1
+        return rf"\mathbb{{R}}^{{{self.scalar(rows)}}}" if vector else \
             rf"\mathbb{{R}}^{{{self.scalar(rows)} \times {self.scalar(cols)}}}"
 
     def scalar(self, value: Any) -> str:
         import sympy
 
-        return sympy.latex(sympy.sympify(value))
+        value = sympy.sympify(value)
+        symbols = {s: dimension_latex(s.name) for s in value.free_symbols if isinstance(s, sympy.Symbol)}
+        return sympy.latex(value, symbol_names=symbols)
 
     def scalar_factor(self, value: Any) -> str:
         return self.scalar(value)
@@ -301,6 +329,8 @@ class LatexPrinter(Printer):
                                         else None)
         if isinstance(name, Name) and (joins_name or not name.sup):
             return name.latex(sup)
+        if isinstance(name, Name):  # g_t^{(0)} squared: (g_t^{(0)})^2, never a double superscript
+            return f"({name.latex()})^{script(sup)}"
         return f"{self.group(expr, POWER)}^{script(sup)}"
 
     def _print_MatrixSymbol(self, expr: Any) -> str:

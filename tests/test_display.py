@@ -14,7 +14,7 @@ from sympy import BlockMatrix, HadamardPower, HadamardProduct, MatrixSymbol, One
 import flux
 from flux import display, tanh, σ
 from flux.display import derivation_latex, derivation_text, expression_text, model_text
-from flux.printing import identifier_latex
+from flux.printing import LatexPrinter, dimension_latex, identifier_latex
 from flux.nodes import Apply, LogSumExp, Softmax, Spread, Total
 from models import GatedCell, Perceptron, TwoLayer, TwoTower, perceptron
 
@@ -180,15 +180,156 @@ def test_import_flux_does_not_import_sympy():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root, env=env)
 
 
+# ---- recurrent models read like a textbook: gates, states, sizes ---------------------------------------
+
+LSTM_EQUATIONS = [
+    r"i_t &= \sigma(W_i x_t + U_i h_{t-1} + b_i) \\",
+    r"f_t &= \sigma(W_f x_t + U_f h_{t-1} + b_f) \\",
+    r"o_t &= \sigma(W_o x_t + U_o h_{t-1} + b_o) \\",
+    r"g_t &= \tanh(W_g x_t + U_g h_{t-1} + b_g) \\",
+    r"c_t &= f_t \odot c_{t-1} + i_t \odot g_t \\",
+    r"h_t &= o_t \odot \tanh(c_t) \\",
+]
+
+
+def test_lstm_names_its_gates_like_a_textbook():
+    assert flux.latex(flux.LSTM).splitlines()[1:7] == LSTM_EQUATIONS
+    text = derivation_text(flux.LSTM.derivation).splitlines()
+    assert [line.strip() for line in text[1:8]] == [
+        "i[t] = σ(Wi·x[t] + Ui·h[t−1] + bi)", "f[t] = σ(Wf·x[t] + Uf·h[t−1] + bf)",
+        "o[t] = σ(Wo·x[t] + Uo·h[t−1] + bo)", "g[t] = tanh(Wg·x[t] + Ug·h[t−1] + bg)",
+        "c[t] = f[t] ⊙ c[t−1] + i[t] ⊙ g[t]", "h[t] = o[t] ⊙ tanh(c[t])",
+        "Δ[t] = ∂L/∂h[t] from the output, Δ_h[t] = ∂L/∂h[t] from step t+1, Δ_c[t] = ∂L/∂c[t] from step t+1"]
+    assert "y[t]" not in "\n".join(text)  # the output is the state h_t, and Δ_h comes from step t+1 as ∂L/∂h_t
+    assert " δ₂[t] = (Δ[t] + Δ_h[t]) ⊙ o[t] ⊙ (1 − tanh(c[t])²) + Δ_c[t]\n" in "\n".join(text)  # ∂L/∂c_t
+    assert "∂L/∂c[t−1] = δ₂[t] ⊙ f[t]" in text[-1]
+
+
+def test_gru_names_its_gates_and_candidate():
+    assert flux.latex(flux.GRU).splitlines()[1:5] == [
+        r"r_t &= \sigma(W_r x_t + U_r h_{t-1} + b_r) \\", r"z_t &= \sigma(W_z x_t + U_z h_{t-1} + b_z) \\",
+        r"n_t &= \tanh(W_n x_t + U_n (r_t \odot h_{t-1}) + b_n) \\",
+        r"h_t &= h_{t-1} + z_t \odot n_t - z_t \odot h_{t-1} \\"]
+
+
+class OneGroup(flux.Model):
+    """Parameters with one suffix only: nothing to tell apart, so no gate name."""
+
+    Wh = flux.param("h", "n")
+    bh = flux.param("h")
+    V = flux.param("m", "h")
+
+    def forward(self, x):
+        return self.V * tanh(self.Wh * x + self.bh)
+
+
+def test_gates_are_a_rule_over_the_expression_not_over_layer_classes():
+    assert derivation_text(GatedCell.derivation).splitlines()[1:4] == [
+        "       g = σ(Wg·x + bg)", "       c = tanh(Wc·x + bc)", "       y = x + g ⊙ c − g ⊙ x"]
+    assert derivation_text(OneGroup.derivation).splitlines()[1].strip() == "y = V·tanh(Wh·x + bh)"
+    assert "hidden[t] = σ(Wxh·x[t] + Whh·hidden[t−1] + bh)" in derivation_text(Recurrent.derivation)  # xh, hh: words
+
+
+def test_gates_and_kernels_are_untouched_by_naming():
+    """Names are the display's only: the derivation (and so every kernel) still holds the plain expressions."""
+    derivation = flux.LSTM.derivation
+    before = (list(derivation.outputs), list(derivation.states), dict(derivation.gradients))
+    display.lay_out(derivation)
+    assert (derivation.outputs, derivation.states, derivation.gradients) == before
+    assert "σ(Ui·h + Wi·x + bi)" in expression_text(derivation.states[1][2])  # c: gates inline, no i[t]
+
+
+def test_recurrent_submodels_show_their_state_not_a_mislabelled_y():
+    chain = flux.Chain(flux.LSTM(3, 4, rng=0), flux.Dense(4, 1))
+    latex = flux.latex(chain)
+    assert [line.split(" &")[0] for line in latex.splitlines()[1:8]] == [
+        "i_t^{(0)}", "f_t^{(0)}", "o_t^{(0)}", "g_t^{(0)}", "c_t^{(0)}", "h_t^{(0)}", "y_t"]
+    assert r"h_t^{(0)} &= o_t^{(0)} \odot \tanh(c_t^{(0)}) \\" in latex
+    assert r"y_t &= W^{(1)} h_t^{(0)} + b^{(1)} \\" in latex
+    assert "y^{(0)}" not in latex and "y_t^{(0)}" not in latex
+    assert "Δ_h⁽⁰⁾[t] = ∂L/∂h⁽⁰⁾[t] from step t+1" in derivation_text(chain.derivation)
+    below = flux.Chain(flux.Dense(3, 4), flux.GRU(4, 4, rng=0))  # a layer's value feeds the gates as their input
+    assert repr(below).splitlines()[1:3] == ["  y⁽⁰⁾[t] = W⁽⁰⁾·x[t] + b⁽⁰⁾",
+                                             "  r⁽¹⁾[t] = σ(Wr⁽¹⁾·y⁽⁰⁾[t] + Ur⁽¹⁾·h⁽¹⁾[t−1] + br⁽¹⁾)"]
+
+
+def test_a_declared_matrix_keeps_its_two_dimensions_whatever_its_size():
+    lstm = flux.LSTM(1, 16, rng=0)
+    latex = flux.latex(lstm)
+    assert r"W_i &\in \mathbb{R}^{16 \times 1},\quad U_i \in \mathbb{R}^{16 \times 16},\quad b_i \in \mathbb{R}^{16}" \
+        in latex
+    chain = flux.latex(flux.Chain(flux.LSTM(1, 16, rng=0), flux.Dense(16, 1)))
+    assert r"W_i^{(0)} &\in \mathbb{R}^{16 \times 1}," in chain
+    assert r"W^{(1)} &\in \mathbb{R}^{1 \times 16},\quad b^{(1)} \in \mathbb{R}^{1} \\" in chain
+
+
+@pytest.mark.parametrize("dimension, expected", [
+    ("h", "h"), ("in", r"\mathrm{in}"), ("out", r"\mathrm{out}"), ("in_0", r"\mathrm{in}_{0}"), ("h_x", "h_{x}"),
+    ("n_prediction", r"n_{\mathrm{prediction}}"), ("alpha", r"\alpha"),
+])
+def test_dimension_names_longer_than_a_letter_print_upright(dimension, expected):
+    assert dimension_latex(dimension) == expected
+
+
+def test_sizes_in_latex_use_upright_words():
+    assert r"W_i &\in \mathbb{R}^{h \times \mathrm{in}}" in flux.latex(flux.LSTM)
+    rows, cols = sympy.symbols("in_0 h_x", positive=True, integer=True)
+    assert LatexPrinter().domain((rows, cols)) == r"\mathbb{R}^{\mathrm{in}_{0} \times h_{x}}"
+    assert LatexPrinter().domain((2 * rows, 1)) == r"\mathbb{R}^{2 \mathrm{in}_{0}}"
+
+
+def test_losses_read_as_l_of_their_inputs():
+    assert flux.latex(flux.logitcrossentropy) == (
+        "\\begin{aligned}\n\\ell(\\mathrm{logits}, \\mathrm{target}) &= \\operatorname{logsumexp}(\\mathrm{logits}) "
+        "\\mathbf{1}^{\\top} \\mathrm{target} - \\mathbf{1}^{\\top} (\\mathrm{logits} \\odot \\mathrm{target})\n"
+        "\\end{aligned}")  # no "float32, 0 parameters"
+    text = derivation_text(flux.logitcrossentropy.derivation).splitlines()
+    assert text[:3] == ["LogitCrossEntropy", "  ℓ(logits, target) = logsumexp(logits)·Σ(target) − Σ(logits ⊙ target)",
+                        "                  Δ = ∂L/∂ℓ"]
+    assert model_text(flux.mse).startswith("MSE(float32)\n  ℓ(prediction, target) = ")
+    assert "ℓ" not in derivation_text(Perceptron.derivation)
+
+
+def test_code_comments_and_docstrings_stay_one_safe_line():
+    nasty = MatrixSymbol('a\nb\r\u2028c\x0c"""\\N{x}\x00', m, 1)
+    text = expression_text(nasty + y)
+    assert len(f"# {text}".splitlines()) == 1 and "\\" not in text and '"' not in text and "\x00" not in text
+    compile(f'def f():\n    """{text}"""\n    return 1  # {text}\n', "<generated>", "exec")
+
+
+@pytest.mark.parametrize("model", [Perceptron, flux.LSTM, flux.GRU, flux.Recurrent, flux.logitcrossentropy],
+                         ids=lambda m: getattr(m, "__name__", type(m).__name__))
+def test_generated_kernels_have_one_line_docstrings(model):
+    import ast
+
+    from flux.kernels import generate_module_source
+
+    source = generate_module_source(model.derivation, np.float32, "test")
+    tree = ast.parse(source)
+    functions = [node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)]
+    docstrings = [ast.get_docstring(f, clean=False) for f in functions]
+    assert any(docstrings)
+    assert all("\n" not in doc for doc in docstrings if doc), docstrings
+
+
 # ---- every LaTeX string we emit typesets ---------------------------------------------------------------
 
 MODELS = [Perceptron, TwoLayer, GatedCell, TwoTower, Recurrent, Softplus]
 
 
+RECURRENT_CLASSES = [flux.LSTM, flux.GRU, flux.Recurrent]
+
+
 def emitted_latex() -> list[str]:
+    """Issue 6: the rendered LaTeX of Perceptron, Dense, Chain, Recurrent, LSTM and GRU (classes, instances,
+    derivations), losses, and every node."""
     chain = flux.Chain(flux.Dense(4, 8, σ), flux.Dense(8, 2, tanh))
-    blocks = [flux.latex(cls) for cls in MODELS] + [flux.latex(cls.derivation) for cls in MODELS]
-    blocks += [flux.latex(perceptron()), flux.latex(chain), flux.latex(chain.derivation)]
+    instances = [perceptron(), flux.Dense(3, 2), chain, flux.LSTM(3, 4), flux.GRU(3, 4), flux.Recurrent(3, 4, 2),
+                 flux.LSTM(1, 16), flux.Chain(flux.LSTM(3, 4), flux.Dense(4, 1)), flux.Chain(flux.Dense(3, 4), flux.GRU(4, 4)),
+                 flux.logitcrossentropy, flux.mse, flux.crossentropy, flux.binarycrossentropy]
+    classes = MODELS + RECURRENT_CLASSES + [OneGroup]
+    blocks = [flux.latex(cls) for cls in classes] + [flux.latex(cls.derivation) for cls in classes]
+    blocks += [flux.latex(model) for model in instances] + [flux.latex(model.derivation) for model in instances]
     return blocks + [latex for _, latex, _ in NODES]
 
 
