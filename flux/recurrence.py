@@ -113,3 +113,4 @@ def is_matrix_product(node) -> bool:
     from sympy import MatMul
 
     return isinstance(node, MatMul) and sum(1 for f in node.as_coeff_matrices()[1] if f.shape != (1, 1)) >= 2
+
