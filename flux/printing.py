@@ -221,10 +221,13 @@ class Printer:
         return 4 if leaf else 3
 
     def factor_rank(self, factor: Any) -> int:
-        """⊙ products read the upstream gradient first and parenthesised sums last."""
+        """⊙ products read the upstream gradient first, then named values (o_t ⊙ tanh(c_t)), and parenthesised
+        sums last."""
         if self.leaf_kinds(factor) & {"upstream", "δ"}:
             return 0
-        return 1 if self.precedence(factor) > HADAMARD else 2
+        if getattr(self.names.get(factor), "kind", "") == "value":
+            return 1
+        return 2 if self.precedence(factor) > HADAMARD else 3
 
     def _print_MatAdd(self, expr: Any) -> str:
         terms = [(self.is_negative(t), self.term_rank(t), i, t) for i, t in enumerate(expr.args)]

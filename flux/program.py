@@ -66,7 +66,9 @@ def derive_model(model) -> Derivation:
         replacements.update(unify_dimensions([sympy.MatAdd(previous, new)], trace.rigid_dims, cls.__name__))
 
     def canonical(expr):
-        return expr.xreplace(replacements) if replacements else expr
+        # .doit() puts products and sums in SymPy's canonical order (σ(a) ⊙ tanh(b) and tanh(b) ⊙ σ(a) become one
+        # node), so a value written twice in forward is computed once and shared with backward
+        return (expr.xreplace(replacements) if replacements else expr).doit()
 
     inputs = [canonical(x) for x in trace.inputs]
     params = {k: canonical(v) for k, v in trace.params.items()}
