@@ -473,8 +473,9 @@ class ModuleWriter:
                 (after_step if i < n_in + n_states else before_step)[state] = f"from_readout{i}_seq[t]"
         # buffers for the per-step gradients of inputs and hoisted terms, and for the deferred factors
         per_step = [name for name, returned in self.step_gradients if name not in self.states]
-        for name in per_step:
-            lines.append(f"{I}grad_{name}_seq = np.zeros({name}_seq.shape, dtype=real)")
+        for name, returned in self.step_gradients:
+            if name not in self.states:  # a gradient the loop writes at every t needs no zeros first
+                lines.append(f"{I}grad_{name}_seq = np.{'empty' if returned else 'zeros'}({name}_seq.shape, dtype=real)")
         sources = self.size_sources(in_forward=False)
         for name, expr in self.factor_results:
             lines.append(f"{I}{name}_seq = np.empty((T, N, {self.size(expr.shape[0], sources)}), dtype=real)")

@@ -1,4 +1,6 @@
 """Recurrence: cells traced once, run over sequences by compiled time loops; BPTT checked by finite differences."""
+import inspect
+
 import numpy as np
 import pytest
 
@@ -71,6 +73,37 @@ def test_learnable_initial_state_is_a_parameter_with_a_gradient():
     model(xs, carry=True)
     model.back(np.ones((3, 5, 4)))
     assert not model.grads["hidden0"].any()
+
+
+
+class ReadsBothStates(flux.Model):
+    """An output reading h_{t−1}, h_t and x_t: h_t = tanh(W x_t + U h_{t−1} + b), y_t = (V h_{t−1}) ⊙ h_t + A x_t."""
+
+    W = flux.param("h", "x"); U = flux.param("h", "h"); b = flux.param("h")  # noqa: E702
+    V = flux.param("h", "h"); A = flux.param("h", "x")  # noqa: E702
+    hidden = flux.state("h")
+
+    def forward(self, x):
+        previous = self.hidden
+        self.hidden = flux.tanh(self.W * x + self.U * self.hidden + self.b)
+        return flux.hadamard(self.V * previous, self.hidden) + self.A * x
+
+
+@pytest.mark.parametrize("steps", [1, 3])
+def test_a_readout_of_both_states_and_the_input_gradchecks(steps):
+    model = ReadsBothStates(W=rng.standard_normal((4, 3)), U=0.5 * rng.standard_normal((4, 4)), b=np.zeros(4),
+                            V=rng.standard_normal((4, 4)), A=rng.standard_normal((4, 3)), dtype=np.float64)
+    assert flux.gradcheck(model, sequence(steps=steps), initial=random_initial(model)) < 1e-6
+
+
+def test_only_the_state_update_runs_inside_the_time_loop():
+    module = recurrent().kernels.module
+    step = inspect.getsource(module.step_forward.py_func) + inspect.getsource(module.step_backward.py_func)
+    products = [line for line in step.splitlines() if "np.dot" in line]
+    assert products and not any("Why" in line for line in products)  # the readout's GEMM is not per step
+    assert any("Whh_T)" in line for line in products)  # the loop's GEMM reads a contiguous Whhᵀ
+    readout = inspect.getsource(module.readout.py_func)
+    assert "np.dot(hidden_t, Why.T)" in readout  # y_t from every h_t at once
 
 
 # ---- forward semantics ---------------------------------------------------------------------------------
