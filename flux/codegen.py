@@ -42,7 +42,8 @@ class Result:
     """What a kernel produces from `expr`.
 
     mode "new": a new array, returned; "accumulate": Σ over the batch added into the argument `into`;
-    "assign": Σ over the batch written into `into` (its old contents ignored);
+    "assign": Σ over the batch written into `into` (its old contents ignored); "write": the array computed
+    straight into the argument `into` (e.g. a slice of a caller's buffer), nothing returned;
     "mean": the batch mean of a per-sample (1, 1) value, returned as a number.
     """
 
@@ -84,6 +85,10 @@ class KernelWriter:
         self.batch = next((f"{a.name}.shape[0]" for a in arguments if a.batched), "1")
         self.blocks: list = []  # plain statement lines and fused `Loop`s, in order
         self.unwritten: set = set()  # "assign" targets no contribution has been written to yet
+        self.targets: dict = {}  # node → the argument a "write" result puts it in (its loop fills it directly)
+        for result in reversed(results):
+            if result.mode == "write":
+                self.targets[result.expr] = result.into
         self.temporaries = 0
         self._batched: dict[MatrixExpr, bool] = {}
         self.uses = Counter()
@@ -107,7 +112,7 @@ class KernelWriter:
 
     def inlined(self, node: MatrixExpr) -> bool:
         """Computed inside its consumer's loop rather than stored."""
-        if node in self.arrays or isinstance(node, MatrixSymbol):
+        if node in self.arrays or isinstance(node, MatrixSymbol) or node in self.targets:
             return False
         if isinstance(node, (OneMatrix, ZeroMatrix, Identity)):
             return True
@@ -127,6 +132,10 @@ class KernelWriter:
                 self.batch_sum(result.expr, result.into, sympy.S.One)
                 if result.into in self.unwritten:  # nothing contributed: the sum is zero
                     self.emit(f"{result.into}.fill(real(0))")
+            elif result.mode == "write":
+                array = self.array(result.expr)
+                if array != result.into:  # computed elsewhere (BLAS, an argument, another target): copied in
+                    self.emit(f"{result.into}[:] = {array}")
             elif result.mode == "mean":
                 total = self.array(result.expr)
                 self.emit(f"{result.name} = np.sum({total}) / N")
@@ -222,8 +231,9 @@ class KernelWriter:
         if loop is None or loop.space != space or space[0] == "matrix":
             loop = Loop(space)
             self.blocks.append(loop)
-        name = self.temporary()
-        loop.allocations.append(f"{name} = {self.allocation(node)}  # {describe(node, self.arrays)}")
+        name = self.targets.get(node) or self.temporary()
+        if node not in self.targets:
+            loop.allocations.append(f"{name} = {self.allocation(node)}  # {describe(node, self.arrays)}")
         index = loop_index(space)
         local = f"{name}_"
         loop.body.append(f"{local} = {self.expand(node, index)}")

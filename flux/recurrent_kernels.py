@@ -267,10 +267,16 @@ class ModuleWriter:
         # children before parents: a fused loop then computes each activation once and its parents reuse it
         position = {node: i for i, node in enumerate(topological_order(news))}
         results.sort(key=lambda r: position[r.expr])
-        self.step_forward_returns = [r.name for r in results]
-        results = [Result(r.name, self.with_transposed_copies(r.expr, set(step.inputs))) for r in results]
-        forward = generate_kernel_source("step_forward", self.step_inputs + self.params + self.transposed_arguments(),
-                                         results, doc=doc)
+        # each value is computed straight into its slot of the drivers' time-major buffers: nothing to copy
+        destinations = {f"new_{s}_t": f"{s}_seq[t + 1]" for s in self.states}
+        destinations.update({f"{n}_t": f"{n}_seq[t]" for n in self.kept_names})
+        self.step_forward_destinations = [destinations[r.name] for r in results]
+        outs = [Argument(MatrixSymbol(f"{r.name[:-2]}_out", *r.expr.shape), f"{r.name[:-2]}_out", True)
+                for r in results]
+        results = [Result(r.name, self.with_transposed_copies(r.expr, set(step.inputs)), mode="write", into=o.name)
+                   for r, o in zip(results, outs)]
+        forward = generate_kernel_source("step_forward", self.step_inputs + self.params + self.transposed_arguments()
+                                         + outs, results, doc=doc)
         # where each forward value lives in the drivers' time-major buffers
         self.saved_buffers = {name: f"{name}_seq[t]" for name in self.kept_names}
         for state, node in zip(self.states, news):
@@ -311,9 +317,16 @@ class ModuleWriter:
         self.factor_results = [(name, expr) for expr, name in self.factors.items()
                                if name.startswith("factor")]
         results += [Result(name, expr) for name, expr in self.factor_results]
+        # per-step δs (∂L/∂x_t, ∂L/∂u_t, deferred factors) go straight into the drivers' buffers; Δh is returned
+        outs = [Argument(MatrixSymbol(f"{r.name}_out", *r.expr.shape), f"{r.name}_out", True) for r in results
+                if r.mode == "new" and r.name[len("grad_"):] not in self.states]
+        self.step_backward_written = [o.name[:-len("_out")] for o in outs]
+        written = set(self.step_backward_written)
+        results = [Result(r.name, r.expr, mode="write", into=f"{r.name}_out") if r.name in written and r.mode == "new"
+                   else r for r in results]
         self.step_backward_returns = [r.name for r in results if r.mode == "new"]
         backward = generate_kernel_source(
-            "step_backward", deltas + self.step_inputs + self.params + saved + self.gradient_arrays(), results,
+            "step_backward", deltas + self.step_inputs + self.params + saved + self.gradient_arrays() + outs, results,
             doc="one step back: ∂L/∂x_t, ∂L/∂u_t, ∂L/∂h_{t−1} and the δ_t of the deferred gradients returned")
         return [forward, backward]
     @staticmethod
@@ -419,14 +432,9 @@ class ModuleWriter:
         for name, node in zip(self.kept_names, self.stored_nodes):
             lines.append(f"{I}{name}_seq = np.empty((T, N, {self.size(node.shape[0], sources)}), dtype=real)")
         step_arguments = [f"{a.name}_seq[t]" for a in self.step_inputs]  # a state's [t] is h_{t−1}
-        returned = self.step_forward_returns
         lines.append(f"{I}for t in range(T):")
-        lines.append(f"{I * 2}{', '.join(returned)}{',' if len(returned) == 1 else ''} = "
-                     f"step_forward({', '.join(step_arguments)}, {self.step_forward_parameters()})")
-        for name in self.kept_names:
-            lines.append(f"{I * 2}{name}_seq[t] = {name}_t")
-        for state in self.states:
-            lines.append(f"{I * 2}{state}_seq[t + 1] = new_{state}_t")
+        lines.append(f"{I * 2}step_forward({', '.join(step_arguments)}, {self.step_forward_parameters()}, "
+                     f"{', '.join(self.step_forward_destinations)})")
         readout = self.readout
         made = readout.outputs + readout.kept
         lines.append(f"{I}{', '.join(made)}{',' if len(made) == 1 else ''} = "
@@ -472,7 +480,6 @@ class ModuleWriter:
                 lines.append(f"{I}from_readout{i}_seq = from_readout{i}.reshape((T, N, from_readout{i}.shape[1]))")
                 (after_step if i < n_in + n_states else before_step)[state] = f"from_readout{i}_seq[t]"
         # buffers for the per-step gradients of inputs and hoisted terms, and for the deferred factors
-        per_step = [name for name, returned in self.step_gradients if name not in self.states]
         for name, returned in self.step_gradients:
             if name not in self.states:  # a gradient the loop writes at every t needs no zeros first
                 lines.append(f"{I}grad_{name}_seq = np.{'empty' if returned else 'zeros'}({name}_seq.shape, dtype=real)")
@@ -481,19 +488,16 @@ class ModuleWriter:
             lines.append(f"{I}{name}_seq = np.empty((T, N, {self.size(expr.shape[0], sources)}), dtype=real)")
         step_arguments = state_deltas + [f"{a.name}_seq[t]" for a in self.step_inputs] + [params]
         step_arguments += [self.saved_buffers[n] for n in self.saved_names] + [grads]
+        step_arguments += [f"{n}_seq[t]" for n in self.step_backward_written]
         returned = [f"{n}_t" for n in self.step_backward_returns]
         lines.append(f"{I}for t in range(T - 1, -1, -1):")
         for state, delta in zip(self.states, state_deltas):
             if state in before_step:
                 lines.append(f"{I * 2}{delta} += {before_step[state]}")
-        lines.append(f"{I * 2}{', '.join(returned)}{',' if len(returned) == 1 else ''} = "
-                     f"step_backward({', '.join(step_arguments)})")
+        call = f"step_backward({', '.join(step_arguments)})"
+        lines.append(f"{I * 2}{', '.join(returned)}{',' if len(returned) == 1 else ''} = {call}" if returned
+                     else f"{I * 2}{call}")
         returned_names = set(self.step_backward_returns)
-        for name in per_step:
-            if f"grad_{name}" in returned_names:
-                lines.append(f"{I * 2}grad_{name}_seq[t] = grad_{name}_t")
-        for name, _ in self.factor_results:
-            lines.append(f"{I * 2}{name}_seq[t] = {name}_t")
         for state, delta in zip(self.states, state_deltas):
             if f"grad_{state}" in returned_names:
                 lines.append(f"{I * 2}{delta} = grad_{state}_t")
