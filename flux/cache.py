@@ -20,7 +20,7 @@ from typing import Callable
 _fallback_directory: Path | None = None
 _generator_hash: str | None = None
 GENERATOR_MODULES = ("nodes", "elementwise", "fastmath", "derive", "shapes", "symbolic", "codegen", "kernels", "program",
-                     "recurrence", "recurrent_kernels", "step", "optimisers")
+                     "recurrence", "recurrent_kernels", "recurrent_drivers", "step", "optimisers")
 
 
 def cache_directory() -> Path:

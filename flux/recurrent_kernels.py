@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .recurrence import Cell, split_cell
+from .recurrent_drivers import ROWS_SOURCE, backward_driver, forward_driver
 
-DRIVER_INDENT = "    "
 
 
 def generate_recurrent_module_source(derivation, dtype, key: str) -> str:
@@ -143,8 +143,8 @@ class ModuleWriter:
             "readout", self.cell.readout, [identifier(s.name) for s in self.cell.readout.inputs],
             ["y"] if n_out == 1 else [f"y{k}" for k in range(1, n_out + 1)], "rkept")
         sources += self.readout.sources
-        sources.append(self.forward_driver())
-        sources.append(self.backward_driver())
+        sources.append(forward_driver(self))
+        sources.append(backward_driver(self))
         return sources
 
     # ---- stateless parts over all T·N rows: the projection and the readout, and their VJPs -----------------
@@ -165,7 +165,7 @@ class ModuleWriter:
         for output_name, node in zip(output_names, derivation.outputs):
             named.setdefault(node, output_name)
         kept = [k for k in read if k not in named]
-        outputs_read = [named[k] for k in read if k in named]
+        outputs_read = [k for k in read if k in named and k not in symbols]  # σ′ = y ⊙ (1 − y) reads y
         named.update({node: f"{kept_prefix}{k}" for k, node in enumerate(kept, 1)})
         forward = generate_kernel_source(
             name, leaves + self.params,
@@ -175,9 +175,7 @@ class ModuleWriter:
         # a leaf that is itself an output (y_t = h_t) keeps its leaf name in the gradients
         replacements = {node: MatrixSymbol(n, *node.shape) for node, n in named.items() if node not in symbols}
         deltas = [Argument(d, identifier(d.name), True) for d in derivation.upstream]
-        saved = [Argument(replacements[k], named[k], True) for k in kept]
-        saved += [Argument(replacements[k], named[k], True) for k in read if k in named and k not in kept
-                  and k not in symbols]
+        saved = [Argument(replacements[k], named[k], True) for k in kept + outputs_read]
         results, leaf_gradients = [], []
         for i, (a, s) in enumerate(zip(leaves, derivation.inputs)):
             g = derivation.gradients[s.name]
@@ -191,8 +189,7 @@ class ModuleWriter:
             f"{name}_backward", deltas + leaves + self.params + saved + self.gradient_arrays(), results,
             doc=f"the VJP of {name} for all T·N rows: ∂L/∂leaves returned, Σ of ∂L/∂params added into grad_*")
         return RowKernels([forward, backward], list(output_names), [named[k] for k in kept],
-                          [named[k] for k in read if k in named and k not in kept and k not in symbols],
-                          leaf_gradients)
+                          [named[k] for k in outputs_read], leaf_gradients)
 
     def with_transposed_copies(self, expr, batched: set):
         """`expr` with each product W·v (W a parameter matrix, v per sample) as (Wᵀ)ᵀ·v on a contiguous copy of Wᵀ.
@@ -379,167 +376,3 @@ class ModuleWriter:
 
     def factor_order(self, name: str) -> tuple:
         return (name.startswith("factor"), name)
-
-    # ---- the drivers ----------------------------------------------------------------------------------
-
-    def size(self, dim, sources: dict) -> str:
-        import sympy
-
-        dim = sympy.sympify(dim)
-        if dim.is_Integer:
-            return str(dim)
-        return str(dim.xreplace({s: sympy.Symbol(sources[s]) for s in dim.free_symbols}))
-
-    def size_sources(self, in_forward: bool = True) -> dict:
-        from .codegen import size_codes
-
-        sources = dict(size_codes(self.params))
-        for a in self.inputs:
-            sources.setdefault(a.symbol.shape[0], f"{a.name}_seq.shape[2]")
-        for state, p in zip(self.states, self.cell.previous):
-            sources.setdefault(p.shape[0], f"{state}_initial.shape[1]" if in_forward else f"{state}_seq.shape[2]")
-        return sources
-
-
-    def readout_rows(self) -> list[str]:
-        """The row stacks the readout reads, in the order of its leaves: inputs, h_{t−1}, h_t."""
-        return ([f"rows({a.name}_seq)" for a in self.inputs] + [f"rows({s}_seq[:T])" for s in self.states]
-                + [f"rows({s}_seq[1:])" for s in self.states])
-
-    def forward_driver(self) -> str:
-        I = DRIVER_INDENT
-        params = ", ".join(a.name for a in self.params)
-        arguments = [f"{a.name}_seq" for a in self.inputs] + [f"{s}_initial" for s in self.states]
-        lines = [f"def forward({', '.join(arguments)}, {params}):",
-                 f'{I}"""The time loop over t = 0…T−1 for the states; then the outputs, for all t at once."""',
-                 f"{I}T = {self.inputs[0].name}_seq.shape[0]",
-                 f"{I}N = {self.inputs[0].name}_seq.shape[1]"]
-        names = {a.symbol: a.name for a in self.params}
-        for W, copy in self.transposed.items():  # contiguous: a GEMM on a transposed view is twice as slow here
-            lines.append(f"{I}{copy.name} = np.ascontiguousarray({names[W]}.T)")
-        sources = self.size_sources()
-        projected = [u.name for u in self.cell.projected]
-        if projected:
-            rows = ", ".join(f"rows({a.name}_seq)" for a in self.inputs)
-            made = projected + self.projection.kept
-            lines.append(f"{I}{', '.join(made)}{',' if len(made) == 1 else ''} = project({rows}, {params})"
-                         "  # the hoisted terms, for all T·N rows at once")
-            for u in projected:
-                lines.append(f"{I}{u}_seq = {u}.reshape((T, N, {u}.shape[1]))")
-        for state in self.states:
-            lines.append(f"{I}{state}_seq = np.empty((T + 1, N, {state}_initial.shape[1]), dtype=real)")
-            lines.append(f"{I}{state}_seq[0] = {state}_initial")
-        for name, node in zip(self.kept_names, self.stored_nodes):
-            lines.append(f"{I}{name}_seq = np.empty((T, N, {self.size(node.shape[0], sources)}), dtype=real)")
-        step_arguments = [f"{a.name}_seq[t]" for a in self.step_inputs]  # a state's [t] is h_{t−1}
-        lines.append(f"{I}for t in range(T):")
-        lines.append(f"{I * 2}step_forward({', '.join(step_arguments)}, {self.step_forward_parameters()}, "
-                     f"{', '.join(self.step_forward_destinations)})")
-        readout = self.readout
-        made = readout.outputs + readout.kept
-        lines.append(f"{I}{', '.join(made)}{',' if len(made) == 1 else ''} = "
-                     f"readout({', '.join(self.readout_rows())}, {params})  # the outputs, for all T·N rows at once")
-        for y in readout.outputs:
-            lines.append(f"{I}{y}_seq = {y}.reshape((T, N, {y}.shape[1]))")
-        self.forward_returns = ([f"{n}_seq" for n in readout.outputs] + [f"{s}_seq" for s in self.states]
-                                + [f"{n}_seq" for n in self.kept_names] + [f"{u}_seq" for u in projected]
-                                + (self.projection.kept if self.projection else []) + readout.kept)
-        lines.append(f"{I}return {', '.join(self.forward_returns)}{',' if len(self.forward_returns) == 1 else ''}")
-        return "\n".join(lines) + "\n"
-
-    def backward_driver(self) -> str:
-        from .kernels import identifier
-
-        I = DRIVER_INDENT
-        params = ", ".join(a.name for a in self.params)
-        grads = ", ".join(f"grad_{a.name}" for a in self.params)
-        output_deltas = [identifier(d.name) for d in self.cell.readout.upstream]
-        state_deltas = [identifier(d.name) for d in self.cell.update.upstream]
-        arguments = ([f"{d}_seq" for d in output_deltas] + [f"{d}_last" for d in state_deltas]
-                     + [f"{a.name}_seq" for a in self.inputs] + [params] + self.forward_returns + [grads])
-        lines = [f"def backward({', '.join(arguments)}):",
-                 f'{I}"""The outputs\' VJP for all t at once; back through time, t = T−1…0, carrying ∂L/∂h; then the '
-                 f'deferred parameter gradients."""',
-                 f"{I}T = {self.inputs[0].name}_seq.shape[0]",
-                 f"{I}N = {self.inputs[0].name}_seq.shape[1]"]
-        for delta in state_deltas:
-            lines.append(f"{I}{delta} = {delta}_last.copy()")
-        # the readout's VJP: ∂L/∂x, and the ∂L/∂h_{t−1}, ∂L/∂h_t that the loop adds to the Δh it carries
-        readout, n_in, n_states = self.readout, len(self.inputs), len(self.states)
-        d_y = [f"rows({d}_seq)" for d in output_deltas]
-        read = [f"rows({y}_seq)" for y in readout.outputs_read]
-        returned = [f"from_readout{i}" for i in readout.leaf_gradients]
-        call = (f"readout_backward({', '.join(d_y + self.readout_rows())}, {params}, "
-                f"{', '.join(readout.kept + read + [grads])})")
-        lines.append(f"{I}{', '.join(returned)}{',' if len(returned) == 1 else ''} = {call}" if returned
-                     else f"{I}{call}")
-        before_step, after_step = {}, {}  # state → the readout's per-step contribution to its Δ
-        for i in readout.leaf_gradients:
-            if i >= n_in:
-                state = self.states[(i - n_in) % n_states]
-                lines.append(f"{I}from_readout{i}_seq = from_readout{i}.reshape((T, N, from_readout{i}.shape[1]))")
-                (after_step if i < n_in + n_states else before_step)[state] = f"from_readout{i}_seq[t]"
-        # buffers for the per-step gradients of inputs and hoisted terms, and for the deferred factors
-        for name, returned in self.step_gradients:
-            if name not in self.states:  # a gradient the loop writes at every t needs no zeros first
-                lines.append(f"{I}grad_{name}_seq = np.{'empty' if returned else 'zeros'}({name}_seq.shape, dtype=real)")
-        sources = self.size_sources(in_forward=False)
-        for name, expr in self.factor_results:
-            lines.append(f"{I}{name}_seq = np.empty((T, N, {self.size(expr.shape[0], sources)}), dtype=real)")
-        step_arguments = state_deltas + [f"{a.name}_seq[t]" for a in self.step_inputs] + [params]
-        step_arguments += [self.saved_buffers[n] for n in self.saved_names] + [grads]
-        step_arguments += [f"{n}_seq[t]" for n in self.step_backward_written]
-        returned = [f"{n}_t" for n in self.step_backward_returns]
-        lines.append(f"{I}for t in range(T - 1, -1, -1):")
-        for state, delta in zip(self.states, state_deltas):
-            if state in before_step:
-                lines.append(f"{I * 2}{delta} += {before_step[state]}")
-        call = f"step_backward({', '.join(step_arguments)})"
-        lines.append(f"{I * 2}{', '.join(returned)}{',' if len(returned) == 1 else ''} = {call}" if returned
-                     else f"{I * 2}{call}")
-        returned_names = set(self.step_backward_returns)
-        for state, delta in zip(self.states, state_deltas):
-            if f"grad_{state}" in returned_names:
-                lines.append(f"{I * 2}{delta} = grad_{state}_t")
-            else:
-                lines.append(f"{I * 2}{delta} = np.zeros_like({delta})")
-            if state in after_step:
-                lines.append(f"{I * 2}{delta} += {after_step[state]}")
-        if self.deferred:
-            factor_buffers = [self.factor_buffer(n) for n in self.gradient_factors]
-            lines.append(f"{I}gradients({', '.join(f'rows({b})' for b in factor_buffers)}, {params}, {grads})")
-        if self.projection is not None:
-            projection = self.projection
-            d_u = [f"rows(grad_{u.name}_seq)" for u in self.cell.projected]
-            xs = [f"rows({a.name}_seq)" for a in self.inputs]
-            returned = [f"from_projection{i}" for i in projection.leaf_gradients]
-            read = [f"rows({u}_seq)" for u in projection.outputs_read]
-            call = f"project_backward({', '.join(d_u + xs)}, {params}, {', '.join(projection.kept + read + [grads])})"
-            if returned:
-                lines.append(f"{I}{', '.join(returned)}{',' if len(returned) == 1 else ''} = {call}")
-                for i in projection.leaf_gradients:
-                    name = self.inputs[i].name
-                    lines.append(f"{I}grad_{name}_seq += from_projection{i}.reshape({name}_seq.shape)")
-            else:
-                lines.append(f"{I}{call}")
-        for i in readout.leaf_gradients:
-            if i < n_in:
-                name = self.inputs[i].name
-                lines.append(f"{I}grad_{name}_seq += from_readout{i}.reshape({name}_seq.shape)")
-        results = [f"grad_{a.name}_seq" for a in self.inputs] + state_deltas
-        lines.append(f"{I}return {', '.join(results)}{',' if len(results) == 1 else ''}")
-        return "\n".join(lines) + "\n"
-
-    def factor_buffer(self, name: str) -> str:
-        """The time-major buffer holding a deferred factor: a stored forward value or a loop result."""
-        if name in self.states:
-            return f"{name}_seq[:T]"
-        if name.startswith("new_") and name[4:] in self.states:
-            return f"{name[4:]}_seq[1:]"
-        return f"{name}_seq"
-
-
-ROWS_SOURCE = '''def rows(a):
-    """(T, N, k) → (T·N, k): every time step's batch stacked, one sample per row."""
-    return a.reshape((a.shape[0] * a.shape[1], a.shape[2]))
-'''
