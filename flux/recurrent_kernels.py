@@ -18,6 +18,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .recurrence import Cell, split_cell
+
+
+def describe(expr, width: int = 200) -> str:
+    """One line of textbook notation for a docstring or comment (codegen's, imported when generating)."""
+    from .codegen import describe as one_line
+
+    return one_line(expr, width=width)
 from .recurrent_drivers import ROWS_SOURCE, backward_driver, forward_driver
 
 
@@ -48,9 +55,9 @@ def generate_recurrent_module_source(derivation, dtype, key: str) -> str:
         "forward_returns": writer.forward_returns,
         "hoisted": [sympy.sstr(e) for e in (cell.projection.outputs if cell.projection else [])],
     }
-    maths = [f"    {'y' if len(derivation.outputs) == 1 else f'y{k}'}_t = {sympy.sstr(o)}"
+    maths = [f"    {'y' if len(derivation.outputs) == 1 else f'y{k}'}_t = {describe(o, width=200)}"
              for k, o in enumerate(derivation.outputs, 1)]
-    maths += [f"    {n}_t = {sympy.sstr(h)}      (reads {n} as {n}_{{t-1}})" for n, _, h in derivation.states]
+    maths += [f"    {n}_t = {describe(h, width=200)}      (reads {n} as {n}_{{t-1}})" for n, _, h in derivation.states]
     jitted = "\n\n".join(f"{JIT}\n{k}" for k in kernels)
     return f'''# flux-module-key: {key}
 """flux kernels for the recurrent {derivation.name} ({dtype.name}), generated from the maths of one time step:
@@ -150,7 +157,6 @@ class ModuleWriter:
     # ---- stateless parts over all T·N rows: the projection and the readout, and their VJPs -----------------
 
     def row_kernels(self, name: str, derivation, leaf_names: list, output_names: list, kept_prefix: str) -> RowKernels:
-        import sympy
         from sympy import MatrixSymbol, ZeroMatrix
 
         from .codegen import Argument, Result, generate_kernel_source
@@ -170,7 +176,7 @@ class ModuleWriter:
         forward = generate_kernel_source(
             name, leaves + self.params,
             [Result(n, o) for n, o in zip(output_names, derivation.outputs)] + [Result(named[k], k) for k in kept],
-            doc="; ".join(f"{n} = {sympy.sstr(o)}" for n, o in zip(output_names, derivation.outputs))
+            doc="; ".join(f"{n} = {describe(o, width=200)}" for n, o in zip(output_names, derivation.outputs))
             + "  (every row: all T·N)")
         # a leaf that is itself an output (y_t = h_t) keeps its leaf name in the gradients
         replacements = {node: MatrixSymbol(n, *node.shape) for node, n in named.items() if node not in symbols}
@@ -260,7 +266,7 @@ class ModuleWriter:
         self.stored_nodes = kept  # what forward keeps per time step besides the states
         results = [Result(f"new_{s}_t", h) for s, h in zip(self.states, news)]
         results += [Result(f"{n}_t", k) for n, k in zip(self.kept_names, kept)]
-        doc = "one time step: " + "; ".join(f"{r.name} = {sympy.sstr(r.expr)}" for r in results[:len(news)])
+        doc = "one time step: " + "; ".join(f"{r.name} = {describe(r.expr, width=200)}" for r in results[:len(news)])
         # children before parents: a fused loop then computes each activation once and its parents reuse it
         position = {node: i for i, node in enumerate(topological_order(news))}
         results.sort(key=lambda r: position[r.expr])
