@@ -230,14 +230,8 @@ class Momentum(Optimiser):
         return {"v": v, "θ": θ + v}
 
 
-class Nesterov(Optimiser):
+class Nesterov(Momentum):
     """Nesterov momentum: v ← ρ·v − lr·g;  θ ← θ + ρ·v − lr·g (the gradient is taken at θ, as in Flux.jl)."""
-
-    state_names = ("v",)
-    defaults = {"lr": None, "rho": 0.9}
-
-    def __init__(self, lr: float, rho: float = 0.9):
-        super().__init__(lr=lr, rho=rho)
 
     @staticmethod
     def rule(θ, g, t, v, lr, rho):
