@@ -101,17 +101,21 @@ def generate_module_source(derivation: Derivation, dtype, key: str) -> str:
         "backward", deltas + inputs + params + saved + gradient_arrays, results,
         doc="∂L/∂inputs returned, Σₙ ∂L/∂params added into grad_*",
     )
-    metadata = {
-        "model": derivation.name,
-        "dtype": dtype.name,
-        "inputs": [x.name for x in derivation.inputs],
-        "input_dims": [sympy.sstr(x.shape[0]) for x in derivation.inputs],
-        "params": list(derivation.params),
-        "outputs": len(derivation.outputs),
-        "kept": len(kept),
-        "zero_input_gradients": zero_inputs,
-    }
+    metadata = common_metadata(derivation, dtype, derivation.inputs, derivation.params)
+    metadata.update(kept=len(kept), zero_input_gradients=zero_inputs)
     return module_text(derivation, dtype, key, metadata, [forward, backward], params, inputs)
+
+
+def common_metadata(derivation: Derivation, dtype, inputs: list, params: dict) -> dict:
+    """What the runtime reads from every generated module: names, dtype, and each input's size symbol."""
+    return {
+        "model": derivation.name,
+        "dtype": np.dtype(dtype).name,
+        "inputs": [x.name for x in inputs],
+        "input_dims": [sympy.sstr(x.shape[0]) for x in inputs],
+        "params": list(params),
+        "outputs": len(derivation.outputs),
+    }
 
 
 def module_text(derivation: Derivation, dtype, key: str, metadata: dict, kernels: list, params, inputs) -> str:

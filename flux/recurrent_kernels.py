@@ -34,7 +34,7 @@ def generate_recurrent_module_source(derivation, dtype, key: str) -> str:
     import sympy
 
     from .codegen import Argument
-    from .kernels import JIT, identifier, shape_checks
+    from .kernels import JIT, common_metadata, identifier, shape_checks
 
     dtype = np.dtype(dtype)
     cell = split_cell(derivation)
@@ -43,18 +43,13 @@ def generate_recurrent_module_source(derivation, dtype, key: str) -> str:
     writer = ModuleWriter(cell, params, inputs)
     kernels = writer.kernels()
     names = [identifier(n) for n in cell.state_names]
-    metadata = {
-        "model": derivation.name,
-        "dtype": dtype.name,
-        "inputs": [x.name for x in cell.inputs],
-        "input_dims": [sympy.sstr(x.shape[0]) for x in cell.inputs],
-        "params": list(cell.params),
-        "outputs": len(derivation.outputs),
+    metadata = common_metadata(derivation, dtype, cell.inputs, cell.params)
+    metadata.update({
         "states": cell.state_names,
         "state_dims": [sympy.sstr(p.shape[0]) for p in cell.previous],
         "forward_returns": writer.forward_returns,
         "hoisted": [sympy.sstr(e) for e in (cell.projection.outputs if cell.projection else [])],
-    }
+    })
     maths = [f"    {'y' if len(derivation.outputs) == 1 else f'y{k}'}_t = {describe(o, width=200)}"
              for k, o in enumerate(derivation.outputs, 1)]
     maths += [f"    {n}_t = {describe(h, width=200)}      (reads {n} as {n}_{{t-1}})" for n, _, h in derivation.states]
