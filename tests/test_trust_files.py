@@ -1,0 +1,232 @@
+"""Files are data and the cache is trusted only when it is ours: loading never runs code a file names, the compile
+cache refuses files others could have written and never runs an edited module, and save writes like a careful editor.
+"""
+import json
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import flux
+from flux import cache, program
+from models import Perceptron, perceptron
+
+TESTS = Path(__file__).resolve().parent
+as_root = pytest.mark.skipif(os.name != "posix" or os.geteuid() != 0, reason="creates device nodes / chowns: root")
+
+
+def rewrite_description(path: Path, change) -> None:
+    """Edit the JSON description inside a saved file, as a hostile file's author would."""
+    arrays = dict(np.load(path))
+    description = json.loads(str(arrays.pop("__flux__")))
+    change(description)
+    np.savez(path, **arrays, __flux__=np.array(json.dumps(description)))
+
+
+def saved_perceptron(path: Path, optimiser=None) -> Path:
+    flux.save(perceptron(m=2, n=3), path, optimiser=optimiser)
+    return path
+
+
+# ---- item 8: loading runs nothing a file names ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("named", ["os:system", "subprocess:run", "posix:abort", "builtins:eval", "flux.io:os.system"])
+def test_a_model_file_naming_a_function_is_refused_by_name(tmp_path, named):
+    path = saved_perceptron(tmp_path / "p.npz")
+    rewrite_description(path, lambda d: d["model"].update({"class": named}))
+    with pytest.raises(ValueError, match=f"names '{named}', which is neither one of flux's classes.*classes=\\["):
+        flux.load(path, classes=[Perceptron])
+
+
+def test_an_attribute_naming_a_function_is_refused_and_never_called(tmp_path):
+    path = saved_perceptron(tmp_path / "p.npz")
+    rewrite_description(path, lambda d: d["model"]["attributes"].update(hook={"$import": "os:abort"}))
+    with pytest.raises(ValueError, match="names 'os:abort'"):
+        flux.load(path, classes=[Perceptron])
+
+
+@pytest.fixture
+def booby_trapped_module(tmp_path, monkeypatch):
+    """A module on sys.path whose import creates a marker file (what a hostile file would name)."""
+    marker = tmp_path / "imported"
+    name = "flux_test_booby_trap"
+    (tmp_path / f"{name}.py").write_text(f"open({str(marker)!r}, 'w').close()\nclass Model: pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield name, marker
+    sys.modules.pop(name, None)
+
+
+def test_a_model_file_naming_a_module_does_not_import_it(tmp_path, booby_trapped_module):
+    name, marker = booby_trapped_module
+    path = saved_perceptron(tmp_path / "p.npz")
+    rewrite_description(path, lambda d: d["model"].update({"class": f"{name}:Model"}))
+    with pytest.raises(ValueError, match=f"'{name}:Model'"):
+        flux.load(path)
+    rewrite_description(path, lambda d: d["model"].update(
+        {"class": "models:Perceptron", "attributes": {**d["model"]["attributes"], "x": {"$import": f"{name}:Model"}}}))
+    with pytest.raises(ValueError, match=f"'{name}:Model'"):
+        flux.load(path, classes=[Perceptron])
+    assert not marker.exists() and name not in sys.modules
+
+
+def test_an_optimiser_file_naming_a_command_runs_nothing(tmp_path):
+    marker = tmp_path / "ran"
+    path = saved_perceptron(tmp_path / "p.npz", optimiser=flux.SGD(lr=0.1))
+    rewrite_description(path, lambda d: d["optimiser"].update(
+        {"class": "subprocess:run", "hyperparameters": {"args": f"touch {marker}", "shell": True}}))
+    with pytest.raises(ValueError, match="names 'subprocess:run'.*load_optimiser\\(path, classes="):
+        flux.load_optimiser(path)
+    assert not marker.exists()
+
+
+class Doubled(flux.Model):
+    """y = 2·W x: a user's own class, loadable only when the caller allows it."""
+
+    W = flux.param("m", "n")
+
+    def __init__(self, W):
+        super().__init__(W=W, dtype=np.float64)
+        self.transform = np.sqrt  # a module-level function attribute (stored by import path)
+
+    def forward(self, x):
+        return (self.W * x) * 2.0
+
+
+@flux.register
+class Registered(Doubled):
+    pass
+
+
+class Slower(flux.SGD):
+    pass
+
+
+def test_classes_the_caller_allows_or_registers_load(tmp_path):
+    flux.save(Doubled(np.ones((2, 3))), tmp_path / "d.npz")
+    with pytest.raises(ValueError, match="'test_trust_files:Doubled'.*classes=\\[Doubled\\].*register\\(Doubled\\)"):
+        flux.load(tmp_path / "d.npz")
+    with pytest.raises(ValueError, match="'numpy:sqrt'"):  # an attribute's function must be allowed too
+        flux.load(tmp_path / "d.npz", classes=[Doubled])
+    loaded = flux.load(tmp_path / "d.npz", classes=[Doubled, np.sqrt])
+    assert type(loaded) is Doubled and loaded.transform is np.sqrt
+    np.testing.assert_array_equal(loaded.W, np.ones((2, 3)))
+    flux.register(np.sqrt)
+    flux.save(Registered(np.full((2, 3), 0.5)), tmp_path / "r.npz")
+    assert type(flux.load(tmp_path / "r.npz")) is Registered  # registered with the decorator: no classes= needed
+    with pytest.raises(TypeError, match="expected a class"):
+        flux.register(3)
+
+
+def test_an_optimiser_of_a_class_the_caller_allows_loads(tmp_path):
+    path = saved_perceptron(tmp_path / "p.npz", optimiser=Slower(lr=0.25))
+    with pytest.raises(ValueError, match="'test_trust_files:Slower'"):
+        flux.load_optimiser(path)
+    restored = flux.load_optimiser(path, classes=[Slower])
+    assert type(restored) is Slower and restored.lr == 0.25
+    with pytest.raises(ValueError, match="not a flux.Optimiser class"):
+        _load_as(path, Perceptron)
+
+
+def _load_as(path, cls):
+    """load_optimiser with the file claiming the optimiser is `cls` (allowed, but of the wrong kind)."""
+    rewrite_description(path, lambda d: d["optimiser"].update({"class": f"{cls.__module__}:{cls.__qualname__}"}))
+    return flux.load_optimiser(path, classes=[cls])
+
+
+# ---- item 15: what is not a flux file says so ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["npy", "npz", "text"])
+def test_a_file_that_is_not_a_flux_file_says_what_a_flux_file_is(tmp_path, kind):
+    path = tmp_path / f"x.{kind}"
+    if kind == "npy":
+        np.save(path, np.ones(3))
+    elif kind == "npz":
+        np.savez(path, weights=np.ones(3), bias=np.zeros(1))
+    else:
+        path.write_text("W = 1, 2, 3\n")
+    for load in (flux.load, flux.load_optimiser):
+        with pytest.raises(ValueError, match=f"{path.name} is not a flux model file.*written by flux.save") as error:
+            load(path)
+        assert str(path) in str(error.value)
+    if kind == "npz":
+        with pytest.raises(ValueError, match="archive of bias, weights without a '__flux__' entry"):
+            flux.load(path)
+
+
+# ---- item 10: save writes through links, only regular files, and keeps permissions -------------------------------
+
+
+def test_save_through_a_symbolic_link_replaces_the_target_and_keeps_the_link(tmp_path):
+    (tmp_path / "models").mkdir()
+    target = tmp_path / "models" / "real.npz"
+    saved_perceptron(target)
+    link = tmp_path / "latest.npz"
+    link.symlink_to(Path("models") / "real.npz")  # relative, as `ln -s` makes them
+    model = perceptron(m=2, n=3, seed=7)
+    flux.save(model, link)
+    assert link.is_symlink() and os.readlink(link) == str(Path("models") / "real.npz")
+    np.testing.assert_array_equal(flux.load(target, classes=[Perceptron]).W, model.W)
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["real.npz"]  # no temporary file left
+    dangling = tmp_path / "next.npz"
+    dangling.symlink_to(tmp_path / "models" / "new.npz")
+    flux.save(model, dangling)
+    assert dangling.is_symlink() and (tmp_path / "models" / "new.npz").is_file()
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo", pytest.param("device", marks=as_root)])
+def test_save_refuses_a_path_that_is_not_a_regular_file(tmp_path, kind):
+    path = tmp_path / "thing"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)
+    else:
+        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 7))  # a /dev/full of our own
+    check = {"directory": stat.S_ISDIR, "fifo": stat.S_ISFIFO, "device": stat.S_ISCHR}[kind]
+    name = {"directory": "a directory", "fifo": "a FIFO", "device": "a character device"}[kind]
+    with pytest.raises(ValueError, match=f"thing is {name}; flux.save only writes regular files"):
+        flux.save(perceptron(m=2, n=3), path)
+    assert check(os.lstat(path).st_mode)
+    link = tmp_path / "link"
+    link.symlink_to(path)
+    with pytest.raises(ValueError, match=f"which leads to .*thing\\) is {name}"):
+        flux.save(perceptron(m=2, n=3), link)
+    assert check(os.lstat(path).st_mode) and link.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "thing"]
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o600, 0o664])
+def test_save_keeps_an_existing_files_permissions(tmp_path, mode):
+    path = saved_perceptron(tmp_path / "p.npz")
+    path.chmod(mode)
+    flux.save(perceptron(m=2, n=3, seed=3), path)
+    assert stat.S_IMODE(path.stat().st_mode) == mode
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_a_new_file_gets_the_mode_open_would_give(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        flux.save(perceptron(m=2, n=3), tmp_path / "p.npz")
+        with open(tmp_path / "plain", "w"):
+            pass
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "p.npz").stat().st_mode) == 0o666 & ~umask
+    assert stat.S_IMODE((tmp_path / "p.npz").stat().st_mode) == stat.S_IMODE((tmp_path / "plain").stat().st_mode)
+
+
+@as_root
+def test_save_as_root_keeps_the_files_owner(tmp_path):
+    path = saved_perceptron(tmp_path / "p.npz")
+    os.chown(path, 65534, 65534)
+    flux.save(perceptron(m=2, n=3, seed=3), path)
+    assert (path.stat().st_uid, path.stat().st_gid) == (65534, 65534)
