@@ -230,3 +230,215 @@ def test_save_as_root_keeps_the_files_owner(tmp_path):
     os.chown(path, 65534, 65534)
     flux.save(perceptron(m=2, n=3, seed=3), path)
     assert (path.stat().st_uid, path.stat().st_gid) == (65534, 65534)
+
+
+# ---- item 9: the compile cache is trusted only when no one else could have written it -----------------------------
+
+x = np.random.default_rng(0).standard_normal((4, 5))
+
+
+@pytest.fixture
+def private_cache(tmp_path, monkeypatch):
+    """A fresh FLUX_CACHE_DIR (not yet created) and empty in-memory caches, so each run imports from disk."""
+    directory = tmp_path / "cache"
+    monkeypatch.setenv("FLUX_CACHE_DIR", str(directory))
+    monkeypatch.setattr(cache, "_fallback_directory", None)
+    forget_compiled_programs(monkeypatch)
+    return directory
+
+
+def forget_compiled_programs(monkeypatch):
+    monkeypatch.setattr(program, "_programs", {})
+    monkeypatch.setattr(program, "_derivations", {})
+
+
+def reference():
+    """The perceptron's output and weight gradient, computed with NumPy."""
+    model = perceptron()
+    y = 1 / (1 + np.exp(-(x @ model.W.T + model.b)))
+    return y, (y * (1 - y)).T @ x
+
+
+def run_perceptron():
+    model = perceptron()
+    y = model(x)
+    model.back(np.ones_like(y))
+    return y, model.grads["W"]
+
+
+def assert_correct(results):
+    for got, want in zip(results, reference()):
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def module_file(directory: Path) -> Path:
+    (path,) = directory.glob("perceptron_float64_*.py")
+    return path
+
+
+def run_without_warnings():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert_correct(run_perceptron())
+
+
+def hostile_but_sealed(path: Path, marker: Path) -> None:
+    """Rewrite a cached module so that importing it creates `marker`, with a valid seal: only the trust checks on the
+    file's owner and mode can stop it."""
+    body = cache.unsealed(path.read_text(encoding="utf-8"))
+    key_line, rest = body.split("\n", 1)
+    path.write_text(cache.sealed(f"{key_line}\nopen({str(marker)!r}, 'w').close()\n{rest}"), encoding="utf-8")
+
+
+def test_the_cache_directory_and_its_files_are_created_private(private_cache):
+    run_without_warnings()
+    assert stat.S_IMODE(private_cache.stat().st_mode) == 0o700
+    assert stat.S_IMODE((private_cache / "__pycache__").stat().st_mode) == 0o700
+    assert stat.S_IMODE(module_file(private_cache).stat().st_mode) == 0o600
+    assert cache.unsealed(module_file(private_cache).read_text(encoding="utf-8")) is not None
+
+
+@pytest.mark.parametrize("situation", ["world-writable", "group-writable", pytest.param("another owner", marks=as_root),
+                                       "writable parent", "a symbolic link's target is writable"])
+def test_an_untrusted_cache_directory_is_refused_with_a_warning(private_cache, tmp_path, situation):
+    directory = private_cache
+    if situation == "writable parent":
+        (tmp_path / "shared").mkdir()
+        (tmp_path / "shared").chmod(0o777)  # anyone could rename our cache away and put theirs in its place
+        directory = tmp_path / "shared" / "cache"
+        os.environ["FLUX_CACHE_DIR"] = str(directory)  # restored by the fixture's monkeypatch
+    directory.mkdir()
+    if situation == "world-writable":
+        directory.chmod(0o777)
+    elif situation in ("group-writable", "a symbolic link's target is writable"):
+        directory.chmod(0o770)
+    elif situation == "another owner":
+        os.chown(directory, 65534, 65534)
+    if situation == "a symbolic link's target is writable":
+        (tmp_path / "link").symlink_to(directory)
+        os.environ["FLUX_CACHE_DIR"] = str(tmp_path / "link")
+    reason = {"world-writable": "can be written by its group and others", "group-writable": "can be written by its group",
+              "another owner": "owned by uid 65534", "writable parent": "above it, can be written by",
+              "a symbolic link's target is writable": "can be written by its group"}[situation]
+    with pytest.warns(RuntimeWarning, match=f"cache directory .* is not trusted: .*{reason}.* using .* for this process"):
+        assert_correct(run_perceptron())
+    assert not list(directory.glob("*.py"))  # nothing was written there, nothing read from it
+
+
+def test_a_sticky_world_writable_parent_like_tmp_is_fine(private_cache, tmp_path, monkeypatch):
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "tmp").chmod(0o1777)
+    monkeypatch.setenv("FLUX_CACHE_DIR", str(tmp_path / "tmp" / "cache"))
+    run_without_warnings()
+    assert module_file(tmp_path / "tmp" / "cache")
+
+
+@pytest.mark.parametrize("situation", ["world-writable", "group-writable", pytest.param("another owner", marks=as_root),
+                                       "a symbolic link"])
+def test_a_cached_module_someone_else_could_have_written_is_never_imported(private_cache, monkeypatch, tmp_path,
+                                                                           situation):
+    run_without_warnings()
+    path = module_file(private_cache)
+    marker = tmp_path / "hostile code ran"
+    hostile_but_sealed(path, marker)
+    if situation == "world-writable":
+        path.chmod(0o666)
+    elif situation == "group-writable":
+        path.chmod(0o620)
+    elif situation == "another owner":
+        os.chown(path, 65534, 65534)
+    else:
+        elsewhere = tmp_path / "elsewhere.py"
+        path.rename(elsewhere)
+        path.symlink_to(elsewhere)
+    forget_compiled_programs(monkeypatch)
+    with pytest.warns(RuntimeWarning, match="not trusting the cache: .*perceptron_float64_.* compiling perceptron"):
+        assert_correct(run_perceptron())
+    assert not marker.exists()
+
+
+def test_numbas_files_are_refused_unless_only_we_can_reach_them(private_cache, monkeypatch):
+    run_without_warnings()
+    pycache = private_cache / "__pycache__"
+    compiled = sorted(p for p in pycache.iterdir() if p.name.startswith("perceptron_float64_"))
+    assert compiled, "numba wrote no cache next to the generated module"
+    for p in compiled:
+        p.chmod(0o664)  # what numba makes under umask 002: harmless inside a __pycache__ only we can enter
+    forget_compiled_programs(monkeypatch)
+    run_without_warnings()
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o644 for p in compiled)  # tightened
+    pycache.chmod(0o755)  # now others can enter: a group-writable pickle there could be theirs
+    compiled[0].chmod(0o666)
+    forget_compiled_programs(monkeypatch)
+    with pytest.warns(RuntimeWarning, match=f"not trusting the cache: .*{compiled[0].name} can be written by"):
+        assert_correct(run_perceptron())
+    pycache.chmod(0o777)
+    compiled[0].chmod(0o644)
+    forget_compiled_programs(monkeypatch)
+    with pytest.warns(RuntimeWarning, match="not trusting the cache: .*__pycache__ can be written by its group and "):
+        assert_correct(run_perceptron())
+
+
+@as_root
+def test_numbas_files_owned_by_another_user_are_refused(private_cache, monkeypatch):
+    run_without_warnings()
+    compiled = sorted((private_cache / "__pycache__").glob("perceptron_float64_*.nbc"))
+    os.chown(compiled[0], 65534, 65534)
+    forget_compiled_programs(monkeypatch)
+    with pytest.warns(RuntimeWarning, match="not trusting the cache: .*owned by uid 65534"):
+        assert_correct(run_perceptron())
+
+
+@pytest.mark.parametrize("edit", ["formula", "system exit", "system exit, sealed"])
+def test_an_edited_module_never_runs_and_is_regenerated(private_cache, monkeypatch, edit):
+    run_without_warnings()
+    path = module_file(private_cache)
+    good = path.read_text(encoding="utf-8")
+    body = cache.unsealed(good)
+    if edit == "formula":  # the maths in the docstring stays; the kernel now computes σ(W·x − b)
+        edited = good.replace("(t1[n, j] + b[j])", "(t1[n, j] - b[j])")
+    else:
+        key_line, rest = body.split("\n", 1)
+        edited = f"{key_line}\nraise SystemExit(7)\n{rest}"
+        edited = cache.sealed(edited) if edit.endswith("sealed") else edited + good[len(body):]
+    assert edited != good
+    path.write_text(edited, encoding="utf-8")
+    forget_compiled_programs(monkeypatch)
+    reason = "SystemExit: 7" if edit.endswith("sealed") else "ValueError: its text does not match the hash flux recorded"
+    with pytest.warns(RuntimeWarning, match=f"could not be loaded \\({reason}.*regenerating it"):
+        assert_correct(run_perceptron())
+    assert path.read_text(encoding="utf-8") == good
+
+
+def test_generated_text_that_does_not_load_is_an_error_and_is_not_left_in_place(private_cache):
+    def broken():
+        return "# flux-module-key: k1\nraise SystemExit(3)\n# end of generated module\n"
+
+    with pytest.raises(RuntimeError, match="generated for broken does not load \\(SystemExit: 3\\).*bug in flux"):
+        cache.load_module("broken", "k1", broken)
+    assert not list(private_cache.glob("broken_*"))
+
+
+def test_the_cached_start_stays_fast(private_cache):
+    """import flux + construct + first call + back of a cached model, in a fresh process, with every check on."""
+    child = textwrap.dedent(f"""
+        import sys, time
+        start = time.perf_counter()
+        sys.path.insert(0, {str(TESTS)!r})
+        import numpy as np
+        from models import perceptron
+        model = perceptron()
+        y = model(np.ones((4, 5)))
+        model.back(np.ones_like(y))
+        print(time.perf_counter() - start)
+    """)
+    environment = dict(os.environ, FLUX_CACHE_DIR=str(private_cache), PYTHONPATH=str(TESTS.parent))
+    environment.pop("NUMBA_DISABLE_JIT", None)
+    seconds = []
+    for _ in range(2):  # the first compiles and fills the cache; the second reads it
+        done = subprocess.run([sys.executable, "-c", child], env=environment, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0 and "Warning" not in done.stderr, done.stderr
+        seconds.append(float(done.stdout.strip().splitlines()[-1]))
+    print(f"\ncached start: {seconds[1]:.2f} s (compiling: {seconds[0]:.2f} s)")
+    assert seconds[1] < 3.0
