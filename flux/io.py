@@ -412,7 +412,9 @@ def _checked_allowable(obj: Any, caller: str) -> str:
 
 
 def _allowed_classes(classes: Iterable[Any], caller: str) -> dict[str, Any]:
-    if isinstance(classes, type) or callable(classes):
+    if classes is None:
+        classes = ()
+    elif isinstance(classes, type) or callable(classes):
         classes = [classes]
     allowed = dict(_registered)
     allowed.update((_checked_allowable(cls, caller), cls) for cls in classes)
