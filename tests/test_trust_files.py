@@ -87,6 +87,26 @@ def test_an_optimiser_file_naming_a_command_runs_nothing(tmp_path):
     assert not marker.exists()
 
 
+def test_a_file_naming_os_abort_does_not_end_the_process(tmp_path):
+    """The issue's reproduction, in a child process so that a regression cannot take the test run down with it."""
+    path = saved_perceptron(tmp_path / "p.npz", optimiser=flux.SGD(lr=0.1))
+    rewrite_description(path, lambda d: (d["optimiser"].update({"class": "os:abort", "hyperparameters": {}}),
+                                         d["model"]["attributes"].update(hook={"$import": "os:abort"})))
+    child = textwrap.dedent(f"""
+        import flux
+        from models import Perceptron
+        for load in (lambda: flux.load_optimiser({str(path)!r}), lambda: flux.load({str(path)!r}, classes=[Perceptron])):
+            try:
+                load()
+            except ValueError as error:
+                print("refused:", error)
+    """)
+    environment = dict(os.environ, PYTHONPATH=f"{TESTS.parent}{os.pathsep}{TESTS}")
+    done = subprocess.run([sys.executable, "-c", child], env=environment, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("refused: ") == 2 and done.stdout.count("names 'os:abort'") == 2, done.stdout
+
+
 class Doubled(flux.Model):
     """y = 2·W x: a user's own class, loadable only when the caller allows it."""
 
