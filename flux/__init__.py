@@ -1,7 +1,7 @@
 """flux: write a layer once, as mathematics; flux derives, simplifies and compiles the rest."""
 from .checks import GradientCheckError, gradcheck
 from .display import latex
-from .io import load, load_optimiser, save
+from .io import load, load_optimiser, register, save
 from .layers.activations import Elementwise, abs, exp, log, relu, sigmoid, softmax, softplus, sqrt, square, tanh, σ
 from .layers.basic import Chain, Concat, Dense, Parallel, split
 from .layers.recurrent import GRU, LSTM, Recurrent
@@ -21,5 +21,5 @@ __all__ = [
     "Loss", "mse", "crossentropy", "logitcrossentropy", "binarycrossentropy", "loss_and_grad",
     "gradcheck", "GradientCheckError", "DefinitionError",
     "Optimiser", "SGD", "Momentum", "Nesterov", "RMSProp", "Adam",
-    "compile_step", "TrainStep", "train", "History", "EarlyStopping", "save", "load", "load_optimiser",
+    "compile_step", "TrainStep", "train", "History", "EarlyStopping", "save", "load", "load_optimiser", "register",
 ]
