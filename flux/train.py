@@ -376,9 +376,13 @@ def _check_on_first_batch(model, loss, data: tuple, role: str, metrics: dict, ba
         for function in functions.values():
             float(function(y, t))
     except (ValueError, TypeError, IndexError) as error:
-        raise type(error)(f"train: the {role} set {tuple(X.shape)} → {tuple(Y.shape)} does not fit "
-                          f"{type(model).__name__} and the loss or metrics (checked before training, nothing was "
-                          f"changed): {error}") from error
+        message = (f"train: the {role} set {tuple(X.shape)} → {tuple(Y.shape)} does not fit {type(model).__name__} "
+                   f"and the loss or metrics (checked before training; nothing was changed): {error}")
+        try:
+            named = type(error)(message)
+        except Exception:  # an exception class that takes other arguments: keep it as it is
+            raise error from None
+        raise named from error
 
 
 def _call(callback, hook: str, *arguments):
