@@ -16,6 +16,8 @@ from ..symbolic import concat, is_symbolic, param
 class Dense(Model):
     """y = f(W x + b), with W ∈ ℝ^{out×in}, b ∈ ℝ^{out} (f = identity when no activation is given).
 
+    The activation is a flux function (flux.relu), its name ("relu", as Keras takes them), or a function of a symbol
+    (lambda z: flux.tanh(z)); a NumPy function (np.tanh) is refused with the flux function to use instead.
     W is initialised He-normal for relu (std √(2/in)) and Glorot-uniform otherwise (±√(6/(in + out))); b = 0.
     `rng` (a seed or a numpy Generator) makes it reproducible.
     """
