@@ -305,3 +305,14 @@ def test_star_import_keeps_python_abs():
 def test_import_flux_stays_free_of_sympy_with_the_new_names():
     code = "import sys, flux; flux.onehot([1], 2); assert 'sympy' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_the_new_losses_maths_typesets_in_mathtext():
+    """test_display.py typesets crossentropy and binarycrossentropy (KaTeX and mathtext); this adds the new loss."""
+    mathtext = pytest.importorskip("matplotlib.mathtext")
+    parser = mathtext.MathTextParser("path")
+    for block in (flux.latex(flux.logitbinarycrossentropy), flux.latex(flux.logitbinarycrossentropy.derivation)):
+        assert block.isascii()
+        for line in block.splitlines():
+            if r"\begin" not in line and r"\end" not in line:
+                parser.parse("$" + line.rstrip(" \\").replace("&", "") + "$")
