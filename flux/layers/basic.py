@@ -16,6 +16,8 @@ from ..symbolic import concat, is_symbolic, param
 class Dense(Model):
     """y = f(W x + b), with W ∈ ℝ^{out×in}, b ∈ ℝ^{out} (f = identity when no activation is given).
 
+    The activation is a flux function (flux.relu), its name ("relu", as Keras takes them), or a function of a symbol
+    (lambda z: flux.tanh(z)); a NumPy function (np.tanh) is refused with the flux function to use instead.
     W is initialised He-normal for relu (std √(2/in)) and Glorot-uniform otherwise (±√(6/(in + out))); b = 0.
     `rng` (a seed or a numpy Generator) makes it reproducible.
     """
@@ -24,6 +26,13 @@ class Dense(Model):
     b = param("out")
 
     def __init__(self, n_in: int, n_out: int, activation: Any = None, *, rng: Any = None, dtype: Any = None):
+        for name, size in (("n_in", n_in), ("n_out", n_out)):
+            if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
+                raise TypeError(f"Dense: {name} must be an integer number of features, got {size!r} "
+                                f"({type(size).__name__})")
+            if size < 1:
+                raise ValueError(f"Dense: {name} must be a positive number of features, got {size}")
+        activation = as_activation(activation, "Dense")
         generator = np.random.default_rng(rng)
         if activation is not None and getattr(activation, "function", None) == "relu":
             weights = generator.normal(0.0, np.sqrt(2.0 / n_in), size=(n_out, n_in))
@@ -148,6 +157,33 @@ def split(x, *sizes: int):
         start += size
     parts.append(x[start:, :])
     return parts
+
+
+def as_activation(activation: Any, layer: str) -> Any:
+    """An activation as a layer applies it: None, a flux function, a name of one ("relu", as Keras takes them), or a
+    function of a symbol (lambda z: flux.tanh(z)). A NumPy or math function cannot be traced: the error names the
+    flux function to use instead."""
+    from . import activations
+
+    if activation is None or isinstance(activation, Model):
+        return activation
+    known = activations.BY_NAME
+    if isinstance(activation, str):
+        if activation not in known:
+            raise ValueError(f"{layer}: unknown activation {activation!r}; flux's functions are "
+                             f"{', '.join(repr(name) for name in known)} (or pass None for none)")
+        return known[activation]
+    if isinstance(activation, np.ufunc) or getattr(activation, "__module__", None) in ("math", "numpy", "cmath"):
+        name = getattr(activation, "__name__", repr(activation))
+        flux_name = activations.NUMPY_EQUIVALENTS.get(name, name)
+        advice = (f"use flux.{flux_name}" if flux_name in known else
+                  f"use one of flux's functions ({', '.join(known)}) or write it with them")
+        raise TypeError(f"{layer}: the activation {name} is a NumPy/math function, which computes on numbers and "
+                        f"cannot be traced into flux's maths; {advice}")
+    if not callable(activation):
+        raise TypeError(f"{layer}: an activation is a flux function (flux.relu), its name ('relu') or a function of a "
+                        f"symbol (lambda z: flux.tanh(z)); got {activation!r} ({type(activation).__name__})")
+    return activation
 
 
 def activation_name(activation: Any) -> Any:
