@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .model import Model
+from .runtime import runtime_of
 from .symbolic import hadamard, is_symbolic, total
 
 
@@ -28,7 +29,7 @@ class Loss(Model):
             return self.forward(prediction, target)
         prediction, target = as_rows(prediction), as_rows(target)
         per_sample = super().__call__(prediction, target)
-        self.__dict__["_tape"] = None
+        runtime_of(self).drop_tape()  # the mean alone is asked for: nothing to back-propagate
         return float(np.mean(per_sample))
 
     def value_and_gradient(self, prediction: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
