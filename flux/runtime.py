@@ -52,11 +52,12 @@ class ChainTape(NamedTuple):
 class RuntimeState:
     """A model's run-time state: never saved, never pickled, rebuilt empty whenever a model is built or copied."""
 
-    __slots__ = ("tape", "per_thread", "flat", "program", "has_grads", "state_grads", "lock")
+    __slots__ = ("tape", "shared", "per_thread", "flat", "program", "has_grads", "state_grads", "lock")
 
     def __init__(self) -> None:
         self.tape: Any = None  # ForwardTape, SequenceTape or ChainTape of the last forward pass, or None
-        self.per_thread: dict[int, Any] = {}  # a parameter-free (shared) model's tapes, by thread
+        self.shared = False  # a parameter-free model, shared between models and threads: its tapes are per thread
+        self.per_thread: dict[int, Any] = {}  # a shared model's tapes, by thread
         self.flat: tuple | None = None  # (generation, parameters, gradients) in kernel order
         self.program: Any = None  # the compiled Program for the model's dtype, its parameter sizes checked
         self.has_grads = False  # gradients accumulated since the last update
@@ -66,19 +67,21 @@ class RuntimeState:
     # A shared model (no parameters) keeps its tapes per thread, so two threads sharing flux.mse never take each
     # other's forward pass; a model with parameters keeps one (back refuses a tape another thread made).
 
-    def keep_tape(self, tape: Any, shared: bool = False) -> None:
-        if shared:
+    def keep_tape(self, tape: Any) -> None:
+        if self.shared:
             self.per_thread[threading.get_ident()] = tape
         else:
             self.tape = tape
 
-    def current_tape(self, shared: bool = False) -> Any:
-        return self.per_thread.get(threading.get_ident()) if shared else self.tape
+    def current_tape(self) -> Any:
+        return self.per_thread.get(threading.get_ident()) if self.shared else self.tape
 
     def drop_tape(self) -> None:
         """Forget the forward pass (this thread's, for a shared model)."""
-        self.tape = None
-        self.per_thread.pop(threading.get_ident(), None)
+        if self.shared:
+            self.per_thread.pop(threading.get_ident(), None)
+        else:
+            self.tape = None
 
 
 def runtime_of(model) -> RuntimeState:
@@ -87,11 +90,6 @@ def runtime_of(model) -> RuntimeState:
     if runtime is None:
         runtime = model.__dict__.setdefault("_runtime", RuntimeState())
     return runtime
-
-
-def is_shared(model) -> bool:
-    """A model without parameters (a function, a loss) is meant to be shared between models and threads."""
-    return not model.flat_arrays()[0]
 
 
 def as_array(value: Any) -> np.ndarray:
@@ -163,17 +161,19 @@ def follow_input_precision(model, inputs: tuple) -> None:
 
 def run_forward(model, inputs: tuple, **options: Any) -> Any:
     """y = model(x…): check the inputs, run the forward kernel, keep what backward needs."""
-    if model.flat_arrays()[0]:
-        return forward_unlocked(model, inputs, False, **options)
-    with runtime_of(model).lock:  # a shared function (flux.tanh) switches to each caller's precision: one at a time
+    runtime = model.__dict__.get("_runtime") or runtime_of(model)
+    params = model.flat_arrays()[0]
+    if params:
+        return forward_unlocked(model, runtime, params, inputs, **options)
+    runtime.shared = True  # a model without parameters (a function, a loss) is shared: one tape per thread
+    with runtime.lock:  # a shared function (flux.tanh) switches to each caller's precision: one at a time
         follow_input_precision(model, inputs)
-        return forward_unlocked(model, inputs, True, **options)
+        return forward_unlocked(model, runtime, params, inputs, **options)
 
 
-def forward_unlocked(model, inputs: tuple, shared: bool, **options: Any) -> Any:
-    program = model.kernels
+def forward_unlocked(model, runtime: RuntimeState, params: list, inputs: tuple, **options: Any) -> Any:
+    program = runtime.program if runtime.program is not None else model.kernels
     metadata = program.metadata
-    runtime = runtime_of(model)
     if metadata.get("states"):  # recurrent: sequences through the compiled time loop
         from .sequences import run_sequence
 
@@ -184,7 +184,6 @@ def forward_unlocked(model, inputs: tuple, shared: bool, **options: Any) -> Any:
     names = metadata["inputs"]
     if len(inputs) != len(names):
         raise TypeError(f"{type(model).__name__} takes {len(names)} input(s) ({', '.join(names)}), got {len(inputs)}")
-    params = model.flat_arrays()[0]
     sizes = program.input_sizes(*params)
     arrays = [as_input_array(model, n, x, s) for n, x, s in zip(names, inputs, sizes)]
     batch = arrays[0].shape[0]
@@ -198,7 +197,7 @@ def forward_unlocked(model, inputs: tuple, shared: bool, **options: Any) -> Any:
                              f"features ({dim}), got {first[1]} and {a.shape[1]}")
     single = all(np.ndim(x) == 1 for x in inputs)
     results = program.forward.function(*arrays, *params)
-    runtime.keep_tape(ForwardTape(arrays, results, single, threading.get_ident(), program), shared)
+    runtime.keep_tape(ForwardTape(arrays, results, single, threading.get_ident(), program))
     outputs = results[: metadata["outputs"]]
     if single:
         outputs = tuple(o[0] for o in outputs)
@@ -207,10 +206,9 @@ def forward_unlocked(model, inputs: tuple, shared: bool, **options: Any) -> Any:
 
 def run_backward(model, Δ: Any) -> Any:
     """dx = model.back(Δ): add Σₙ ∂L/∂W into the gradients and return ∂L/∂x."""
-    runtime = runtime_of(model)
-    shared = is_shared(model)
+    runtime = model.__dict__.get("_runtime") or runtime_of(model)
     with runtime.lock:
-        tape = runtime.current_tape(shared)
+        tape = runtime.current_tape()
         refuse_another_threads_tape(model, tape)
         return backward_of_tape(model, Δ, tape)
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..model import Model
-from ..runtime import ChainTape, is_shared, runtime_of
+from ..runtime import ChainTape, runtime_of
 from ..symbolic import concat, is_symbolic, param
 
 
@@ -69,7 +69,7 @@ class Chain(Model):
         for layer in self.layers:
             x = layer(x)
             # one function object may appear twice: keep each use's tape (a shared function's is this thread's)
-            tapes.append(runtime_of(layer).current_tape(is_shared(layer)) if isinstance(layer, Model) else None)
+            tapes.append(runtime_of(layer).current_tape() if isinstance(layer, Model) else None)
         runtime_of(self).keep_tape(ChainTape(tapes, threading.get_ident()))
         return x
 
@@ -81,7 +81,7 @@ class Chain(Model):
             raise RuntimeError("Chain.back: there is no forward pass to back-propagate through; call chain(x) first "
                                "(each forward pass can be back-propagated once)")
         for layer, layer_tape in zip(reversed(self.layers), reversed(tape.tapes)):
-            runtime_of(layer).keep_tape(layer_tape, is_shared(layer))
+            runtime_of(layer).keep_tape(layer_tape)
             Δ = layer.back(Δ)
         runtime_of(self).drop_tape()
         self._set_has_grads(True)
