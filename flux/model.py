@@ -14,7 +14,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .runtime import RuntimeState, parameter_generation, parameters_replaced, runtime_of
+from .runtime import (RuntimeState, as_float_array, parameter_generation, parameters_replaced, run_backward,
+                      run_forward, runtime_of, to_dtype)
+from .sequences import current_state, reset_state, run_sequence, run_sequence_backward, run_step
 from .symbolic import Param, State, is_symbolic, signature_inputs
 
 DEFAULT_DTYPE = np.float32
@@ -32,8 +34,6 @@ class Parameters(dict):
     def __setitem__(self, name: str, value: Any) -> None:
         if name not in self:
             raise KeyError(f"{self.model_name} has no parameter {name!r}; its parameters are {', '.join(self)}")
-        from .runtime import as_float_array, to_dtype
-
         target = dict.__getitem__(self, name)
         array = as_float_array(self.model_name, "parameter", name, value, target.dtype)
         if array.shape != target.shape:
@@ -322,35 +322,25 @@ class Model(metaclass=ModelClass):
         `initial=` (h₀: an array, or {state name: array}) and `carry=True` (start where the last call ended)."""
         if self.__dict__.get("_tracing") or any(is_symbolic(x) for x in inputs):
             return self.forward(*inputs)
-        from .runtime import run_forward
-
-        return run_forward(self, inputs, **options)
+        return run_forward(self, inputs, run_sequence, **options)
 
     def back(self, Δ: Any) -> Any:
         """Back-propagate Δ = ∂L/∂y: return ∂L/∂x and add Σₙ ∂L/∂W into `grads`."""
-        from .runtime import run_backward
-
-        return run_backward(self, Δ)
+        return run_backward(self, Δ, run_sequence_backward)
 
     # ---- recurrent models: the state carried between calls ----------------------------------------------
 
     def step(self, *inputs: Any) -> Any:
         """y_t = model.step(x_t): advance one time step from the carried state ((N, features) or (features,))."""
-        from .sequences import run_step
-
         return run_step(self, inputs)
 
     def reset(self, initial: Any = None) -> None:
         """Forget the carried state, or set it (an array, or {state name: array}) for `step` / `carry=True`."""
-        from .sequences import reset_state
-
         reset_state(self, initial)
 
     @property
     def state(self) -> dict[str, np.ndarray | None]:
         """The carried state, {dotted state name: (N, size) array}, as the last call or step left it."""
-        from .sequences import current_state
-
         return current_state(self)
 
     @property

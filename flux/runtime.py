@@ -11,7 +11,7 @@ are data.
 from __future__ import annotations
 
 import threading
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -159,24 +159,24 @@ def follow_input_precision(model, inputs: tuple) -> None:
     runtime_of(model).program = None
 
 
-def run_forward(model, inputs: tuple, **options: Any) -> Any:
-    """y = model(x…): check the inputs, run the forward kernel, keep what backward needs."""
+def run_forward(model, inputs: tuple, run_sequence: Callable, **options: Any) -> Any:
+    """y = model(x…): check the inputs, run the forward kernel, keep what backward needs. A recurrent model's
+    sequences go to `run_sequence` (flux.sequences, which builds on this module: the facade passes it in)."""
     runtime = model.__dict__.get("_runtime") or runtime_of(model)
     params = model.flat_arrays()[0]
     if params:
-        return forward_unlocked(model, runtime, params, inputs, **options)
+        return forward_unlocked(model, runtime, params, inputs, run_sequence, **options)
     runtime.shared = True  # a model without parameters (a function, a loss) is shared: one tape per thread
     with runtime.lock:  # a shared function (flux.tanh) switches to each caller's precision: one at a time
         follow_input_precision(model, inputs)
-        return forward_unlocked(model, runtime, params, inputs, **options)
+        return forward_unlocked(model, runtime, params, inputs, run_sequence, **options)
 
 
-def forward_unlocked(model, runtime: RuntimeState, params: list, inputs: tuple, **options: Any) -> Any:
+def forward_unlocked(model, runtime: RuntimeState, params: list, inputs: tuple, run_sequence: Callable,
+                     **options: Any) -> Any:
     program = runtime.program if runtime.program is not None else model.kernels
     metadata = program.metadata
     if metadata.get("states"):  # recurrent: sequences through the compiled time loop
-        from .sequences import run_sequence
-
         with runtime.lock:
             return run_sequence(model, inputs, **options)
     if options:
@@ -204,13 +204,14 @@ def forward_unlocked(model, runtime: RuntimeState, params: list, inputs: tuple, 
     return outputs[0] if len(outputs) == 1 else outputs
 
 
-def run_backward(model, Δ: Any) -> Any:
-    """dx = model.back(Δ): add Σₙ ∂L/∂W into the gradients and return ∂L/∂x."""
+def run_backward(model, Δ: Any, run_sequence_backward: Callable) -> Any:
+    """dx = model.back(Δ): add Σₙ ∂L/∂W into the gradients and return ∂L/∂x (through `run_sequence_backward` for a
+    tape a sequence left)."""
     runtime = model.__dict__.get("_runtime") or runtime_of(model)
     with runtime.lock:
         tape = runtime.current_tape()
         refuse_another_threads_tape(model, tape)
-        return backward_of_tape(model, Δ, tape)
+        return backward_of_tape(model, Δ, tape, run_sequence_backward)
 
 
 def model_lock(model) -> threading.RLock:
@@ -229,18 +230,14 @@ def refuse_another_threads_tape(model, tape) -> None:
                            "one pair at a time); give each training thread its own model. Nothing was changed")
 
 
-def backward_of_tape(model, Δ: Any, tape) -> Any:
+def backward_of_tape(model, Δ: Any, tape, run_sequence_backward: Callable) -> Any:
     """run_backward's work, with the tape already taken (and checked) under the model's lock."""
     model_name = type(model).__name__
     if tape is None:
         raise RuntimeError(f"{model_name}.back: there is no forward pass to back-propagate through; call "
                            f"{model_name.lower()}(x) first (each forward pass can be back-propagated once)")
     if not isinstance(tape, ForwardTape):
-        from .sequences import SequenceTape, run_sequence_backward
-
-        if isinstance(tape, SequenceTape):
-            return run_sequence_backward(model, Δ, tape)
-        raise RuntimeError(f"{model_name}.back: the kept forward pass was made by another kind of call ({tape!r})")
+        return run_sequence_backward(model, Δ, tape)
     arrays, results, single, _, program = tape  # the forward's own program: its precision, whatever model.dtype is now
     metadata = program.metadata
     outputs = results[: metadata["outputs"]]

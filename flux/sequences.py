@@ -92,6 +92,8 @@ def step_locked(model, model_name: str, metadata: dict, inputs: tuple) -> Any:
 def run_sequence_backward(model, Δ: Any, tape: SequenceTape | None) -> Any:
     """dxs = model.back(Δys): back through time; ∂L/∂params added into grads, ∂L/∂h₀ kept in `state_grads`."""
     model_name = type(model).__name__
+    if tape is not None and not isinstance(tape, SequenceTape):
+        raise RuntimeError(f"{model_name}.back: the kept forward pass was made by another kind of call ({tape!r})")
     if tape is None:
         raise RuntimeError(f"{model_name}.back: there is no forward pass to back-propagate through; call "
                            f"{model_name.lower()}(xs) first (each forward pass can be back-propagated once)")
