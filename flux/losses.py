@@ -40,7 +40,8 @@ class Loss(Model):
         prediction, target = as_rows(prediction), as_rows(target)
         per_sample = Model.__call__(self, prediction, target)
         count = max(np.shape(prediction)[0] if np.ndim(prediction) == 2 else 1, 1)
-        Δ = np.full(np.shape(per_sample), 1.0 / count, dtype=self.dtype)
+        # the forward's own precision: a shared loss's dtype may have been switched by another thread since
+        Δ = np.full(np.shape(per_sample), 1.0 / count, dtype=per_sample.dtype)
         gradient, _ = Model.back(self, Δ)
         return float(np.mean(per_sample)), gradient.reshape(shape)
 
