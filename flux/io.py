@@ -58,8 +58,10 @@ from .model import Model
 FORMAT = "flux-model"
 VERSION = 1
 _DESCRIPTION = "__flux__"
-# Model's own runtime fields: recreated empty on load, never saved (see Model.__init__).
-_RUNTIME_FIELDS = ("_params", "_grads", "_tape", "_program", "_has_grads", "_tracing")
+# Fields that are not configuration: parameters and gradients (saved as arrays), the run-time state (never saved:
+# flux.runtime.RuntimeState, rebuilt empty on load), and names older versions kept in __dict__.
+_RUNTIME_FIELDS = ("_params", "_grads", "_runtime", "_tape", "_program", "_has_grads", "_tracing", "_flat",
+                   "_tape_thread", "_state_grads")
 
 
 def save(model: Model, path: str | os.PathLike, optimiser: Any = None) -> None:
@@ -369,7 +371,9 @@ def _parameter_owners(model: Model, prefix: str, declared: dict):
 def _reset_runtime(model: Model) -> None:
     """After new parameters: no stale gradients, no forward tape computed with the old ones."""
     model.zero_grad()
-    model.__dict__["_tape"] = None
+    from .runtime import RuntimeState
+
+    model.__dict__["_runtime"] = RuntimeState()  # a fresh run-time state: no tape, no program, no cached lists
     for _, sub in model.named_submodels():
         _reset_runtime(sub)
 

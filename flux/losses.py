@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from .model import Model
+from .runtime import runtime_of
 from .symbolic import hadamard, is_symbolic, total
 
 
@@ -40,7 +41,7 @@ class Loss(Model):
         target = self.targets_for(target, np.shape(prediction), getattr(prediction, "dtype", None))
         prediction, target = as_rows(prediction), as_rows(target)
         per_sample = super().__call__(prediction, target)
-        self.__dict__["_tape"] = None
+        runtime_of(self).drop_tape()  # the mean alone is asked for: nothing to back-propagate
         return float(np.mean(per_sample))
 
     def value_and_gradient(self, prediction: np.ndarray, target: np.ndarray) -> tuple[float, np.ndarray]:
@@ -52,7 +53,8 @@ class Loss(Model):
         prediction, target = as_rows(prediction), as_rows(target)
         per_sample = Model.__call__(self, prediction, target)
         count = max(np.shape(prediction)[0] if np.ndim(prediction) == 2 else 1, 1)
-        Δ = np.full(np.shape(per_sample), 1.0 / count, dtype=self.dtype)
+        # the forward's own precision: a shared loss's dtype may have been switched by another thread since
+        Δ = np.full(np.shape(per_sample), 1.0 / count, dtype=per_sample.dtype)
         gradient, _ = Model.back(self, Δ)
         return float(np.mean(per_sample)), gradient.reshape(shape)
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import cache
 from .model import Model
-from .runtime import as_input_array
+from .runtime import as_input_array, parameter_generation
 
 
 class Objective(Model):
@@ -75,10 +75,18 @@ class TrainStep:
         scale = self._scale.get(batch)
         if scale is None:  # ∂(mean loss)/∂(per-sample loss) = 1/N
             scale = self._scale[batch] = np.full((batch, 1), 1.0 / max(batch, 1), dtype=model.dtype)
-        states = [self._state(kind, name, p) for name, p in zip(self.names, params) for kind in optimiser.state_names]
+        tied = self._prepared[4]
+        if tied:  # the kernel updates copies; the one real update happens below, once per distinct array
+            states = tied["scratch"]
+            kernel_params = [p.copy() for p in params]
+        else:
+            states = [self._state(kind, name, p) for name, p in zip(self.names, params)
+                      for kind in optimiser.state_names]
+            kernel_params = params
         real = model.dtype.type
         hyper = [real(getattr(optimiser, h)) for h in optimiser.defaults]
-        loss, status = self.kernel(x, target, *params, scale, *gradients, *states, real(optimiser.step_count + 1), *hyper)
+        loss, status = self.kernel(x, target, *kernel_params, scale, *gradients, *states,
+                                   real(optimiser.step_count + 1), *hyper)
         if status == -1:
             raise FloatingPointError(f"{type(model).__name__}: the loss is not finite ({loss}); "
                                      "no parameter was updated")
@@ -86,21 +94,38 @@ class TrainStep:
             name = self.names[status].removeprefix("model.")
             raise FloatingPointError(f"{type(model).__name__}: the gradient of parameter {name!r} is not finite; "
                                      "no parameter was updated")
-        optimiser.step_count += 1
+        if tied:
+            self._update_tied(params, gradients, tied["groups"])
+        else:
+            optimiser.step_count += 1
         return float(loss)
+
+    def _update_tied(self, params: list, gradients: list, groups: list[list[int]]) -> None:
+        """One parameter, one optimiser state: each distinct array is updated once, from the sum of the gradients
+        of its uses, under its first name — exactly what `model.update(optimiser)` does."""
+        names = [self.names[g[0]].removeprefix("model.") for g in groups]
+        distinct = {n: params[g[0]] for n, g in zip(names, groups)}
+        summed = {n: sum(gradients[k] for k in g[1:]) + gradients[g[0]] for n, g in zip(names, groups)}
+        self.optimiser.apply_gradients(type(self.model).__name__, distinct, summed)
+        self.optimiser.bind(self.model.params)
 
     def _prepare(self) -> tuple:
         """Parameters, expected input sizes and gradient buffers; checked again only when parameters change."""
-        from .model import _assignments
-
-        if self._prepared is None or self._prepared[0] != _assignments[0]:
+        if self._prepared is None or self._prepared[0] != parameter_generation():
             params, _ = self.objective.flat_arrays()
             self.module.check_params(*params)
             self.optimiser.check_parameters(self.model)
-            self.optimiser._bound = {n: (p.shape, p.dtype) for n, p in self.model.params.items()}
-            self._prepared = (_assignments[0], params, self.module.input_sizes(*params),
-                              [np.zeros_like(p) for p in params])
-        return self._prepared[1:]
+            self.optimiser.bind(self.model.params)
+            groups: dict[int, list[int]] = {}
+            for k, p in enumerate(params):
+                groups.setdefault(id(p), []).append(k)
+            tied = None
+            if any(len(g) > 1 for g in groups.values()):  # a layer used twice: its array appears once per use
+                tied = {"groups": list(groups.values()),
+                        "scratch": [np.zeros_like(p) for p in params for _ in self.optimiser.state_names]}
+            self._prepared = (parameter_generation(), params, self.module.input_sizes(*params),
+                              [np.zeros_like(p) for p in params], tied)
+        return self._prepared[1:4]
 
     def _state(self, kind: str, name: str, parameter: np.ndarray) -> np.ndarray:
         key = name.removeprefix("model.")

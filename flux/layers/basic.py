@@ -5,11 +5,13 @@ expression, derived once and compiled into one forward and one backward kernel.
 """
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
 
 from ..model import Model
+from ..runtime import ChainTape, runtime_of
 from ..symbolic import concat, is_symbolic, param
 
 
@@ -75,21 +77,22 @@ class Chain(Model):
         tapes = []
         for layer in self.layers:
             x = layer(x)
-            tapes.append(layer.__dict__.get("_tape"))  # one function object may appear twice: keep each tape
-        self.__dict__["_tape"] = tapes
+            # one function object may appear twice: keep each use's tape (a shared function's is this thread's)
+            tapes.append(runtime_of(layer).current_tape() if isinstance(layer, Model) else None)
+        runtime_of(self).keep_tape(ChainTape(tapes, threading.get_ident()))
         return x
 
     def back(self, Δ: Any) -> Any:
         if self.fuse:
             return super().back(Δ)
-        tapes = self.__dict__.get("_tape")
-        if tapes is None:
+        tape = runtime_of(self).current_tape()
+        if tape is None:
             raise RuntimeError("Chain.back: there is no forward pass to back-propagate through; call chain(x) first "
                                "(each forward pass can be back-propagated once)")
-        for layer, tape in zip(reversed(self.layers), reversed(tapes)):
-            layer.__dict__["_tape"] = tape
+        for layer, layer_tape in zip(reversed(self.layers), reversed(tape.tapes)):
+            runtime_of(layer).keep_tape(layer_tape)
             Δ = layer.back(Δ)
-        self.__dict__["_tape"] = None
+        runtime_of(self).drop_tape()
         self._set_has_grads(True)
         return Δ
 
