@@ -125,17 +125,20 @@ def compile_step(model: Model, loss: Any, optimiser: Any) -> TrainStep:
 # ---- generation ----------------------------------------------------------------------------------------
 
 def load_step_module(objective: Objective, optimiser: Any, dtype) -> Any:
-    from .program import derivation_of, structure_fingerprint
+    """The fused step's module, keyed by the objective's traced maths, the optimiser's rule (its exact SymPy form)
+    and the dtype: a second process traces the objective and loads the module without deriving it."""
+    from sympy import srepr
+
+    from .program import derivation_of_maths, maths_of
 
     dtype = np.dtype(dtype)
     rules = optimiser.rules()
-    fingerprint = structure_fingerprint(objective)
-    rule_text = repr(sorted((k, str(v)) for k, v in rules.updates.items()))
-    if fingerprint is None:
-        fingerprint = repr(derivation_of(objective).outputs)
-    key = cache.module_key("train-step", fingerprint, rule_text, dtype.name)
+    maths = maths_of(objective)
+    rule_text = repr((list(rules.state), list(rules.hyperparameters),
+                      [(str(k), srepr(v)) for k, v in rules.updates.items()]))
+    key = cache.module_key("train-step", maths.identity, type(optimiser).__name__, rule_text, dtype.name)
     name = f"step_{type(objective.model).__name__.lower()}_{type(optimiser).__name__.lower()}_{dtype.name}"
-    return cache.load_module(name, key, lambda: generate_step_source(derivation_of(objective), rules,
+    return cache.load_module(name, key, lambda: generate_step_source(derivation_of_maths(maths), rules,
                                                                        type(optimiser).__name__, dtype, key))
 
 

@@ -177,6 +177,7 @@ def trace_forward(model, input_names: list[str] | None = None) -> Trace:
     view = symbolic_view(model, "", trace)
     names = input_names or cls.input_names()
     trace.inputs = [sympy.MatrixSymbol(n, sympy.Symbol(f"n_{n}", positive=True, integer=True), 1) for n in names]
+    before = attribute_snapshots(view, "")
     with refusing_truth_tests(cls.__name__):
         try:
             result = view.forward(*trace.inputs)
@@ -192,12 +193,44 @@ def trace_forward(model, input_names: list[str] | None = None) -> Trace:
                 f"got {type(out).__name__}: {out!r}"
             )
     trace.outputs = outputs
+    refuse_undeclared_assignments(before)
     for record in trace.states:
-        name = record[0]
+        name, previous = record[0], record[1]
         owner_view, attribute = locate(view, name)
         new = owner_view.__dict__["_states"][attribute]
+        if new is previous:
+            owner = type(owner_view).__name__
+            raise DefinitionError(
+                f"{owner} declares the state {attribute} (flux.state) but {owner}.forward never assigns "
+                f"self.{attribute}: a state is h[t−1] when read and must be given its h[t] by `self.{attribute} = …`"
+                + (f" (in the sub-model {name.rpartition('.')[0]})" if "." in name else ""))
         record[2] = new
     return trace
+
+
+def attribute_snapshots(view, path: str) -> list:
+    """(path, view, its attributes, its parameters) for the view and every sub-view, before `forward` runs."""
+    snapshots = [(path, view, dict(view.__dict__), dict(view.__dict__["_params"]))]
+    for name, sub in view.__dict__.get("_subviews", {}).items():
+        snapshots += attribute_snapshots(sub, f"{path}.{name}" if path else name)
+    return snapshots
+
+
+def refuse_undeclared_assignments(snapshots: list) -> None:
+    """`forward` may assign declared states only: `self.hiden = …` (a typo for the state `hidden`) would silently
+    make a model that is not recurrent, and `self.W = …` or `self.scale = …` would change maths behind the trace."""
+    for path, view, attributes, params in snapshots:
+        cls = type(view)
+        changed = [k for k, v in view.__dict__.items() if k not in attributes or attributes[k] is not v]
+        changed += [k for k, v in view.__dict__["_params"].items() if params.get(k) is not v]
+        changed = [k for k in changed if k not in ("_states",)]
+        if changed:
+            declared = ", ".join(cls.declared_states()) or "none"
+            where = f" (the sub-model {path})" if path else ""
+            raise DefinitionError(
+                f"{cls.__name__}.forward{where} assigns self.{changed[0]}, which is not a declared state "
+                f"(declared: {declared}); forward may assign only states declared with flux.state(…): use a local "
+                "variable, or declare the state")
 
 
 def locate(view, dotted: str):
