@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import cache
-from .symbolic import trace_forward
+from .symbolic import internal_name, trace_forward
 
 
 @dataclass
@@ -90,14 +90,6 @@ def derive_trace(trace, name: str) -> Derivation:
     wrt = inputs + list(params.values()) + [p for _, p, _ in states]
     gradients = backward_expressions({k: e for k, e in enumerate(every)}, dict(enumerate(upstream)), wrt)
     return Derivation(name, inputs, params, states, outputs, upstream, gradients)
-
-
-def internal_name(name: str, taken: set) -> str:
-    """`name`, primed (Δ′) until no symbol the user named is called that: a prime is never part of an identifier."""
-    while name in taken:
-        name += "′"
-    taken.add(name)
-    return name
 
 
 # ---- identity: a model's maths is its traced expression ------------------------------------------------

@@ -176,6 +176,8 @@ def trace_forward(model, input_names: list[str] | None = None) -> Trace:
     trace = Trace(inputs=[], params={}, states=[], outputs=[])
     view = symbolic_view(model, "", trace)
     names = input_names or cls.input_names()
+    taken = set(trace.params) | {record[0] for record in trace.states}
+    names = [internal_name(n, taken) for n in names]  # an input called like a parameter is W′ in the maths
     trace.inputs = [sympy.MatrixSymbol(n, sympy.Symbol(f"n_{n}", positive=True, integer=True), 1) for n in names]
     before = attribute_snapshots(view, "")
     with refusing_truth_tests(cls.__name__):
@@ -231,6 +233,15 @@ def refuse_undeclared_assignments(snapshots: list) -> None:
                 f"{cls.__name__}.forward{where} assigns self.{changed[0]}, which is not a declared state "
                 f"(declared: {declared}); forward may assign only states declared with flux.state(…): use a local "
                 "variable, or declare the state")
+
+
+def internal_name(name: str, taken: set) -> str:
+    """`name`, primed (Δ′) until no other symbol is called that: a prime is never part of an identifier, so a name
+    flux makes for itself never equals one a user chose. The result is added to `taken`."""
+    while name in taken:
+        name += "′"
+    taken.add(name)
+    return name
 
 
 def locate(view, dotted: str):

@@ -186,3 +186,120 @@ def test_a_declared_state_never_assigned_is_a_definition_error():
 def test_forward_assigning_a_parameter_is_a_definition_error():
     with pytest.raises(DefinitionError, match=r"assigns self.W, which is not a declared state \(declared: none\)"):
         AssignsParameter(W=np.ones((2, 3)))(np.ones((1, 3), dtype=np.float32))
+
+
+# ---- item 11: generated code uses its own names ------------------------------------------------------------
+
+class Clashing(flux.Model):
+    """Parameters named like the input (y), like generated locals and gradients (grad_y, t1, kept1), like modules
+    and builtins (np, len, math), and not in ASCII (Wσ); the input is y."""
+
+    y = flux.param("m", "n")
+    grad_y = flux.param("m")
+    np = flux.param("m")
+    len = flux.param("m")
+    math = flux.param("m", "m")
+    t1 = flux.param("m")
+    kept1 = flux.param("m")
+    Wσ = flux.param("m", "n")
+
+    def forward(self, y):
+        hidden = flux.tanh(self.y * y + self.grad_y)
+        return flux.σ(self.math * hidden + self.np) + flux.hadamard(self.len, self.Wσ * y) + self.t1 + self.kept1
+
+
+def clashing(seed: int = 0) -> Clashing:
+    rng = np.random.default_rng(seed)
+    shapes = {"y": (3, 2), "grad_y": (3,), "np": (3,), "len": (3,), "math": (3, 3), "t1": (3,), "kept1": (3,),
+              "Wσ": (3, 2)}
+    return Clashing(**{k: rng.standard_normal(s) for k, s in shapes.items()}, dtype=np.float64)
+
+
+def clashing_reference(model: Clashing, y: np.ndarray) -> np.ndarray:
+    hidden = np.tanh(y @ model.y.T + model.grad_y)
+    return (1 / (1 + np.exp(-(hidden @ model.math.T + model.np))) + model.len * (y @ model.Wσ.T)
+            + model.t1 + model.kept1)
+
+
+def test_names_that_clash_with_generated_code_work_in_a_feed_forward_model():
+    model, y = clashing(), np.random.default_rng(1).standard_normal((4, 2))
+    np.testing.assert_allclose(model(y), clashing_reference(model, y), rtol=1e-12)
+    assert flux.gradcheck(model, y) < 1e-6
+
+
+class Inner(flux.Model):
+    W = flux.param("m", "n")
+
+    def forward(self, x):
+        return self.W * x
+
+
+class InnerB(flux.Model):
+    b_W = flux.param("m", "n")
+
+    def forward(self, x):
+        return self.b_W * x
+
+
+class Slots(flux.Model):
+    """Sub-models a_b (parameter W) and a (parameter b_W): dotted names a_b.W and a.b_W."""
+
+    a_b = Inner
+    a = InnerB
+
+    def forward(self, x):
+        return self.a_b(x) + 2 * self.a(x)
+
+
+def test_dotted_names_that_would_read_alike_stay_apart():
+    rng = np.random.default_rng(2)
+    inner, other = (Inner(W=rng.standard_normal((2, 3)), dtype=np.float64),
+                    InnerB(b_W=rng.standard_normal((2, 3)), dtype=np.float64))
+    model, x = Slots(a_b=inner, a=other, dtype=np.float64), rng.standard_normal((4, 3))
+    np.testing.assert_allclose(model(x), x @ inner.W.T + 2 * x @ other.b_W.T, rtol=1e-12)
+    assert flux.gradcheck(model, x) < 1e-6
+
+
+class ClashingCell(flux.Model):
+    """A recurrent cell whose names clash with the recurrent generator's: h_t, u1, the state's buffers, Δ."""
+
+    hidden = flux.state("h")
+    Wσ = flux.param("h", "n")
+    hidden_t = flux.param("h", "h")
+    hidden_seq = flux.param("h")
+    u1 = flux.param("h")
+    Δ = flux.param("h")
+
+    def forward(self, len):
+        self.hidden = flux.tanh(self.Wσ * len + self.hidden_t * self.hidden + self.u1)
+        return flux.hadamard(self.Δ, self.hidden) + self.hidden_seq
+
+
+def test_names_that_clash_with_generated_code_work_in_a_recurrent_model():
+    rng = np.random.default_rng(3)
+    model = ClashingCell(Wσ=rng.standard_normal((3, 2)), hidden_t=0.5 * rng.standard_normal((3, 3)),
+                         hidden_seq=rng.standard_normal(3), u1=rng.standard_normal(3), Δ=rng.standard_normal(3),
+                         dtype=np.float64)
+    xs = rng.standard_normal((2, 5, 2))
+    h, expected = np.zeros((2, 3)), []
+    for t in range(5):
+        h = np.tanh(xs[:, t] @ model.Wσ.T + h @ model.hidden_t.T + model.u1)
+        expected.append(model.Δ * h + model.hidden_seq)
+    np.testing.assert_allclose(model(xs), np.stack(expected, axis=1), rtol=1e-12)
+    assert flux.gradcheck(model, xs, initial={"hidden": rng.standard_normal((2, 3))}) < 1e-6
+
+
+def test_names_that_clash_with_generated_code_work_in_the_fused_training_step():
+    y, target = np.random.default_rng(4).standard_normal((4, 2)), np.random.default_rng(5).standard_normal((4, 3))
+    fused, stepped = clashing(6), clashing(6)
+    step = flux.compile_step(fused, flux.mse, flux.Adam(0.01))
+    losses = [step(y, target) for _ in range(2)]
+    optimiser = flux.Adam(0.01)
+    expected = []
+    for _ in range(2):
+        expected.append(flux.loss_and_grad(stepped, flux.mse, y, target))
+        stepped.update(optimiser)
+    # (the fused kernel's σ and tanh differ from the plain kernels' by ~1e-9 in float64, names or not)
+    np.testing.assert_allclose(losses, expected, rtol=1e-7)
+    for name, value in stepped.params.items():
+        np.testing.assert_allclose(fused.params[name], value, rtol=1e-7, atol=1e-9, err_msg=name)
