@@ -13,6 +13,7 @@ unification (`shapes.py`), and sub-models' symbols dotted names ("a.W") and suff
 from __future__ import annotations
 
 import inspect
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -264,11 +265,17 @@ def refusing_truth_tests(model_name: str):
             "hadamard products instead"
         )
 
-    MatrixExpr.__bool__ = refuse
-    try:
-        yield
-    finally:
-        del MatrixExpr.__bool__
+    with _tracing:
+        MatrixExpr.__bool__ = refuse
+        try:
+            yield
+        finally:
+            del MatrixExpr.__bool__
+
+
+# The refusal above patches SymPy process-wide: models traced from several threads at once (each instance is traced
+# when it first needs its kernels) take turns, so one thread's trace never removes another's patch.
+_tracing = threading.Lock()
 
 
 def signature_inputs(forward) -> list[str]:
