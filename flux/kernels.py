@@ -13,7 +13,7 @@ import unicodedata
 
 import numpy as np
 import sympy
-from sympy import MatrixSymbol, ZeroMatrix
+from sympy import ZeroMatrix
 
 from .codegen import Argument, Result, describe, generate_kernel_source, size_codes
 from .derive import matrix_children, topological_order

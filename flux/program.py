@@ -110,22 +110,26 @@ class Maths:
 
 
 _maths_of_instances: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-_maths_of_classes: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def maths_of(model) -> Maths:
-    """Trace a model class or instance (once per instance: what decides its maths is fixed when it is built)."""
-    memo = _maths_of_classes if isinstance(model, type) else _maths_of_instances
-    try:
-        found = memo.get(model)
-    except TypeError:  # an unhashable model (a subclass defining __eq__): traced every time
-        memo, found = None, None
-    if found is None:
-        cls = model if isinstance(model, type) else type(model)
+    """Trace a model class (every time: a class may be patched) or instance (once: an instance's maths is what its
+    attributes and sub-models were when it first needed it, as its compiled program is)."""
+    if isinstance(model, type):
         trace = trace_forward(model)
-        found = Maths(cls.__name__, trace, identity_text(cls.__name__, trace))
-        if memo is not None:
-            memo[model] = found
+        return Maths(model.__name__, trace, identity_text(model.__name__, trace))
+    try:
+        found = _maths_of_instances.get(model)
+    except TypeError:  # an unhashable model (a subclass defining __eq__): traced every time
+        found = None
+    if found is None:
+        name = type(model).__name__
+        trace = trace_forward(model)
+        found = Maths(name, trace, identity_text(name, trace))
+        try:
+            _maths_of_instances[model] = found
+        except TypeError:
+            pass
     return found
 
 

@@ -45,7 +45,8 @@ def split_cell(derivation) -> Cell:
     """Split a recurrent derivation into projection, update and readout, and derive each."""
     from .derive import backward_expressions
     from .nodes import Generated
-    from .program import Derivation, internal_name
+    from .program import Derivation
+    from .symbolic import internal_name
 
     n_out = len(derivation.outputs)
     params = derivation.params

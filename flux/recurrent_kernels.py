@@ -136,8 +136,6 @@ class ModuleWriter:
         self.transposed: dict = {}  # W → the symbol of its contiguous transpose, made once per call by the driver
 
     def kernels(self) -> list[str]:
-        from .kernels import identifier
-
         sources = [ROWS_SOURCE]
         if self.cell.projection is not None:
             self.projection = self.row_kernels(
