@@ -50,7 +50,8 @@ def identifier(name: str) -> str:
     if plain:
         return text
     letters = re.sub(r"\W", "_", unicodedata.normalize("NFKC", name)).strip("_")
-    return f"v_{letters + '_' if letters else ''}{name.encode().hex()}"
+    encoded = f"v_{letters}_{name.encode().hex()}"  # the hex after the last "_" alone decides the name
+    return encoded if letters and encoded.isidentifier() else f"v_{name.encode().hex()}"
 
 
 def kept_for_backward(derivation: Derivation, gradients: list) -> list:

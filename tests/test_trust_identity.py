@@ -4,7 +4,7 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -303,3 +303,19 @@ def test_names_that_clash_with_generated_code_work_in_the_fused_training_step():
     np.testing.assert_allclose(losses, expected, rtol=1e-7)
     for name, value in stepped.params.items():
         np.testing.assert_allclose(fused.params[name], value, rtol=1e-7, atol=1e-9, err_msg=name)
+
+
+def test_code_names_are_distinct_identifiers_apart_from_every_generated_name():
+    from flux.kernels import GENERATED_FAMILIES, GENERATED_PREFIXES, GENERATED_SUFFIXES, RESERVED, identifier
+
+    names = ["W", "b", "x", "y", "y1", "t1", "u1", "kept1", "np", "len", "range", "math", "real", "N", "T", "grad_W",
+             "grad", "W_T", "hidden", "hidden_t", "hidden_seq", "new_hidden", "Δ", "Δ_1", "Wσ", "ﬁ", "fi", "0.W",
+             "l0.W", "l0_W", "a_b.W", "a.b_W", "model.W", "model_W", "v_79", "W′", "_", "__", "_W", "W_", "·"]
+    codes = [identifier(n) for n in names]
+    assert len(set(codes)) == len(names)
+    for name, code in zip(names, codes):
+        assert code.isidentifier() and unicodedata.normalize("NFKC", code) == code, (name, code)
+        assert code not in RESERVED and not GENERATED_FAMILIES.fullmatch(code), (name, code)
+        if not code.startswith("v_"):
+            assert not code.startswith(GENERATED_PREFIXES) and not code.endswith(GENERATED_SUFFIXES), (name, code)
+    assert identifier("W") == "W" and identifier("0.W") == "l0·W" and identifier("Wσ") == "Wσ"  # readable
