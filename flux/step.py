@@ -211,7 +211,8 @@ def update_source(rules, printed: dict, optimiser_name: str) -> str:
     from .kernels import JIT
 
     states = list(rules.state)
-    arguments = ", ".join(["θ_", "g_"] + [f"{s}_" for s in states] + ["step"] + [f"hyper_{h}" for h in rules.hyperparameters])
+    hyper = [f"hyper_{h}" for h in rules.hyperparameters]
+    arguments = ", ".join(["θ_", "g_"] + [f"{s}_" for s in states] + ["step"] + hyper)
     maths = "; ".join(f"{t} ← {sympy.sstr(e)}" for t, e in rules.updates.items())
     lines = [JIT, f"def update({arguments}):", f'    """{optimiser_name}: {maths}"""',
              "    for i in range(θ_.size):", "        θ = θ_[i]", "        g = g_[i]"]

@@ -205,7 +205,8 @@ def trace_forward(model, input_names: list[str] | None = None) -> Trace:
             owner = type(owner_view).__name__
             raise DefinitionError(
                 f"{owner} declares the state {attribute} (flux.state) but {owner}.forward never assigns "
-                f"self.{attribute}: a state is h[t−1] when read and must be given its h[t] by `self.{attribute} = …`"
+                f"self.{attribute}: a state is h[t−1] when read and must be given its h[t] by "
+                f"`self.{attribute} = …`"
                 + (f" (in the sub-model {name.rpartition('.')[0]})" if "." in name else ""))
         record[2] = new
     return trace
