@@ -150,27 +150,28 @@ def compile_step(model: Model, loss: Any, optimiser: Any) -> TrainStep:
 # ---- generation ----------------------------------------------------------------------------------------
 
 def load_step_module(objective: Objective, optimiser: Any, dtype) -> Any:
-    from .program import derivation_of, structure_fingerprint
+    """The fused step's module, keyed by the objective's traced maths, the optimiser's rule (its exact SymPy form)
+    and the dtype: a second process traces the objective and loads the module without deriving it."""
+    from sympy import srepr
+
+    from .program import derivation_of_maths, maths_of
 
     dtype = np.dtype(dtype)
     rules = optimiser.rules()
-    fingerprint = structure_fingerprint(objective)
-    rule_text = repr(sorted((k, str(v)) for k, v in rules.updates.items()))
-    if fingerprint is None:
-        fingerprint = repr(derivation_of(objective).outputs)
-    key = cache.module_key("train-step", fingerprint, rule_text, dtype.name)
+    maths = maths_of(objective)
+    rule_text = repr((list(rules.state), list(rules.hyperparameters),
+                      [(str(k), srepr(v)) for k, v in rules.updates.items()]))
+    key = cache.module_key("train-step", maths.identity, type(optimiser).__name__, rule_text, dtype.name)
     name = f"step_{type(objective.model).__name__.lower()}_{type(optimiser).__name__.lower()}_{dtype.name}"
-    return cache.load_module(name, key, lambda: generate_step_source(derivation_of(objective), rules,
+    return cache.load_module(name, key, lambda: generate_step_source(derivation_of_maths(maths), rules,
                                                                        type(optimiser).__name__, dtype, key))
 
 
 def generate_step_source(derivation, rules, optimiser_name: str, dtype, key: str) -> str:
     """The module text: shape helpers and `train_step(x, target, θ…, scale, g…, state…, t, hyper…)`."""
-    import sympy
-    from sympy import MatrixSymbol
-
     from .codegen import Argument, Result, describe, generate_kernel_source
     from .kernels import JIT, identifier, shape_checks
+    from .nodes import Generated
 
     x, target = derivation.inputs
     inputs = [Argument(x, "x", True), Argument(target, "target", True)]
@@ -178,8 +179,9 @@ def generate_step_source(derivation, rules, optimiser_name: str, dtype, key: str
     (Δ,) = derivation.upstream
     scale = Argument(Δ, "scale", True)
     gradients = [f"grad_{a.name}" for a in params]
-    states = [f"{kind}_{a.name}" for a in params for kind in rules.state]
-    hyper = list(rules.hyperparameters)
+    # the optimiser's arrays and numbers get prefixes no user's name can have (identifier() encodes opt_…, hyper_…)
+    states = [f"opt_{kind}_{a.name}" for a in params for kind in rules.state]
+    hyper = [f"hyper_{h}" for h in rules.hyperparameters]
     results = [Result("loss", derivation.output.xreplace({}), mode="mean")]
     results += [Result(g, derivation.gradients[a.symbol.name], mode="assign", into=g) for a, g in zip(params, gradients)]
     prologue = []
@@ -188,15 +190,15 @@ def generate_step_source(derivation, rules, optimiser_name: str, dtype, key: str
         epilogue += [f"if not all_finite({g}):", f"    return loss, {k}"]
     symbol_names = {rules.theta: "θ", rules.gradient: "g", rules.step: "step"}
     symbol_names.update({s: f"{name}_old" for name, s in rules.state.items()})
-    symbol_names.update({s: name for name, s in rules.hyperparameters.items()})
+    symbol_names.update({s: f"hyper_{name}" for name, s in rules.hyperparameters.items()})
     printed = {target: scalar_code(expr, symbol_names) for target, expr in rules.updates.items()}
     for a, g in zip(params, gradients):
-        states_of = ", ".join(f"{s}_{a.name}.reshape(-1)" for s in rules.state)
+        states_of = ", ".join(f"opt_{s}_{a.name}.reshape(-1)" for s in rules.state)
         epilogue.append(f"update({a.name}.reshape(-1), {g}.reshape(-1), {states_of + ', ' if states_of else ''}"
                         f"step{''.join(', ' + h for h in hyper)})")
     epilogue.append("return loss, -2")
     kernel = generate_kernel_source(
-        "train_step", inputs + params + [scale] + [Argument(MatrixSymbol(g, *a.symbol.shape), g, False)
+        "train_step", inputs + params + [scale] + [Argument(Generated(g, *a.symbol.shape), g, False)
                                                      for a, g in zip(params, gradients)],
         results, doc=f"one {optimiser_name} step on the batch mean of {describe(derivation.output, width=200)}",
         extra_arguments=states + ["step"] + hyper, prologue=prologue, epilogue=epilogue,
@@ -234,7 +236,8 @@ def update_source(rules, printed: dict, optimiser_name: str) -> str:
     from .kernels import JIT
 
     states = list(rules.state)
-    arguments = ", ".join(["θ_", "g_"] + [f"{s}_" for s in states] + ["step"] + list(rules.hyperparameters))
+    hyper = [f"hyper_{h}" for h in rules.hyperparameters]
+    arguments = ", ".join(["θ_", "g_"] + [f"{s}_" for s in states] + ["step"] + hyper)
     maths = "; ".join(f"{t} ← {sympy.sstr(e)}" for t, e in rules.updates.items())
     lines = [JIT, f"def update({arguments}):", f'    """{optimiser_name}: {maths}"""',
              "    for i in range(θ_.size):", "        θ = θ_[i]", "        g = g_[i]"]
