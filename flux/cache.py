@@ -19,8 +19,9 @@ from typing import Callable
 
 _fallback_directory: Path | None = None
 _generator_hash: str | None = None
-GENERATOR_MODULES = ("nodes", "elementwise", "fastmath", "derive", "shapes", "symbolic", "codegen", "kernels", "program",
-                     "recurrence", "recurrent_kernels", "recurrent_drivers", "step", "optimisers")
+# Everything whose source decides what a generated module says: these packages (every file in them) and modules.
+GENERATOR_PACKAGES = ("maths", "trace", "derive", "generate", "show")
+GENERATOR_MODULES = ("pipeline", "fastmath", "step", "optimisers")
 
 
 def cache_directory() -> Path:
@@ -40,14 +41,19 @@ def module_key(*parts: str) -> str:
 
 
 def generator_hash() -> str:
-    """A hash of the source of every flux module that decides what generated code says."""
+    """A hash of the source of every flux module that decides what generated code says (a missing one is an
+    error, never hashed as empty: a key that ignored it would hand out modules made by other code)."""
     global _generator_hash
     if _generator_hash is None:
         package = Path(__file__).resolve().parent
+        files = [package / f"{name}.py" for name in GENERATOR_MODULES]
+        for folder in GENERATOR_PACKAGES:
+            if not (package / folder / "__init__.py").is_file():
+                raise FileNotFoundError(f"flux: the generator package {package / folder} is missing")
+            files += sorted((package / folder).rglob("*.py"))
         digest = hashlib.sha256()
-        for name in GENERATOR_MODULES:
-            path = package / f"{name}.py"
-            digest.update(path.read_bytes() if path.exists() else b"")
+        for path in files:
+            digest.update(path.relative_to(package).as_posix().encode() + b"\x00" + path.read_bytes())
         _generator_hash = digest.hexdigest()
     return _generator_hash
 

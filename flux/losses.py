@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .model import Model
-from .symbolic import hadamard, is_symbolic, total
+from .trace.language import hadamard, is_symbolic, total
 
 
 class Loss(Model):
@@ -60,7 +60,7 @@ class CrossEntropy(Loss):
     """−Σᵢ yᵢ log ŷᵢ, for probabilities ŷ."""
 
     def forward(self, prediction, target):
-        from .nodes import Apply
+        from .maths.nodes import Apply
 
         return -total(hadamard(target, Apply("log", prediction)))
 
@@ -69,7 +69,7 @@ class LogitCrossEntropy(Loss):
     """logΣexp(z)·Σᵢ yᵢ − Σᵢ yᵢ zᵢ: cross-entropy of softmax(z), computed stably from logits z."""
 
     def forward(self, logits, target):
-        from .nodes import LogSumExp
+        from .maths.nodes import LogSumExp
 
         return LogSumExp(logits) * total(target) - total(hadamard(target, logits))
 
@@ -80,7 +80,7 @@ class BinaryCrossEntropy(Loss):
     def forward(self, prediction, target):
         from sympy import OneMatrix
 
-        from .nodes import Apply
+        from .maths.nodes import Apply
 
         ones = OneMatrix(*prediction.shape)
         likelihood = hadamard(target, Apply("log", prediction)) + hadamard(ones - target, Apply("log", ones - prediction))

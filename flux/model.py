@@ -14,7 +14,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .symbolic import Param, State, is_symbolic, signature_inputs
+from .trace.language import Param, State, is_symbolic, signature_inputs
 
 DEFAULT_DTYPE = np.float32
 _assignments = [0]  # bumped whenever any parameter array is replaced, invalidating cached flat lists
@@ -25,7 +25,7 @@ class RendersOnClassAndInstance:
     is a method bound to that class, so on the class this hands out one bound to the class."""
 
     def __get__(self, instance, owner):
-        from .display import class_latex, model_latex
+        from .show.layout import class_latex, model_latex
 
         if instance is None:
             return types.MethodType(class_latex, owner)
@@ -38,14 +38,14 @@ class ModelClass(type):
     @property
     def derivation(cls):
         """The class's maths and derived gradients (SymPy expressions), traced with symbolic sizes."""
-        from .program import derivation_of
+        from .pipeline import derivation_of
 
         return derivation_of(cls)
 
     @property
     def kernels(cls):
         """The class's compiled program (float32): `.forward`, `.backward`, each with `.source`."""
-        from .program import program_of
+        from .pipeline import program_of
 
         return program_of(cls, DEFAULT_DTYPE)
 
@@ -239,7 +239,7 @@ class Model(metaclass=ModelClass):
     @property
     def derivation(self):
         """This model's maths and derived gradients (shared by every model of the same structure)."""
-        from .program import derivation_of
+        from .pipeline import derivation_of
 
         return derivation_of(self)
 
@@ -248,7 +248,7 @@ class Model(metaclass=ModelClass):
         """This model's compiled program for its dtype: `.forward`, `.backward`, each with `.source`."""
         program = self.__dict__["_program"]
         if program is None:
-            from .program import program_of
+            from .pipeline import program_of
 
             program = program_of(self, self.dtype)
             params = self.params  # by name: a learnable initial state h0 is a parameter no kernel takes
@@ -263,13 +263,13 @@ class Model(metaclass=ModelClass):
         `initial=` (h₀: an array, or {state name: array}) and `carry=True` (start where the last call ended)."""
         if self.__dict__.get("_tracing") or any(is_symbolic(x) for x in inputs):
             return self.forward(*inputs)
-        from .runtime import run_forward
+        from .run.feedforward import run_forward
 
         return run_forward(self, inputs, **options)
 
     def back(self, Δ: Any) -> Any:
         """Back-propagate Δ = ∂L/∂y: return ∂L/∂x and add Σₙ ∂L/∂W into `grads`."""
-        from .runtime import run_backward
+        from .run.feedforward import run_backward
 
         return run_backward(self, Δ)
 
@@ -277,20 +277,20 @@ class Model(metaclass=ModelClass):
 
     def step(self, *inputs: Any) -> Any:
         """y_t = model.step(x_t): advance one time step from the carried state ((N, features) or (features,))."""
-        from .sequences import run_step
+        from .run.sequences import run_step
 
         return run_step(self, inputs)
 
     def reset(self, initial: Any = None) -> None:
         """Forget the carried state, or set it (an array, or {state name: array}) for `step` / `carry=True`."""
-        from .sequences import reset_state
+        from .run.sequences import reset_state
 
         reset_state(self, initial)
 
     @property
     def state(self) -> dict[str, np.ndarray | None]:
         """The carried state, {dotted state name: (N, size) array}, as the last call or step left it."""
-        from .sequences import current_state
+        from .run.sequences import current_state
 
         return current_state(self)
 
@@ -300,7 +300,7 @@ class Model(metaclass=ModelClass):
         return dict(self.__dict__.get("_state_grads") or {})
 
     def __repr__(self) -> str:
-        from .display import model_text
+        from .show.layout import model_text
 
         return model_text(self)
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import cache
 from .model import Model
-from .runtime import as_input_array
+from .run.feedforward import as_input_array
 
 
 class Objective(Model):
@@ -125,7 +125,7 @@ def compile_step(model: Model, loss: Any, optimiser: Any) -> TrainStep:
 # ---- generation ----------------------------------------------------------------------------------------
 
 def load_step_module(objective: Objective, optimiser: Any, dtype) -> Any:
-    from .program import derivation_of, structure_fingerprint
+    from .pipeline import derivation_of, structure_fingerprint
 
     dtype = np.dtype(dtype)
     rules = optimiser.rules()
@@ -144,8 +144,8 @@ def generate_step_source(derivation, rules, optimiser_name: str, dtype, key: str
     import sympy
     from sympy import MatrixSymbol
 
-    from .codegen import Argument, Result, describe, generate_kernel_source
-    from .kernels import JIT, identifier, shape_checks
+    from .generate.printer import Argument, Result, describe, generate_kernel_source
+    from .generate.feedforward import JIT, identifier, shape_checks
 
     x, target = derivation.inputs
     inputs = [Argument(x, "x", True), Argument(target, "target", True)]
@@ -206,7 +206,7 @@ def update_source(rules, printed: dict, optimiser_name: str) -> str:
     """An njit function applying the optimiser's rule to every entry of one flattened parameter."""
     import sympy
 
-    from .kernels import JIT
+    from .generate.feedforward import JIT
 
     states = list(rules.state)
     arguments = ", ".join(["θ_", "g_"] + [f"{s}_" for s in states] + ["step"] + list(rules.hyperparameters))

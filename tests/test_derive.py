@@ -4,9 +4,9 @@ import pytest
 import sympy
 from sympy import HadamardProduct, MatrixSymbol, OneMatrix, Symbol
 
-from flux.derive import backward_expressions
-from flux.elementwise import FUNCTIONS
-from flux.nodes import Apply
+from flux.derive.rules import backward_expressions
+from flux.maths.elementwise import FUNCTIONS
+from flux.maths.nodes import Apply
 
 m, n = Symbol("m"), Symbol("n")
 W, x, b = MatrixSymbol("W", m, n), MatrixSymbol("x", n, 1), MatrixSymbol("b", m, 1)

@@ -12,10 +12,11 @@ import sympy
 from sympy import BlockMatrix, HadamardPower, HadamardProduct, MatrixSymbol, OneMatrix, ZeroMatrix
 
 import flux
-from flux import display, tanh, σ
-from flux.display import derivation_latex, derivation_text, expression_text, model_text
-from flux.printing import LatexPrinter, dimension_latex, identifier_latex
-from flux.nodes import Apply, LogSumExp, Softmax, Spread, Total
+from flux import tanh, σ
+from flux.show import layout as display
+from flux.show.layout import derivation_latex, derivation_text, expression_text, model_text
+from flux.show.printers import LatexPrinter, dimension_latex, identifier_latex
+from flux.maths.nodes import Apply, LogSumExp, Softmax, Spread, Total
 from models import GatedCell, Perceptron, TwoLayer, TwoTower, perceptron
 
 
@@ -302,7 +303,7 @@ def test_code_comments_and_docstrings_stay_one_safe_line():
 def test_generated_kernels_have_one_line_docstrings(model):
     import ast
 
-    from flux.kernels import generate_module_source
+    from flux.generate.feedforward import generate_module_source
 
     source = generate_module_source(model.derivation, np.float32, "test")
     tree = ast.parse(source)

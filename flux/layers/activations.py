@@ -5,7 +5,7 @@ from ..model import Model
 
 
 class Elementwise(Model):
-    """y = f(x), applied to every entry; f is one of `flux.elementwise.FUNCTIONS`."""
+    """y = f(x), applied to every entry; f is one of `flux.maths.elementwise.FUNCTIONS`."""
 
     def __init__(self, function: str):
         super().__init__()
@@ -15,7 +15,7 @@ class Elementwise(Model):
         return (self.function,)
 
     def forward(self, x):
-        from ..nodes import Apply
+        from ..maths.nodes import Apply
 
         return Apply(self.function, x)
 
@@ -30,7 +30,7 @@ class SoftmaxFunction(Elementwise):
         super().__init__("softmax")
 
     def forward(self, x):
-        from ..nodes import Softmax
+        from ..maths.nodes import Softmax
 
         return Softmax(x)
 

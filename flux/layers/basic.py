@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from ..model import Model
-from ..symbolic import concat, is_symbolic, param
+from ..trace.language import concat, is_symbolic, param
 
 
 class Dense(Model):

@@ -111,7 +111,7 @@ def total(x):
     """Σᵢ xᵢ per sample: a (1, 1) matrix."""
     if isinstance(x, np.ndarray):
         return x.sum(axis=-1, keepdims=True)
-    from .nodes import Total
+    from ..maths.nodes import Total
 
     return Total(x)
 
@@ -160,7 +160,7 @@ def symbolic_view(model, path: str, trace: Trace):
         trace.states.append([prefix + name, previous, None])
     view.__dict__["_states"] = states
     view.__dict__["_tracing"] = True
-    from .model import submodels_of
+    from ..model import submodels_of
 
     views = {name: symbolic_view(sub, prefix + name, trace) for name, sub in submodels_of(model)}
     view.__dict__["_subviews"] = views
@@ -235,4 +235,4 @@ def signature_inputs(forward) -> list[str]:
 
 def is_symbolic(value: Any) -> bool:
     """True for SymPy objects (tracing), without importing SymPy on the numeric path."""
-    return type(value).__module__.startswith(("sympy", "flux.nodes"))
+    return type(value).__module__.startswith(("sympy", "flux.maths.nodes"))

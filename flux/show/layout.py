@@ -54,7 +54,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .printing import (
+from .printers import (
     LatexPrinter, Name, Printer, TextPrinter, identifier_latex, is_leaf, label_latex, labelled_text, leaf_name,
     matrix_args, state_letters, subscript_digits, walk,
 )
@@ -67,8 +67,8 @@ DELTA_MIN_LEAVES = 6  # a repeated subexpression is named δ from this many leav
 def latex(obj: Any) -> str:
     r"""The maths of a model class, a model, a derivation or a matrix expression as LaTeX: an `aligned` block
     (\begin{aligned} … \end{aligned}), to be put inside $$ … $$ or an equation environment."""
-    from .model import Model
-    from .program import Derivation
+    from ..model import Model
+    from ..pipeline import Derivation
 
     if isinstance(obj, type) and issubclass(obj, Model):
         return aligned(class_rows(obj))
@@ -76,7 +76,7 @@ def latex(obj: Any) -> str:
         return aligned(model_rows(obj))
     if isinstance(obj, Derivation):
         return derivation_latex(obj)
-    if type(obj).__module__.startswith(("sympy", "flux.nodes")):
+    if type(obj).__module__.startswith(("sympy", "flux.maths.nodes")):
         return LatexPrinter().doprint(obj)
     raise TypeError(f"flux.latex takes a model class, a model, a derivation or a matrix expression, "
                     f"got {type(obj).__name__}: {obj!r}")
@@ -85,7 +85,7 @@ def latex(obj: Any) -> str:
 def class_latex(cls: type) -> str | None:
     r"""For notebooks (`_repr_latex_` of a model class): y = σ(W x + b) and W ∈ ℝ^{m×n}, b ∈ ℝ^m, in math mode;
     None (IPython then shows the text repr) for a class whose forward cannot be traced, such as flux.Model."""
-    from .symbolic import DefinitionError
+    from ..trace.language import DefinitionError
 
     try:
         return math_mode(aligned(class_rows(cls)))
@@ -95,7 +95,7 @@ def class_latex(cls: type) -> str | None:
 
 def model_latex(model: Any) -> str | None:
     """For notebooks (`_repr_latex_` of a model): its equations, sizes and dtype, in math mode."""
-    from .symbolic import DefinitionError
+    from ..trace.language import DefinitionError
 
     try:
         return math_mode(aligned(model_rows(model)))
@@ -121,7 +121,7 @@ def derivation_text(derivation: Any) -> str:
 def model_text(model: Any) -> str:
     """`Perceptron(W: 3×5, b: 3; float32; 18 parameters)`, then its equations (`y = σ(W·x + b)`); a model
     without parameters is `Name(float32)`."""
-    from .symbolic import DefinitionError
+    from ..trace.language import DefinitionError
 
     shapes = ", ".join(f"{n}: {'×'.join(map(str, p.shape))}" for n, p in model.params.items())
     count = model.parameter_count
@@ -351,7 +351,7 @@ def with_products_unified(derivation: Any) -> Any:
 
 def is_loss(derivation: Any) -> bool:
     """Whether a derivation is a loss's: its class (found by name) is a flux.losses.Loss."""
-    from .losses import Loss
+    from ..losses import Loss
 
     classes, found = [Loss], set()
     while classes:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from . import cache
-from .symbolic import DefinitionError, is_symbolic, trace_forward
+from .trace.language import DefinitionError, is_symbolic, trace_forward
 
 
 @dataclass
@@ -38,12 +38,12 @@ class Derivation:
         return self.outputs[0]
 
     def _repr_latex_(self) -> str:
-        from .display import derivation_latex
+        from .show.layout import derivation_latex
 
         return f"$\\displaystyle {derivation_latex(self)}$"
 
     def __repr__(self) -> str:
-        from .display import derivation_text
+        from .show.layout import derivation_text
 
         return derivation_text(self)
 
@@ -52,8 +52,8 @@ def derive_model(model) -> Derivation:
     """Trace `model.forward` on symbols, check its shapes, and derive every gradient."""
     import sympy
 
-    from .derive import backward_expressions
-    from .shapes import unify_dimensions
+    from .derive.rules import backward_expressions
+    from .trace.shapes import unify_dimensions
 
     cls = model if isinstance(model, type) else type(model)
     trace = trace_forward(model)
@@ -181,7 +181,7 @@ def program_of(model, dtype) -> Program:
         cls = model if isinstance(model, type) else type(model)
         fingerprint = structure_fingerprint(model)
         if fingerprint is None:  # no source to fingerprint: key the module by its generated text
-            from .kernels import generate_module_source
+            from .generate.feedforward import generate_module_source
 
             text = generate_module_source(derivation_of(model), dtype, "pending")
             module_key = cache.module_key(text)
@@ -189,7 +189,7 @@ def program_of(model, dtype) -> Program:
             module_key = cache.module_key(fingerprint, dtype.name)
 
         def generate() -> str:
-            from .kernels import generate_module_source
+            from .generate.feedforward import generate_module_source
 
             return generate_module_source(derivation_of(model), dtype, module_key)
 

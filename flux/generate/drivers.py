@@ -5,7 +5,7 @@
     backward: readout_backward for all rows (Δx, and the Δh_t each step adds to the Δh it carries);
               for t = T−1…0: step_backward; then the deferred parameter gradients and project_backward
 
-Each driver is written from a `flux.recurrent_kernels.ModuleWriter` that has written the kernels (their names,
+Each driver is written from a `flux.generate.recurrent.ModuleWriter` that has written the kernels (their names,
 arguments and buffers). Generated Python text is kept here, in one place, as the style asks.
 """
 from __future__ import annotations
@@ -56,7 +56,7 @@ def forward_driver(writer) -> str:
 
 
 def backward_driver(writer) -> str:
-    from .kernels import identifier
+    from .feedforward import identifier
 
     I = DRIVER_INDENT
     params = ", ".join(a.name for a in writer.params)
@@ -166,7 +166,7 @@ def size(dim, sources: dict) -> str:
 
 def size_sources(writer, in_forward: bool = True) -> dict:
     """Where a driver reads each dimension: the parameters, the input sequences, the states."""
-    from .codegen import size_codes
+    from .printer import size_codes
 
     sources = dict(size_codes(writer.params))
     for a in writer.inputs:

@@ -1,6 +1,6 @@
 """A recurrent cell → the text of its generated module: row-wise kernels, step kernels and the time loops.
 
-The module holds, as numba functions (see `flux.recurrence` for the split of the cell),
+The module holds, as numba functions (see `flux.derive.recurrence` for the split of the cell),
 
     project, project_backward      u = P(x) and its VJP, over (T·N, ·) row stacks
     step_forward, step_backward    h_t = C(x_t, u_t, h_{t−1}) and its VJP, for one (N, ·) time step
@@ -17,15 +17,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .recurrence import Cell, split_cell
+from ..derive.recurrence import Cell, split_cell
 
 
 def describe(expr, width: int = 200) -> str:
     """One line of textbook notation for a docstring or comment (codegen's, imported when generating)."""
-    from .codegen import describe as one_line
+    from .printer import describe as one_line
 
     return one_line(expr, width=width)
-from .recurrent_drivers import ROWS_SOURCE, backward_driver, forward_driver
+from .drivers import ROWS_SOURCE, backward_driver, forward_driver
 
 
 
@@ -33,8 +33,8 @@ def generate_recurrent_module_source(derivation, dtype, key: str) -> str:
     """The complete text of the module holding a recurrent model's kernels and time loops."""
     import sympy
 
-    from .codegen import Argument
-    from .kernels import JIT, common_metadata, identifier, shape_checks
+    from .printer import Argument
+    from .feedforward import JIT, common_metadata, identifier, shape_checks
 
     dtype = np.dtype(dtype)
     cell = split_cell(derivation)
@@ -87,7 +87,7 @@ def state_sizes_source(cell: Cell, params: list, names: list) -> str:
     """Plain Python: each state's size from the parameters' shapes (None when the parameters do not fix it)."""
     import sympy
 
-    from .codegen import size_codes
+    from .printer import size_codes
 
     sizes = size_codes(params)
     codes = []
@@ -117,7 +117,7 @@ class ModuleWriter:
     """Writes the kernels of a recurrent module: the cell's functions (by the numba printer) and the drivers."""
 
     def __init__(self, cell: Cell, params: list, inputs: list):
-        from .kernels import identifier
+        from .feedforward import identifier
 
         self.cell = cell
         self.params = params
@@ -129,7 +129,7 @@ class ModuleWriter:
         self.transposed: dict = {}  # W → the symbol of its contiguous transpose, made once per call by the driver
 
     def kernels(self) -> list[str]:
-        from .kernels import identifier
+        from .feedforward import identifier
 
         sources = [ROWS_SOURCE]
         if self.cell.projection is not None:
@@ -154,8 +154,8 @@ class ModuleWriter:
     def row_kernels(self, name: str, derivation, leaf_names: list, output_names: list, kept_prefix: str) -> RowKernels:
         from sympy import MatrixSymbol, ZeroMatrix
 
-        from .codegen import Argument, Result, generate_kernel_source
-        from .kernels import identifier, kept_for_backward
+        from .printer import Argument, Result, generate_kernel_source
+        from .feedforward import identifier, kept_for_backward
 
         leaves = [Argument(s, n, True) for s, n in zip(derivation.inputs, leaf_names)]
         symbols = set(derivation.inputs) | set(derivation.params.values())
@@ -201,7 +201,7 @@ class ModuleWriter:
         """
         from sympy import MatMul, MatrixSymbol, Transpose
 
-        from .derive import matrix_children, topological_order
+        from ..derive.rules import matrix_children, topological_order
 
         def reads_batch(node) -> bool:
             return node in batched or any(reads_batch(c) for c in matrix_children(node))
@@ -220,7 +220,7 @@ class ModuleWriter:
         return expr.xreplace(replacements)
 
     def transposed_arguments(self) -> list:
-        from .codegen import Argument
+        from .printer import Argument
 
         return [Argument(copy, copy.name, False) for copy in self.transposed.values()]
 
@@ -230,7 +230,7 @@ class ModuleWriter:
     def gradient_arrays(self) -> list:
         from sympy import MatrixSymbol
 
-        from .codegen import Argument
+        from .printer import Argument
 
         return [Argument(MatrixSymbol(f"grad_{a.name}", *a.symbol.shape), f"grad_{a.name}", False)
                 for a in self.params]
@@ -241,9 +241,9 @@ class ModuleWriter:
         import sympy
         from sympy import MatrixSymbol, ZeroMatrix
 
-        from .codegen import Argument, Result, generate_kernel_source
-        from .derive import topological_order
-        from .kernels import identifier, kept_for_backward
+        from .printer import Argument, Result, generate_kernel_source
+        from ..derive.rules import topological_order
+        from .feedforward import identifier, kept_for_backward
 
         step = self.cell.update
         news = step.outputs
@@ -329,7 +329,7 @@ class ModuleWriter:
         return [forward, backward]
     @staticmethod
     def batched(node, leaves: set) -> bool:
-        from .derive import matrix_children
+        from ..derive.rules import matrix_children
 
         return node in leaves or any(ModuleWriter.batched(c, leaves) for c in matrix_children(node))
 
@@ -364,7 +364,7 @@ class ModuleWriter:
     def gradients_kernel(self) -> str:
         from sympy import MatrixSymbol
 
-        from .codegen import Argument, Result, generate_kernel_source
+        from .printer import Argument, Result, generate_kernel_source
 
         used = sorted({s.name for _, e in self.deferred for s in e.free_symbols if isinstance(s, MatrixSymbol)},
                       key=self.factor_order)

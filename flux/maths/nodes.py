@@ -14,7 +14,7 @@ from sympy.matrices.expressions.matexpr import MatrixExpr
 
 
 class Apply(MatrixExpr):
-    """f(Z) applied elementwise: (f(Z))ᵢⱼ = f(Zᵢⱼ), with f named in `flux.elementwise.FUNCTIONS`."""
+    """f(Z) applied elementwise: (f(Z))ᵢⱼ = f(Zᵢⱼ), with f named in `flux.maths.elementwise.FUNCTIONS`."""
 
     def __new__(cls, function: str | Str, argument: MatrixExpr):
         name = function if isinstance(function, Str) else Str(function)

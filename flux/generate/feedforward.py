@@ -12,9 +12,9 @@ import numpy as np
 import sympy
 from sympy import MatrixSymbol, ZeroMatrix
 
-from .codegen import Argument, Result, describe, generate_kernel_source, size_codes
-from .derive import matrix_children, topological_order
-from .program import Derivation
+from .printer import Argument, Result, describe, generate_kernel_source, size_codes
+from ..derive.rules import matrix_children, topological_order
+from ..pipeline import Derivation
 
 # NumPy's error model: 1/0 is inf and 0/0 is NaN (as in NumPy), never a ZeroDivisionError mid-kernel.
 JIT = '@njit(cache=True, nogil=True, error_model="numpy")'
@@ -54,7 +54,7 @@ def kept_for_backward(derivation: Derivation, gradients: list) -> list:
 def generate_module_source(derivation: Derivation, dtype, key: str) -> str:
     """The complete text of the module holding a model's kernels."""
     if derivation.states:
-        from .recurrent_kernels import generate_recurrent_module_source
+        from .recurrent import generate_recurrent_module_source
 
         return generate_recurrent_module_source(derivation, dtype, key)
     dtype = np.dtype(dtype)

@@ -11,7 +11,7 @@ split in three, each a stateless `Derivation` with its own gradients from the or
 
 P and R (and their VJPs) run once over all T·N rows, one GEMM per product; backwards, R's VJP runs before the
 loop (Δy is known for every t), handing the loop its ∂L/∂h_t, and the update's parameter gradients Σₜ δ_t v_tᵀ
-are one GEMM over T·N after it. `flux.recurrent_kernels` writes the numba code.
+are one GEMM over T·N after it. `flux.generate.recurrent` writes the numba code.
 """
 from __future__ import annotations
 
@@ -45,8 +45,8 @@ def split_cell(derivation) -> Cell:
     """Split a recurrent derivation into projection, update and readout, and derive each."""
     from sympy import MatrixSymbol
 
-    from .derive import backward_expressions
-    from .program import Derivation
+    from .rules import backward_expressions
+    from ..pipeline import Derivation
 
     n_out = len(derivation.outputs)
     params = derivation.params
@@ -85,7 +85,7 @@ def hoistable_nodes(roots: list, inputs: set, previous: set) -> list:
     """The largest per-sample column expressions that read an input and a matrix product but no state."""
     from sympy import MatrixSymbol
 
-    from .derive import matrix_children, topological_order
+    from .rules import matrix_children, topological_order
 
     order = topological_order(roots)
     reads_state, batched, has_product = {}, {}, {}

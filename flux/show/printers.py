@@ -348,7 +348,7 @@ class LatexPrinter(Printer):
         return self.superscripted(base, power, joins_name=False)
 
     def _print_Apply(self, expr: Any) -> str:
-        from .elementwise import FUNCTIONS
+        from ..maths.elementwise import FUNCTIONS
 
         function, argument = FUNCTIONS[expr.function].latex, self._print(expr.argument)
         return rf"\sqrt{{{argument}}}" if function == r"\sqrt" else f"{function}({argument})"

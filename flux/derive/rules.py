@@ -19,8 +19,8 @@ from sympy import (
 from sympy.matrices.expressions.matexpr import MatrixExpr
 from sympy.matrices.expressions.slice import MatrixSlice
 
-from .elementwise import FUNCTIONS, SCALAR_TO_NAME, Y, Z
-from .nodes import Apply, LogSumExp, Softmax, Spread, Total
+from ..maths.elementwise import FUNCTIONS, SCALAR_TO_NAME, Y, Z
+from ..maths.nodes import Apply, LogSumExp, Softmax, Spread, Total
 
 Rule = Callable[[MatrixExpr, MatrixExpr], list]
 vjp_rules: dict[type, Rule] = {}

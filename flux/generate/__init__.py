@@ -1,0 +1,1 @@
+"""Printers from derived maths to code: the numba printer, feed-forward, recurrent and training-step modules."""

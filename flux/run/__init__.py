@@ -1,0 +1,1 @@
+"""Arrays through compiled kernels, no SymPy: input checks, tapes, sequences."""

@@ -1,0 +1,1 @@
+"""The maths for people: LaTeX and text printers, the layout of derivations, notebook hooks."""

@@ -1,0 +1,1 @@
+"""The language layers are written in (param, state, hadamard, …) and tracing forward on SymPy symbols."""
