@@ -14,7 +14,8 @@ from sympy import BlockMatrix, HadamardPower, HadamardProduct, MatrixSymbol, One
 import flux
 from flux import tanh, σ
 from flux.show import layout as display
-from flux.show.layout import derivation_latex, derivation_text, expression_text, model_text
+from flux.show.layout import derivation_latex, derivation_text, model_text
+from flux.show.printers import expression_text
 from flux.show.printers import LatexPrinter, dimension_latex, identifier_latex
 from flux.maths.nodes import Apply, LogSumExp, Softmax, Spread, Total
 from models import GatedCell, Perceptron, TwoLayer, TwoTower, perceptron

@@ -85,7 +85,7 @@ def hoistable_nodes(roots: list, inputs: set, previous: set) -> list:
     """The largest per-sample column expressions that read an input and a matrix product but no state."""
     from sympy import MatrixSymbol
 
-    from .rules import matrix_children, topological_order
+    from ..maths.graph import matrix_children, topological_order
 
     order = topological_order(roots)
     reads_state, batched, has_product = {}, {}, {}

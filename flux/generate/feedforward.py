@@ -13,7 +13,7 @@ import sympy
 from sympy import MatrixSymbol, ZeroMatrix
 
 from .printer import Argument, Result, describe, generate_kernel_source, size_codes
-from ..derive.rules import matrix_children, topological_order
+from ..maths.graph import matrix_children, topological_order
 from ..pipeline import Derivation
 
 # NumPy's error model: 1/0 is inf and 0/0 is NaN (as in NumPy), never a ZeroDivisionError mid-kernel.

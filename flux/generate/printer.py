@@ -23,7 +23,7 @@ from sympy import (
 from sympy.matrices.expressions.matexpr import MatrixExpr
 from sympy.matrices.expressions.slice import MatrixSlice
 
-from ..derive.rules import matrix_children, topological_order
+from ..maths.graph import matrix_children, topological_order
 from ..maths.elementwise import FUNCTIONS
 from ..maths.nodes import Apply, LogSumExp, Softmax, Spread, Total
 
@@ -584,7 +584,7 @@ def size_codes(arguments: list[Argument]) -> dict[sympy.Symbol, str]:
 
 def describe(node: MatrixExpr, named: dict | None = None, width: int = 90) -> str:
     """A one-line comment for a node in textbook notation, with already-computed parts shown by their names."""
-    from ..show.layout import expression_text
+    from ..show.printers import expression_text
 
     names = {k: v for k, v in (named or {}).items() if k != node}
     try:

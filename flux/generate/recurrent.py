@@ -201,7 +201,7 @@ class ModuleWriter:
         """
         from sympy import MatMul, MatrixSymbol, Transpose
 
-        from ..derive.rules import matrix_children, topological_order
+        from ..maths.graph import matrix_children, topological_order
 
         def reads_batch(node) -> bool:
             return node in batched or any(reads_batch(c) for c in matrix_children(node))
@@ -242,7 +242,7 @@ class ModuleWriter:
         from sympy import MatrixSymbol, ZeroMatrix
 
         from .printer import Argument, Result, generate_kernel_source
-        from ..derive.rules import topological_order
+        from ..maths.graph import topological_order
         from .feedforward import identifier, kept_for_backward
 
         step = self.cell.update
@@ -329,7 +329,7 @@ class ModuleWriter:
         return [forward, backward]
     @staticmethod
     def batched(node, leaves: set) -> bool:
-        from ..derive.rules import matrix_children
+        from ..maths.graph import matrix_children
 
         return node in leaves or any(ModuleWriter.batched(c, leaves) for c in matrix_children(node))
 

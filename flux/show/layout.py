@@ -43,20 +43,19 @@ Sizes. ℝ^{m×n} for a parameter declared with two dimensions, ℝ^{m} with one
 stays a matrix); a size named by a word prints upright (\mathrm{in}, \mathrm{in}_{0}), not as a product of
 letters. An instance lists its dtype and parameter count unless it has no parameters (a loss, σ).
 
-Generated code quotes `expression_text`, which never breaks a comment or a docstring line.
+Generated code quotes `printers.expression_text`, which never breaks a comment or a docstring line.
 
 SymPy is imported inside functions only, so `import flux` stays free of it.
 """
 from __future__ import annotations
 
-import unicodedata
 from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any
 
 from .printers import (
-    LatexPrinter, Name, Printer, TextPrinter, identifier_latex, is_leaf, label_latex, labelled_text, leaf_name,
-    matrix_args, state_letters, subscript_digits, walk,
+    LatexPrinter, Name, Printer, TextPrinter, identifier_latex, is_leaf, label_latex,
+    labelled_text, leaf_name, matrix_args, state_letters, subscript_digits, walk,
 )
 
 DELTA_MIN_LEAVES = 6  # a repeated subexpression is named δ from this many leaves on (an LSTM's ∂L/∂c_t)
@@ -67,14 +66,11 @@ DELTA_MIN_LEAVES = 6  # a repeated subexpression is named δ from this many leav
 def latex(obj: Any) -> str:
     r"""The maths of a model class, a model, a derivation or a matrix expression as LaTeX: an `aligned` block
     (\begin{aligned} … \end{aligned}), to be put inside $$ … $$ or an equation environment."""
-    from ..model import Model
-    from ..pipeline import Derivation
-
-    if isinstance(obj, type) and issubclass(obj, Model):
+    if isinstance(obj, type) and callable(getattr(obj, "declared_params", None)):  # a flux.Model class
         return aligned(class_rows(obj))
-    if isinstance(obj, Model):
+    if callable(getattr(obj, "declared_params", None)):  # a flux.Model
         return aligned(model_rows(obj))
-    if isinstance(obj, Derivation):
+    if all(hasattr(obj, field) for field in ("outputs", "upstream", "gradients")):  # a Derivation
         return derivation_latex(obj)
     if type(obj).__module__.startswith(("sympy", "flux.maths.nodes")):
         return LatexPrinter().doprint(obj)
@@ -132,27 +128,6 @@ def model_text(model: Any) -> str:
     except DefinitionError as error:  # a repr must not raise; say why the maths is missing
         return f"{head}\n  (no equations: {error})"
     return head + "\n" + text_block(forward_rows(sheet, TextPrinter(sheet.names)))
-
-
-def expression_text(expr: Any, names: dict | None = None) -> str:
-    """One line of unicode maths for an expression, `σ(W·x + b)`; `names` maps nodes to text shown instead
-    (for generated code: the arrays already holding them).
-
-    Safe inside a Python comment or docstring: no line breaks of any kind, control characters, backslashes or
-    double quotes (whatever a symbol's name holds)."""
-    return code_safe(TextPrinter(names).doprint(expr))
-
-
-def code_safe(text: str) -> str:
-    """Text that can stand on one line of a comment or a docstring: every line break (any that str.splitlines
-    knows) and other whitespace a space, other control characters dropped, a backslash as ∖, a double quote as '."""
-    kept = []
-    for character in text:
-        if character.isspace() or len(f"a{character}b".splitlines()) > 1:
-            kept.append(" ")
-        elif unicodedata.category(character) not in ("Cc", "Cf", "Cs", "Co", "Cn"):
-            kept.append({"\\": "∖", '"': "'"}.get(character, character))
-    return "".join(kept)
 
 
 # ---- rows ----------------------------------------------------------------------------------------------

@@ -468,3 +468,24 @@ class TextPrinter(Printer):
         blocks = expr.blocks
         return "[" + "; ".join(", ".join(self._print(blocks[i, j]) for j in range(blocks.shape[1]))
                                for i in range(blocks.shape[0])) + "]"
+
+
+def expression_text(expr: Any, names: dict | None = None) -> str:
+    """One line of unicode maths for an expression, `σ(W·x + b)`; `names` maps nodes to text shown instead
+    (for generated code: the arrays already holding them).
+
+    Safe inside a Python comment or docstring: no line breaks of any kind, control characters, backslashes or
+    double quotes (whatever a symbol's name holds)."""
+    return code_safe(TextPrinter(names).doprint(expr))
+
+
+def code_safe(text: str) -> str:
+    """Text that can stand on one line of a comment or a docstring: every line break (any that str.splitlines
+    knows) and other whitespace a space, other control characters dropped, a backslash as ∖, a double quote as '."""
+    kept = []
+    for character in text:
+        if character.isspace() or len(f"a{character}b".splitlines()) > 1:
+            kept.append(" ")
+        elif unicodedata.category(character) not in ("Cc", "Cf", "Cs", "Co", "Cn"):
+            kept.append({"\\": "∖", '"': "'"}.get(character, character))
+    return "".join(kept)

@@ -11,7 +11,7 @@ import sympy
 from sympy import BlockMatrix, HadamardProduct, MatAdd, MatMul
 from sympy.matrices.expressions.matexpr import MatrixExpr
 
-from ..derive.rules import matrix_children, topological_order
+from ..maths.graph import matrix_children, topological_order
 from .language import DefinitionError
 
 
