@@ -1,11 +1,13 @@
 """flux: write a layer once, as mathematics; flux derives, simplifies and compiles the rest."""
 from .checks import GradientCheckError, gradcheck
 from .show.layout import latex
-from .io import load, load_optimiser, save
+from .io import load, load_optimiser, register, save
 from .layers.activations import Elementwise, abs, exp, log, relu, sigmoid, softmax, softplus, sqrt, square, tanh, σ
 from .layers.basic import Chain, Concat, Dense, Parallel, split
 from .layers.recurrent import GRU, LSTM, Recurrent
-from .losses import Loss, binarycrossentropy, crossentropy, logitcrossentropy, loss_and_grad, mse
+from .losses import (
+    Loss, binarycrossentropy, crossentropy, logitbinarycrossentropy, logitcrossentropy, loss_and_grad, mse, onehot,
+)
 from .model import Model
 from .optimisers import SGD, Adam, Momentum, Nesterov, Optimiser, RMSProp
 from .step import TrainStep, compile_step
@@ -14,12 +16,14 @@ from .train import EarlyStopping, History, train
 
 __version__ = "0.1.0"
 
+# `abs` is flux.abs but stays out of __all__: `from flux import *` must not shadow Python's builtin abs.
 __all__ = [
     "Model", "param", "state", "hadamard", "concat", "total", "latex",
-    "σ", "sigmoid", "tanh", "relu", "softplus", "exp", "log", "sqrt", "abs", "square", "Elementwise",
+    "σ", "sigmoid", "tanh", "relu", "softplus", "exp", "log", "sqrt", "square", "Elementwise",
     "softmax", "Dense", "Chain", "Parallel", "Concat", "split", "Recurrent", "LSTM", "GRU",
-    "Loss", "mse", "crossentropy", "logitcrossentropy", "binarycrossentropy", "loss_and_grad",
+    "Loss", "mse", "crossentropy", "logitcrossentropy", "binarycrossentropy", "logitbinarycrossentropy",
+    "loss_and_grad", "onehot",
     "gradcheck", "GradientCheckError", "DefinitionError",
     "Optimiser", "SGD", "Momentum", "Nesterov", "RMSProp", "Adam",
-    "compile_step", "TrainStep", "train", "History", "EarlyStopping", "save", "load", "load_optimiser",
+    "compile_step", "TrainStep", "train", "History", "EarlyStopping", "save", "load", "load_optimiser", "register",
 ]

@@ -1,15 +1,38 @@
 """Generated kernel modules on disk: real `.py` files, so numba's `cache=True` keeps their machine code.
 
-The directory is `$FLUX_CACHE_DIR`, else `~/.cache/flux`. A module is written atomically (a temporary file,
-then `os.replace`), so processes compiling the same model at once each see either nothing or a whole file.
-A file that fails to load (truncated, corrupted, stale) is regenerated with a warning; a directory that cannot
-be written leads to a private temporary directory, also with a warning. Neither ever changes a result.
+The directory is `$FLUX_CACHE_DIR`, else `$XDG_CACHE_HOME/flux` or `~/.cache/flux`, created private (mode 0700).
+
+Trust policy — flux imports a cached module, and lets numba unpickle its cached machine code (`__pycache__/*.nbi`,
+`*.nbc`), only from places no other user could have written, checked as ssh checks its keys, before every import:
+* the cache directory (symbolic links resolved) must be owned by you and not writable by group or others, and every
+  directory above it must be owned by you or root and not writable by group or others unless it is sticky (/tmp);
+* its `__pycache__` must be owned by you and not writable by group or others;
+* each generated module must be a regular file (not a link) owned by you and not writable by group or others; so
+  must numba's files for it — except that numba's files in a `__pycache__` only you can enter (mode 0700, which flux
+  creates) are tightened instead of refused, since numba creates them with your umask.
+Otherwise flux warns, says why, and uses a private temporary directory for that module (for the whole process if the
+directory itself is refused), so an untrusted file is never imported.
+
+Integrity — every module carries a last line `# flux-text-sha256: <hash of the text above it>`, written with the file
+and checked before importing it, with the model key and the end marker. A file whose text differs from what flux
+wrote (an edited formula, a truncated or damaged file, anything added such as `raise SystemExit`) is therefore never
+executed: flux warns, regenerates it from the maths and replaces it. A module that still fails to import (including
+one raising SystemExit or another BaseException other than KeyboardInterrupt) is reported with a warning and
+regenerated; a freshly generated one that fails is deleted and raises RuntimeError — never left in place. numba's
+machine-code files whose pickles cannot be parsed (scanned with pickletools, which runs nothing) are deleted and
+recompiled with a warning. The hash guards against accidents and against anyone who cannot write your files; a user
+who can write your cache as you can also run code as you, which no check inside the same account can prevent.
+
+A module is written atomically (a private temporary file, then `os.replace`), so processes compiling the same model
+at once each see either nothing or a whole file. A directory that cannot be created or written also leads to a
+private temporary directory with a warning. None of this ever changes a result.
 """
 from __future__ import annotations
 
 import hashlib
 import importlib.util
 import os
+import stat
 import sys
 import tempfile
 import warnings
@@ -18,10 +41,14 @@ from types import ModuleType
 from typing import Callable
 
 _fallback_directory: Path | None = None
+_refused_directories: set[Path] = set()
 _generator_hash: str | None = None
-# Everything whose source decides what a generated module says: these packages (every file in them) and modules.
+# Everything whose source decides what a generated module says: these packages (every file in them) and modules
+# (cache.py: the seal written into every module).
 GENERATOR_PACKAGES = ("maths", "trace", "derive", "generate", "show")
-GENERATOR_MODULES = ("pipeline", "fastmath", "step", "optimisers")
+GENERATOR_MODULES = ("pipeline", "fastmath", "step", "optimisers", "cache")
+SEAL = "# flux-text-sha256: "
+END = "# end of generated module"
 
 
 def cache_directory() -> Path:
@@ -59,19 +86,161 @@ def generator_hash() -> str:
 
 
 def load_module(name: str, key: str, generate: Callable[[], str]) -> ModuleType:
-    """Import the module `name_key.py` from the cache, generating (and writing) it first if needed."""
-    directory = writable_directory()
-    path = directory / f"{name}_{key}.py"
+    """Import the module `name_key.py` from the cache, generating (and writing) it first if needed.
+
+    Only a trusted file (see the module docstring) whose seal matches its text is ever imported."""
+    path = trusted_directory() / f"{name}_{key}.py"
+    refusal = untrusted_module(path)
+    if refusal:
+        path = private_directory() / path.name
+        warnings.warn(f"flux: not trusting the cache: {refusal}; compiling {name} in {path.parent} instead (fix the "
+                      "file's permissions or remove it to use the cache again)", RuntimeWarning, stacklevel=3)
     if path.exists():
         discard_damaged_machine_code(path)
         try:
             return import_file(path, key)
-        except Exception as error:  # a damaged file is rewritten, never trusted
+        except KeyboardInterrupt:
+            raise
+        except BaseException as error:  # a damaged or edited file (even one raising SystemExit) is rewritten
             warnings.warn(f"flux: cache file {path} could not be loaded ({type(error).__name__}: {error}); "
                           "regenerating it", RuntimeWarning, stacklevel=3)
-    source = generate()
-    write_atomically(path, source)
-    return import_file(path, key)
+    write_atomically(path, sealed(generate()))
+    try:
+        return import_file(path, key)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as error:
+        path.unlink(missing_ok=True)  # never leave a module that does not load
+        raise RuntimeError(f"flux: the module generated for {name} does not load ({type(error).__name__}: {error}); "
+                           "this is a bug in flux, please report it") from None
+
+
+def sealed(text: str) -> str:
+    """`text` with a last line holding the SHA-256 of everything before it."""
+    return f"{text}{SEAL}{hashlib.sha256(text.encode()).hexdigest()}\n"
+
+
+def unsealed(source: str) -> str | None:
+    """The text a sealed file was written from, or None if its seal is missing or does not match it."""
+    body, found, digest = source.rpartition(SEAL)
+    if not found or digest != f"{hashlib.sha256(body.encode()).hexdigest()}\n":
+        return None
+    return body
+
+
+def import_file(path: Path, key: str) -> ModuleType:
+    """Import a cached module, but only if its text is exactly what flux wrote for this key (nothing runs before)."""
+    body = unsealed(path.read_text(encoding="utf-8"))
+    if body is None:
+        raise ValueError("its text does not match the hash flux recorded when writing it (edited, truncated or "
+                         "damaged)")
+    if f"# flux-module-key: {key}\n" not in body or not body.rstrip().endswith(END):
+        raise ValueError("file is incomplete or was made for another model")
+    module_name = f"flux_generated_{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    sys.modules[module_name] = module
+    return module
+
+
+# ---- trust: only files no other user could have written are imported ---------------------------------------------
+
+
+def untrusted_file(path: Path) -> str | None:
+    """Why `path` (a file or directory) must not be trusted, or None: a link, another owner, writable by others."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:  # removed meanwhile (another process discarding damaged files): nothing to trust
+        return None
+    if stat.S_ISLNK(info.st_mode):
+        return f"{path} is a symbolic link"
+    if info.st_uid != os.geteuid():
+        return f"{path} is owned by uid {info.st_uid}, not by you (uid {os.geteuid()})"
+    if info.st_mode & 0o022:
+        return f"{path} can be written by {_writers(info.st_mode)} (mode {stat.S_IMODE(info.st_mode):o})"
+    return None
+
+
+def untrusted_module(path: Path) -> str | None:
+    """Why the module at `path` and numba's files for it must not be used, or None (also when there is no file).
+    numba's files in a private __pycache__ that are group/other-writable only through the umask are tightened."""
+    if os.path.lexists(path):
+        refusal = untrusted_file(path)
+        if refusal:
+            return refusal
+    pycache = path.parent / "__pycache__"
+    if not os.path.lexists(pycache):
+        return None
+    refusal = untrusted_file(pycache)
+    if refusal:
+        return refusal
+    private = stat.S_IMODE(os.lstat(pycache).st_mode) & 0o077 == 0
+    for file in machine_code_files(path):
+        refusal = untrusted_file(file)
+        if refusal and private and f"{file} can be written by" in refusal:
+            os.chmod(file, stat.S_IMODE(os.lstat(file).st_mode) & ~0o022)  # nobody else can enter __pycache__
+        elif refusal:
+            return refusal
+    return None
+
+
+def machine_code_files(path: Path) -> list[Path]:
+    """numba's cache index (.nbi) and data (.nbc) files for the generated module at `path`."""
+    return [f for f in (path.parent / "__pycache__").glob(f"{path.stem}.*") if f.suffix in (".nbi", ".nbc")]
+
+
+def untrusted_directory(directory: Path) -> str | None:
+    """Why the cache directory must not be used, or None: it, and everything above it, as ssh checks a key's path."""
+    refusal = untrusted_file(directory)
+    if refusal:
+        return refusal
+    for parent in directory.parents:
+        info = os.stat(parent)
+        if info.st_uid not in (0, os.geteuid()):
+            return f"{parent}, above it, is owned by uid {info.st_uid}, neither you nor root"
+        if info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
+            return (f"{parent}, above it, can be written by {_writers(info.st_mode)} (mode "
+                    f"{stat.S_IMODE(info.st_mode):o}), who could replace the cache")
+    return None
+
+
+def _writers(mode: int) -> str:
+    return " and ".join(who for who, bit in (("its group", 0o020), ("others", 0o002)) if mode & bit)
+
+
+def trusted_directory() -> Path:
+    """The cache directory if it can be written and trusted, else a private temporary one (with a warning, once)."""
+    directory = cache_directory()
+    try:
+        for missing in [*reversed(directory.parents), directory]:
+            if not missing.is_dir():
+                missing.mkdir(mode=0o700, exist_ok=True)  # private, as XDG asks of cache directories
+        directory = Path(os.path.realpath(directory))
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise PermissionError(f"no permission to write in {directory}")
+        refusal = untrusted_directory(directory)
+        if refusal is None:
+            (directory / "__pycache__").mkdir(mode=0o700, exist_ok=True)  # before numba makes it with the umask
+            return directory
+        reason = f"is not trusted: {refusal} (fix its permissions or remove it to use it again)"
+    except OSError as error:
+        reason = f"is not writable ({error})"
+    fallback = private_directory()
+    if directory not in _refused_directories:  # once per directory and process
+        _refused_directories.add(directory)
+        warnings.warn(f"flux: cache directory {directory} {reason}; using {fallback} for this process",
+                      RuntimeWarning, stacklevel=4)
+    return fallback
+
+
+def private_directory() -> Path:
+    """This process's private temporary cache directory (mode 0700, made by mkdtemp), made once."""
+    global _fallback_directory
+    if _fallback_directory is None:
+        _fallback_directory = Path(tempfile.mkdtemp(prefix="flux-cache-"))
+        (_fallback_directory / "__pycache__").mkdir(mode=0o700)
+    return _fallback_directory
 
 
 def discard_damaged_machine_code(path: Path) -> None:
@@ -80,7 +249,7 @@ def discard_damaged_machine_code(path: Path) -> None:
     import io
     import pickletools
 
-    files = [f for f in (path.parent / "__pycache__").glob(f"{path.stem}.*") if f.suffix in (".nbi", ".nbc")]
+    files = machine_code_files(path)
     for file in files:
         try:  # scan the pickles without running them: an index is two (version, then data), a data file one
             stream = io.BytesIO(file.read_bytes())
@@ -95,24 +264,12 @@ def discard_damaged_machine_code(path: Path) -> None:
             return
 
 
-def import_file(path: Path, key: str) -> ModuleType:
-    source = path.read_text(encoding="utf-8")
-    if f"# flux-module-key: {key}\n" not in source or not source.rstrip().endswith("# end of generated module"):
-        raise ValueError("file is incomplete or was made for another model")
-    module_name = f"flux_generated_{path.stem}"
-    spec = importlib.util.spec_from_file_location(module_name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    sys.modules[module_name] = module
-    return module
-
-
 def write_atomically(path: Path, text: str) -> None:
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")  # mode 0600
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
             handle.write(text)
-        if path.exists() and path.read_text(encoding="utf-8") == text:
+        if path.exists() and not path.is_symlink() and path.read_text(encoding="utf-8") == text:
             os.unlink(temporary)  # same text already there: keep its timestamp, so numba's cache stays valid
             return
         os.replace(temporary, path)
@@ -120,20 +277,3 @@ def write_atomically(path: Path, text: str) -> None:
         if os.path.exists(temporary):
             os.unlink(temporary)
         raise
-
-
-def writable_directory() -> Path:
-    """The cache directory if it can be written, else a private temporary one (with a warning, once)."""
-    global _fallback_directory
-    directory = cache_directory()
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=directory, prefix=".probe", delete=True)
-        probe.close()
-        return directory
-    except OSError as error:
-        if _fallback_directory is None:
-            _fallback_directory = Path(tempfile.mkdtemp(prefix="flux-cache-"))
-            warnings.warn(f"flux: cache directory {directory} is not writable ({error}); using "
-                          f"{_fallback_directory} for this process", RuntimeWarning, stacklevel=3)
-        return _fallback_directory

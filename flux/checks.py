@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .run.feedforward import runtime_of
+
 
 class GradientCheckError(AssertionError):
     """A derived gradient disagrees with finite differences."""
@@ -23,7 +25,7 @@ def gradcheck(model, *inputs: np.ndarray, eps: float | None = None, tolerance: f
     inputs = [np.array(x, dtype=dtype) for x in inputs]
     eps = eps if eps is not None else (1e-6 if dtype == np.float64 else 1e-2)
     saved_grads = {k: g.copy() for k, g in model.grads.items()}
-    had_grads = model.__dict__.get("_has_grads", False)
+    had_grads = runtime_of(model).has_grads
     options = {} if initial is None else {"initial": {k: np.array(v, dtype=dtype) for k, v in initial.items()}}
     outputs = model(*inputs, **options)
     outputs = outputs if isinstance(outputs, tuple) else (outputs,)
@@ -66,7 +68,7 @@ def gradcheck(model, *inputs: np.ndarray, eps: float | None = None, tolerance: f
         for k, g in model.grads.items():
             g[...] = saved_grads[k]
         model._set_has_grads(had_grads)
-        model.__dict__["_tape"] = None
+        runtime_of(model).drop_tape()
     if raise_on_failure and worst > tolerance:
         raise GradientCheckError(f"gradcheck of {type(model).__name__} failed (tolerance {tolerance:.0e}):\n"
                                  + "\n".join(report))

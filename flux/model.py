@@ -14,10 +14,42 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from .run.feedforward import (RuntimeState, as_float_array, parameter_generation, parameters_replaced, run_backward,
+                      run_forward, runtime_of, to_dtype)
+from .run.sequences import current_state, reset_state, run_sequence, run_sequence_backward, run_step
 from .trace.language import Param, State, is_symbolic, signature_inputs
 
 DEFAULT_DTYPE = np.float32
-_assignments = [0]  # bumped whenever any parameter array is replaced, invalidating cached flat lists
+
+
+class Parameters(dict):
+    """`model.params`: {dotted name: the parameter array itself}. Assigning an entry copies the new values INTO the
+    parameter (same shape, converted to the model's dtype like an input), so every kernel, optimiser state and
+    cached list keeps acting on the array this mapping shows; names cannot be added or removed."""
+
+    def __init__(self, model: "Model", items):
+        super().__init__(items)
+        self.model_name = type(model).__name__
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        if name not in self:
+            raise KeyError(f"{self.model_name} has no parameter {name!r}; its parameters are {', '.join(self)}")
+        target = dict.__getitem__(self, name)
+        array = as_float_array(self.model_name, "parameter", name, value, target.dtype)
+        if array.shape != target.shape:
+            raise ValueError(f"{self.model_name}: parameter {name} has shape {target.shape}, got {array.shape}; "
+                             "assigning into params copies values and cannot change a shape (build a new model)")
+        np.copyto(target, to_dtype(self.model_name, name, array, target.dtype, "parameter"))
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for name, value in dict(*args, **kwargs).items():
+            self[name] = value
+
+    def _refuse(self, *args: Any, **kwargs: Any):
+        raise TypeError(f"{self.model_name}.params: parameters are declared by the model; they cannot be added or "
+                        "removed (assign params[name] = array to set one's values)")
+
+    __delitem__ = pop = popitem = clear = setdefault = _refuse
 
 
 class RendersOnClassAndInstance:
@@ -55,8 +87,8 @@ class Model(metaclass=ModelClass):
 
     def __init__(self, *, dtype: Any = None, **values: Any):
         cls = type(self)
-        self.__dict__.update(_params={}, _grads={}, _states=dict.fromkeys(cls.declared_states()), _tape=None,
-                             _program=None, _has_grads=False)
+        self.__dict__.update(_params={}, _grads={}, _states=dict.fromkeys(cls.declared_states()),
+                             _runtime=RuntimeState())
         declared, slots = cls.declared_params(), cls.declared_slots()
         if dtype is None:  # a composite computes in its sub-models' precision
             dtypes = {v.dtype for k, v in values.items() if k in slots and isinstance(v, Model) and v.params}
@@ -149,8 +181,8 @@ class Model(metaclass=ModelClass):
         self.__dict__["_params"][name] = array
         if not is_symbolic(value):
             self.__dict__["_grads"][name] = np.zeros_like(array)
-            self.__dict__["_program"] = None  # sizes may have changed: check them again before running
-            _assignments[0] += 1
+            runtime_of(self).program = None  # sizes may have changed: check them again before running
+            parameters_replaced()
 
     def _assign_initial_state(self, name: str, spec: State, value: Any) -> None:
         """A learnable initial state h₀ (`flux.state("h", learnable=True)`) is the parameter "h0", zero by default."""
@@ -166,7 +198,7 @@ class Model(metaclass=ModelClass):
             raise ValueError(f"{type(self).__name__}: initial state {name} must have shape ({size},), got {array.shape}")
         self.__dict__["_params"][name] = array
         self.__dict__["_grads"][name] = np.zeros_like(array)
-        _assignments[0] += 1
+        parameters_replaced()
 
     def _check_param_sizes(self) -> None:
         sizes: dict = {}
@@ -181,8 +213,9 @@ class Model(metaclass=ModelClass):
 
     @property
     def params(self) -> dict[str, np.ndarray]:
-        """Every parameter array, by dotted name (own first, then sub-models in order)."""
-        return dict(self._walk("_params"))
+        """Every parameter array, by dotted name (own first, then sub-models in order). `params[name] = array`
+        copies the values into that parameter (shape checked)."""
+        return Parameters(self, self._walk("_params"))
 
     @property
     def grads(self) -> dict[str, np.ndarray]:
@@ -191,10 +224,12 @@ class Model(metaclass=ModelClass):
 
     def flat_arrays(self) -> tuple[list, list]:
         """(parameters, gradients) as lists in kernel order; cached until any parameter is reassigned."""
-        cached = self.__dict__.get("_flat")
-        if cached is None or cached[0] != _assignments[0]:
-            cached = (_assignments[0], [a for _, a in self._walk("_params")], [g for _, g in self._walk("_grads")])
-            self.__dict__["_flat"] = cached
+        runtime = self.__dict__.get("_runtime") or runtime_of(self)
+        cached = runtime.flat
+        if cached is None or cached[0] != parameter_generation():
+            cached = (parameter_generation(), [a for _, a in self._walk("_params")],
+                      [g for _, g in self._walk("_grads")])
+            runtime.flat = cached
         return cached[1], cached[2]
 
     def _walk(self, field: str) -> Iterator[tuple[str, np.ndarray]]:
@@ -209,25 +244,48 @@ class Model(metaclass=ModelClass):
         self._set_has_grads(False)
 
     def _set_has_grads(self, value: bool) -> None:
-        self.__dict__["_has_grads"] = value
+        runtime_of(self).has_grads = value
         for _, sub in self.named_submodels():
             sub._set_has_grads(value)
 
     def update(self, optimiser: Any = None, *, lr: float | None = None) -> None:
-        """Apply the accumulated gradients (W ← W − lr·∂L/∂W, or with an optimiser), then zero them."""
-        if not self.__dict__["_has_grads"]:
-            raise RuntimeError(f"{type(self).__name__}.update: no gradient has been accumulated since the last "
-                               "update; call model(x) and model.back(Δ) first")
+        """Apply the accumulated gradients (W ← W − lr·∂L/∂W, or with an optimiser), then zero them.
+
+        Every new value is computed and checked finite before any is assigned: on an error (FloatingPointError
+        naming the parameter) the parameters and gradients are exactly as they were."""
+        name = type(self).__name__
+        if optimiser is not None and lr is not None:
+            raise TypeError(f"{name}.update takes an optimiser or lr=, not both")
+        if optimiser is not None and not hasattr(optimiser, "apply"):
+            hint = (f"; for plain gradient descent write {name.lower()}.update(lr={optimiser!r})"
+                    if isinstance(optimiser, (int, float, np.number)) and not isinstance(optimiser, bool) else "")
+            raise TypeError(f"{name}.update: expected an optimiser (e.g. flux.Adam()), got {optimiser!r}{hint}")
         if optimiser is None and lr is None:
-            raise TypeError(f"{type(self).__name__}.update needs an optimiser or lr=")
+            raise TypeError(f"{name}.update needs an optimiser or lr=")
+        if lr is not None:
+            from .optimisers import check_learning_rate
+
+            check_learning_rate(f"{name}.update", lr, self.dtype)
+        if not runtime_of(self).has_grads:
+            raise RuntimeError(f"{name}.update: no gradient has been accumulated since the last "
+                               "update; call model(x) and model.back(Δ) first")
         if optimiser is not None:
             optimiser.apply(self)
         else:
-            rate, seen = self.dtype.type(lr), set()
-            for p, g in zip(*self.flat_arrays()):
-                if id(p) not in seen:  # a layer used twice shares one array: update it once
+            rate, grads, computed, seen = self.dtype.type(lr), self.grads, [], set()
+            with np.errstate(over="ignore", invalid="ignore"):
+                for key, p in self.params.items():
+                    if id(p) in seen:  # a layer used twice shares one array (and one gradient): update it once
+                        continue
                     seen.add(id(p))
-                    p -= rate * g
+                    value = p - rate * grads[key]
+                    if not np.isfinite(value).all():
+                        bad = "the gradient" if not np.isfinite(grads[key]).all() else "the update"
+                        raise FloatingPointError(f"{name}.update: {bad} of parameter {key!r} is not finite; "
+                                                 "no parameter and no gradient was changed")
+                    computed.append((p, value))
+            for p, value in computed:
+                np.copyto(p, value)
         self.zero_grad()
 
     @property
@@ -246,14 +304,15 @@ class Model(metaclass=ModelClass):
     @property
     def kernels(self):
         """This model's compiled program for its dtype: `.forward`, `.backward`, each with `.source`."""
-        program = self.__dict__["_program"]
+        runtime = runtime_of(self)
+        program = runtime.program
         if program is None:
             from .pipeline import program_of
 
             program = program_of(self, self.dtype)
             params = self.params  # by name: a learnable initial state h0 is a parameter no kernel takes
             program.check_params(*(params[n] for n in program.metadata["params"]))
-            self.__dict__["_program"] = program
+            runtime.program = program
         return program
 
     # ---- running --------------------------------------------------------------------------------------
@@ -263,41 +322,45 @@ class Model(metaclass=ModelClass):
         `initial=` (h₀: an array, or {state name: array}) and `carry=True` (start where the last call ended)."""
         if self.__dict__.get("_tracing") or any(is_symbolic(x) for x in inputs):
             return self.forward(*inputs)
-        from .run.feedforward import run_forward
-
-        return run_forward(self, inputs, **options)
+        return run_forward(self, inputs, run_sequence, **options)
 
     def back(self, Δ: Any) -> Any:
         """Back-propagate Δ = ∂L/∂y: return ∂L/∂x and add Σₙ ∂L/∂W into `grads`."""
-        from .run.feedforward import run_backward
-
-        return run_backward(self, Δ)
+        return run_backward(self, Δ, run_sequence_backward)
 
     # ---- recurrent models: the state carried between calls ----------------------------------------------
 
     def step(self, *inputs: Any) -> Any:
         """y_t = model.step(x_t): advance one time step from the carried state ((N, features) or (features,))."""
-        from .run.sequences import run_step
-
         return run_step(self, inputs)
 
     def reset(self, initial: Any = None) -> None:
         """Forget the carried state, or set it (an array, or {state name: array}) for `step` / `carry=True`."""
-        from .run.sequences import reset_state
-
         reset_state(self, initial)
 
     @property
     def state(self) -> dict[str, np.ndarray | None]:
         """The carried state, {dotted state name: (N, size) array}, as the last call or step left it."""
-        from .run.sequences import current_state
-
         return current_state(self)
 
     @property
     def state_grads(self) -> dict[str, np.ndarray]:
         """∂L/∂h₀ of the last `back` through a sequence, {dotted state name: (N, size) array}."""
-        return dict(self.__dict__.get("_state_grads") or {})
+        return dict(runtime_of(self).state_grads or {})
+
+    # ---- copying: pickle and copy.deepcopy take the data, never the runtime state -------------------------------
+
+    def __getstate__(self) -> dict:
+        state = {k: v for k, v in self.__dict__.items() if k != "_runtime"}
+        state["_runtime"] = {"has_grads": runtime_of(self).has_grads}  # gradients are data: so is whether they count
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state = dict(state)
+        saved = state.pop("_runtime", None) or {}
+        self.__dict__.update(state)
+        runtime = self.__dict__["_runtime"] = RuntimeState()
+        runtime.has_grads = bool(saved.get("has_grads", False))
 
     def __repr__(self) -> str:
         from .show.layout import model_text

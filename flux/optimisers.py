@@ -98,6 +98,12 @@ class Optimiser:
         """
         params, grads = model.params, model.grads
         self.check_parameters(model, params)
+        self.apply_gradients(type(model).__name__, params, grads)
+
+    def apply_gradients(self, model_name: str, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
+        """One step on `params` (by dotted name) from `grads`: all computed and checked finite, then assigned.
+        Names sharing one array (a layer used twice) are one parameter: updated once, with one state, kept under
+        the first name, from its gradient (which holds every use)."""
         update = self.update_function()
         t = self.step_count + 1
         results, seen = {}, set()
@@ -113,7 +119,7 @@ class Optimiser:
             if not np.isfinite(new[-1]).all():
                 bad = "the gradient" if not np.isfinite(grads[name]).all() else "the update"
                 raise FloatingPointError(
-                    f"{type(self).__name__}: {bad} of parameter {name!r} of {type(model).__name__} is not finite; "
+                    f"{type(self).__name__}: {bad} of parameter {name!r} of {model_name} is not finite; "
                     "no parameter and no optimiser state was changed")
             results[name] = new
         for name, new in results.items():
@@ -121,6 +127,10 @@ class Optimiser:
             for state_name, value in zip(self.state_names, new[:-1]):
                 self.state[state_name][name] = value
         self.step_count = t
+        self.bind(params)
+
+    def bind(self, params: dict[str, np.ndarray]) -> None:
+        """Remember the parameters' names, shapes and dtypes: this optimiser now belongs to that model."""
         self._bound = {name: (p.shape, p.dtype) for name, p in params.items()}
 
     def check_parameters(self, model, params: dict[str, np.ndarray] | None = None) -> None:
@@ -303,6 +313,14 @@ def _update_function_of(cls: type) -> Callable:
         # Elementwise scalar maths, so NumPy evaluates it on whole arrays; cse shares m̂, v̂ etc. between outputs.
         _FUNCTIONS[cls] = sympy.lambdify(rules.arguments, list(rules.updates.values()), modules="numpy", cse=True)
     return _FUNCTIONS[cls]
+
+
+def check_learning_rate(owner: str, lr: Any, dtype: Any) -> None:
+    """lr as SGD(lr) checks it (a finite non-negative number), and representable in the model's dtype."""
+    _check_hyperparameter(owner, "lr", lr)
+    with np.errstate(over="ignore"):
+        if not np.isfinite(np.dtype(dtype).type(lr)):
+            raise ValueError(f"{owner}: lr={lr!r} is too large for {np.dtype(dtype)}, the dtype the model computes in")
 
 
 def _check_hyperparameter(owner: str, name: str, value: Any) -> None:

@@ -1,13 +1,17 @@
 """From a model to its compiled program: derivation (trace → unify → derive) and kernels (generate → load).
 
-A model's *structure* (its class, configuration and sub-models' structures) decides its maths, so derivations and
-compiled programs are computed once per structure (and dtype) and shared by every instance with that structure.
-The generated module is self-describing (its METADATA says which arrays go where), so a second process loads
-it from the disk cache without importing SymPy at all.
+A kernel's identity is the maths itself: each model (an instance, or a class) is traced on symbols — cheap, no
+derivation — and the exact text of that trace (`Maths.identity`: SymPy's srepr of inputs, parameters, states and
+outputs, with symbolic sizes) keys everything: the derivation (in memory), the compiled program (in memory, per
+dtype) and the generated module on disk (a hash of the identity, the dtype and flux's generator). Instances with
+the same maths share one derivation and one program whatever their sizes; different maths never share one, whatever
+the class is called or where its source lives. The generated module is self-describing (its METADATA says which
+arrays go where), so a second process traces, finds the module on disk and loads it without deriving anything.
 """
 from __future__ import annotations
 
 import inspect
+import weakref
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -15,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import cache
-from .trace.language import DefinitionError, is_symbolic, trace_forward
+from .trace.language import internal_name, trace_forward
 
 
 @dataclass
@@ -50,20 +54,21 @@ class Derivation:
 
 def derive_model(model) -> Derivation:
     """Trace `model.forward` on symbols, check its shapes, and derive every gradient."""
+    cls = model if isinstance(model, type) else type(model)
+    return derive_trace(trace_forward(model), cls.__name__)
+
+
+def derive_trace(trace, name: str) -> Derivation:
+    """A traced model's maths with its shapes unified (a shape error raises here) and every gradient derived."""
     import sympy
 
     from .derive.rules import backward_expressions
     from .trace.shapes import unify_dimensions
 
-    cls = model if isinstance(model, type) else type(model)
-    trace = trace_forward(model)
     new_states = [record[2] for record in trace.states]
-    for name, previous, new in trace.states:
-        if new is None:
-            raise DefinitionError(f"{cls.__name__}.forward reads the state {name} but never assigns it")
-    replacements = unify_dimensions(trace.outputs + new_states, trace.rigid_dims, cls.__name__)
-    for name, previous, new in trace.states:  # h[t] must have the shape of h[t−1]
-        replacements.update(unify_dimensions([sympy.MatAdd(previous, new)], trace.rigid_dims, cls.__name__))
+    replacements = unify_dimensions(trace.outputs + new_states, trace.rigid_dims, name)
+    for _, previous, new in trace.states:  # h[t] must have the shape of h[t−1]
+        replacements.update(unify_dimensions([sympy.MatAdd(previous, new)], trace.rigid_dims, name))
 
     def canonical(expr):
         # .doit() puts products and sums in SymPy's canonical order (σ(a) ⊙ tanh(b) and tanh(b) ⊙ σ(a) become one
@@ -75,51 +80,69 @@ def derive_model(model) -> Derivation:
     states = [(n, canonical(p), canonical(h)) for n, p, h in trace.states]
     outputs = [canonical(o) for o in trace.outputs]
     every = outputs + [h for _, _, h in states]
+    taken = {s.name for s in inputs + list(params.values()) + [p for _, p, _ in states]}
     if len(outputs) == 1:
-        upstream = [sympy.MatrixSymbol("Δ", *outputs[0].shape)]
+        upstream = [sympy.MatrixSymbol(internal_name("Δ", taken), *outputs[0].shape)]
     else:
-        upstream = [sympy.MatrixSymbol(f"Δ_{k}", *o.shape) for k, o in enumerate(outputs, 1)]
-    upstream += [sympy.MatrixSymbol(f"Δ_{n.replace('.', '_')}", *p.shape) for n, p, _ in states]
+        upstream = [sympy.MatrixSymbol(internal_name(f"Δ_{k}", taken), *o.shape) for k, o in enumerate(outputs, 1)]
+    upstream += [sympy.MatrixSymbol(internal_name(f"Δ_{n.replace('.', '_')}", taken), *p.shape)
+                 for n, p, _ in states]
     wrt = inputs + list(params.values()) + [p for _, p, _ in states]
     gradients = backward_expressions({k: e for k, e in enumerate(every)}, dict(enumerate(upstream)), wrt)
-    return Derivation(cls.__name__, inputs, params, states, outputs, upstream, gradients)
+    return Derivation(name, inputs, params, states, outputs, upstream, gradients)
 
 
-# ---- structure keys and fingerprints ------------------------------------------------------------------
+# ---- identity: a model's maths is its traced expression ------------------------------------------------
 
-def structure_key(model) -> tuple:
-    """What decides a model's maths: class, configuration, sub-models' structures (never sizes or values)."""
-    from .model import submodels_of
+@dataclass(frozen=True)
+class Maths:
+    """One model's traced maths (a class's or an instance's) and its identity.
 
-    cls = model if isinstance(model, type) else type(model)
-    config = () if isinstance(model, type) else model.structure_config()
-    return (cls, config, tuple((name, structure_key(sub)) for name, sub in submodels_of(model)))
+    `identity` is the exact text of the traced expression (sympy.srepr of the inputs, parameters, states and
+    outputs with symbolic sizes) and the model's name: two models share a derivation and compiled kernels exactly
+    when their identities are equal, i.e. when they compute the same maths. Sizes are symbols, so they never
+    enter it; a constant forward reads (self.alpha = 2.0), an activation, a helper function's body all do.
+    """
+
+    name: str
+    trace: Any
+    identity: str
 
 
-def structure_fingerprint(model) -> str | None:
-    """A text that changes whenever the maths may: class sources, constants forward reads, configuration."""
-    from .model import submodels_of
+_maths_of_instances: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
-    cls = model if isinstance(model, type) else type(model)
-    parts = []
-    for klass in cls.__mro__:
-        if klass.__module__ == "builtins" or klass.__name__ == "Model" and klass.__module__ == "flux.model":
-            continue
+
+def maths_of(model) -> Maths:
+    """Trace a model class (every time: a class may be patched) or instance (once: an instance's maths is what its
+    attributes and sub-models were when it first needed it, as its compiled program is)."""
+    if isinstance(model, type):
+        trace = trace_forward(model)
+        return Maths(model.__name__, trace, identity_text(model.__name__, trace))
+    try:
+        found = _maths_of_instances.get(model)
+    except TypeError:  # an unhashable model (a subclass defining __eq__): traced every time
+        found = None
+    if found is None:
+        name = type(model).__name__
+        trace = trace_forward(model)
+        found = Maths(name, trace, identity_text(name, trace))
         try:
-            parts.append(inspect.getsource(klass))
-        except (OSError, TypeError):
-            return None
-    forward = cls.forward
-    constants = {n: forward.__globals__.get(n) for n in forward.__code__.co_names}
-    parts.append(repr(sorted((n, v) for n, v in constants.items() if isinstance(v, (int, float, str, bool)))))
-    if forward.__closure__:
-        parts.append(repr([c.cell_contents for c in forward.__closure__]))
-    parts.append(repr(() if isinstance(model, type) else model.structure_config()))
-    for name, sub in submodels_of(model):
-        sub_print = structure_fingerprint(sub)
-        if sub_print is None:
-            return None
-        parts.append(f"{name}:{sub_print}")
+            _maths_of_instances[model] = found
+        except TypeError:
+            pass
+    return found
+
+
+def identity_text(name: str, trace) -> str:
+    """The exact text of a trace (SymPy's srepr: every node, symbol, assumption and number, nothing elided)."""
+    from sympy import srepr
+
+    parts = [f"model {name!r}"]
+    parts += [f"input {srepr(x)}" for x in trace.inputs]
+    parts += [f"param {k!r} {srepr(v)}" for k, v in trace.params.items()]
+    parts += [f"state {n!r} {srepr(p)} -> {srepr(h)}" for n, p, h in trace.states]
+    parts += [f"output {srepr(o)}" for o in trace.outputs]
+    parts += [f"rigid {sorted(d.name for d in trace.rigid_dims)!r}"]
     return "\n".join(parts)
 
 
@@ -162,37 +185,38 @@ class Program:
         return f"<flux program {self.metadata['model']} ({self.metadata['dtype']}): forward, backward>"
 
 
-_programs: dict = {}
-_derivations: dict = {}
+_programs: dict = {}  # (identity, dtype name) → Program
+_derivations: dict = {}  # identity → Derivation
 
 
 def derivation_of(model) -> Derivation:
-    key = structure_key(model)
-    if key not in _derivations:
-        _derivations[key] = derive_model(model)
-    return _derivations[key]
+    """The derivation of a model's maths: derived once per identity (traced expression), shared by equal maths."""
+    return derivation_of_maths(maths_of(model))
+
+
+def derivation_of_maths(maths: Maths) -> Derivation:
+    if maths.identity not in _derivations:
+        _derivations[maths.identity] = derive_trace(maths.trace, maths.name)
+    return _derivations[maths.identity]
 
 
 def program_of(model, dtype) -> Program:
-    """The compiled program for a model's structure and dtype: from memory, the disk cache, or generated."""
-    dtype = np.dtype(dtype)
-    key = (structure_key(model), dtype.name)
-    if key not in _programs:
-        cls = model if isinstance(model, type) else type(model)
-        fingerprint = structure_fingerprint(model)
-        if fingerprint is None:  # no source to fingerprint: key the module by its generated text
-            from .generate.feedforward import generate_module_source
+    """The compiled program for a model's maths and dtype: from memory, the disk cache, or generated.
 
-            text = generate_module_source(derivation_of(model), dtype, "pending")
-            module_key = cache.module_key(text)
-        else:
-            module_key = cache.module_key(fingerprint, dtype.name)
+    The on-disk module is named by a hash of the maths' identity, the dtype and flux's generator, so a second
+    process traces the model (cheap, no derivation) and loads the module without deriving or generating.
+    """
+    dtype = np.dtype(dtype)
+    maths = maths_of(model)
+    key = (maths.identity, dtype.name)
+    if key not in _programs:
+        module_key = cache.module_key("model", maths.identity, dtype.name)
 
         def generate() -> str:
             from .generate.feedforward import generate_module_source
 
-            return generate_module_source(derivation_of(model), dtype, module_key)
+            return generate_module_source(derivation_of_maths(maths), dtype, module_key)
 
-        module = cache.load_module(f"{cls.__name__.lower()}_{dtype.name}", module_key, generate)
+        module = cache.load_module(f"{maths.name.lower()}_{dtype.name}", module_key, generate)
         _programs[key] = Program(module)
     return _programs[key]

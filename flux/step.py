@@ -16,7 +16,7 @@ import numpy as np
 
 from . import cache
 from .model import Model
-from .run.feedforward import as_input_array
+from .run.feedforward import as_input_array, parameter_generation
 
 
 class Objective(Model):
@@ -75,10 +75,18 @@ class TrainStep:
         scale = self._scale.get(batch)
         if scale is None:  # ∂(mean loss)/∂(per-sample loss) = 1/N
             scale = self._scale[batch] = np.full((batch, 1), 1.0 / max(batch, 1), dtype=model.dtype)
-        states = [self._state(kind, name, p) for name, p in zip(self.names, params) for kind in optimiser.state_names]
+        tied = self._prepared[4]
+        if tied:  # the kernel updates copies; the one real update happens below, once per distinct array
+            states = tied["scratch"]
+            kernel_params = [p.copy() for p in params]
+        else:
+            states = [self._state(kind, name, p) for name, p in zip(self.names, params)
+                      for kind in optimiser.state_names]
+            kernel_params = params
         real = model.dtype.type
         hyper = [real(getattr(optimiser, h)) for h in optimiser.defaults]
-        loss, status = self.kernel(x, target, *params, scale, *gradients, *states, real(optimiser.step_count + 1), *hyper)
+        loss, status = self.kernel(x, target, *kernel_params, scale, *gradients, *states,
+                                   real(optimiser.step_count + 1), *hyper)
         if status == -1:
             raise FloatingPointError(f"{type(model).__name__}: the loss is not finite ({loss}); "
                                      "no parameter was updated")
@@ -86,21 +94,38 @@ class TrainStep:
             name = self.names[status].removeprefix("model.")
             raise FloatingPointError(f"{type(model).__name__}: the gradient of parameter {name!r} is not finite; "
                                      "no parameter was updated")
-        optimiser.step_count += 1
+        if tied:
+            self._update_tied(params, gradients, tied["groups"])
+        else:
+            optimiser.step_count += 1
         return float(loss)
+
+    def _update_tied(self, params: list, gradients: list, groups: list[list[int]]) -> None:
+        """One parameter, one optimiser state: each distinct array is updated once, from the sum of the gradients
+        of its uses, under its first name — exactly what `model.update(optimiser)` does."""
+        names = [self.names[g[0]].removeprefix("model.") for g in groups]
+        distinct = {n: params[g[0]] for n, g in zip(names, groups)}
+        summed = {n: sum(gradients[k] for k in g[1:]) + gradients[g[0]] for n, g in zip(names, groups)}
+        self.optimiser.apply_gradients(type(self.model).__name__, distinct, summed)
+        self.optimiser.bind(self.model.params)
 
     def _prepare(self) -> tuple:
         """Parameters, expected input sizes and gradient buffers; checked again only when parameters change."""
-        from .model import _assignments
-
-        if self._prepared is None or self._prepared[0] != _assignments[0]:
+        if self._prepared is None or self._prepared[0] != parameter_generation():
             params, _ = self.objective.flat_arrays()
             self.module.check_params(*params)
             self.optimiser.check_parameters(self.model)
-            self.optimiser._bound = {n: (p.shape, p.dtype) for n, p in self.model.params.items()}
-            self._prepared = (_assignments[0], params, self.module.input_sizes(*params),
-                              [np.zeros_like(p) for p in params])
-        return self._prepared[1:]
+            self.optimiser.bind(self.model.params)
+            groups: dict[int, list[int]] = {}
+            for k, p in enumerate(params):
+                groups.setdefault(id(p), []).append(k)
+            tied = None
+            if any(len(g) > 1 for g in groups.values()):  # a layer used twice: its array appears once per use
+                tied = {"groups": list(groups.values()),
+                        "scratch": [np.zeros_like(p) for p in params for _ in self.optimiser.state_names]}
+            self._prepared = (parameter_generation(), params, self.module.input_sizes(*params),
+                              [np.zeros_like(p) for p in params], tied)
+        return self._prepared[1:4]
 
     def _state(self, kind: str, name: str, parameter: np.ndarray) -> np.ndarray:
         key = name.removeprefix("model.")
@@ -125,27 +150,28 @@ def compile_step(model: Model, loss: Any, optimiser: Any) -> TrainStep:
 # ---- generation ----------------------------------------------------------------------------------------
 
 def load_step_module(objective: Objective, optimiser: Any, dtype) -> Any:
-    from .pipeline import derivation_of, structure_fingerprint
+    """The fused step's module, keyed by the objective's traced maths, the optimiser's rule (its exact SymPy form)
+    and the dtype: a second process traces the objective and loads the module without deriving it."""
+    from sympy import srepr
+
+    from .pipeline import derivation_of_maths, maths_of
 
     dtype = np.dtype(dtype)
     rules = optimiser.rules()
-    fingerprint = structure_fingerprint(objective)
-    rule_text = repr(sorted((k, str(v)) for k, v in rules.updates.items()))
-    if fingerprint is None:
-        fingerprint = repr(derivation_of(objective).outputs)
-    key = cache.module_key("train-step", fingerprint, rule_text, dtype.name)
+    maths = maths_of(objective)
+    rule_text = repr((list(rules.state), list(rules.hyperparameters),
+                      [(str(k), srepr(v)) for k, v in rules.updates.items()]))
+    key = cache.module_key("train-step", maths.identity, type(optimiser).__name__, rule_text, dtype.name)
     name = f"step_{type(objective.model).__name__.lower()}_{type(optimiser).__name__.lower()}_{dtype.name}"
-    return cache.load_module(name, key, lambda: generate_step_source(derivation_of(objective), rules,
+    return cache.load_module(name, key, lambda: generate_step_source(derivation_of_maths(maths), rules,
                                                                        type(optimiser).__name__, dtype, key))
 
 
 def generate_step_source(derivation, rules, optimiser_name: str, dtype, key: str) -> str:
     """The module text: shape helpers and `train_step(x, target, θ…, scale, g…, state…, t, hyper…)`."""
-    import sympy
-    from sympy import MatrixSymbol
-
     from .generate.printer import Argument, Result, describe, generate_kernel_source
     from .generate.feedforward import JIT, identifier, shape_checks
+    from .maths.nodes import Generated
 
     x, target = derivation.inputs
     inputs = [Argument(x, "x", True), Argument(target, "target", True)]
@@ -153,8 +179,9 @@ def generate_step_source(derivation, rules, optimiser_name: str, dtype, key: str
     (Δ,) = derivation.upstream
     scale = Argument(Δ, "scale", True)
     gradients = [f"grad_{a.name}" for a in params]
-    states = [f"{kind}_{a.name}" for a in params for kind in rules.state]
-    hyper = list(rules.hyperparameters)
+    # the optimiser's arrays and numbers get prefixes no user's name can have (identifier() encodes opt_…, hyper_…)
+    states = [f"opt_{kind}_{a.name}" for a in params for kind in rules.state]
+    hyper = [f"hyper_{h}" for h in rules.hyperparameters]
     results = [Result("loss", derivation.output.xreplace({}), mode="mean")]
     results += [Result(g, derivation.gradients[a.symbol.name], mode="assign", into=g) for a, g in zip(params, gradients)]
     prologue = []
@@ -163,15 +190,15 @@ def generate_step_source(derivation, rules, optimiser_name: str, dtype, key: str
         epilogue += [f"if not all_finite({g}):", f"    return loss, {k}"]
     symbol_names = {rules.theta: "θ", rules.gradient: "g", rules.step: "step"}
     symbol_names.update({s: f"{name}_old" for name, s in rules.state.items()})
-    symbol_names.update({s: name for name, s in rules.hyperparameters.items()})
+    symbol_names.update({s: f"hyper_{name}" for name, s in rules.hyperparameters.items()})
     printed = {target: scalar_code(expr, symbol_names) for target, expr in rules.updates.items()}
     for a, g in zip(params, gradients):
-        states_of = ", ".join(f"{s}_{a.name}.reshape(-1)" for s in rules.state)
+        states_of = ", ".join(f"opt_{s}_{a.name}.reshape(-1)" for s in rules.state)
         epilogue.append(f"update({a.name}.reshape(-1), {g}.reshape(-1), {states_of + ', ' if states_of else ''}"
                         f"step{''.join(', ' + h for h in hyper)})")
     epilogue.append("return loss, -2")
     kernel = generate_kernel_source(
-        "train_step", inputs + params + [scale] + [Argument(MatrixSymbol(g, *a.symbol.shape), g, False)
+        "train_step", inputs + params + [scale] + [Argument(Generated(g, *a.symbol.shape), g, False)
                                                      for a, g in zip(params, gradients)],
         results, doc=f"one {optimiser_name} step on the batch mean of {describe(derivation.output, width=200)}",
         extra_arguments=states + ["step"] + hyper, prologue=prologue, epilogue=epilogue,
@@ -209,7 +236,8 @@ def update_source(rules, printed: dict, optimiser_name: str) -> str:
     from .generate.feedforward import JIT
 
     states = list(rules.state)
-    arguments = ", ".join(["θ_", "g_"] + [f"{s}_" for s in states] + ["step"] + list(rules.hyperparameters))
+    hyper = [f"hyper_{h}" for h in rules.hyperparameters]
+    arguments = ", ".join(["θ_", "g_"] + [f"{s}_" for s in states] + ["step"] + hyper)
     maths = "; ".join(f"{t} ← {sympy.sstr(e)}" for t, e in rules.updates.items())
     lines = [JIT, f"def update({arguments}):", f'    """{optimiser_name}: {maths}"""',
              "    for i in range(θ_.size):", "        θ = θ_[i]", "        g = g_[i]"]

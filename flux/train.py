@@ -37,15 +37,24 @@ def train(model, loss, data: tuple[np.ndarray, np.ndarray], optimiser, *, epochs
     A callback is any object with some of `on_train_begin(model)`, `on_epoch_end(epoch, logs) -> bool | None`
     (True stops training) and `on_train_end(model)`.
     """
+    # Everything is checked before the first update, so a mistake found here leaves the model untouched.
     X, Y = _training_arrays(data, "data")
     validation = _training_arrays(validation, "validation") if validation is not None else None
     if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 0:
         raise ValueError(f"train: epochs must be a non-negative integer, got {epochs!r}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"train: batch_size must be a positive integer, got {batch_size!r}")
+    if step is None:
+        _check_optimiser(optimiser)
     metric_functions = _metric_functions(metrics)
-    callbacks = list(callbacks)
+    log_names = ["loss", *metric_functions] + (["val_loss"] + [f"val_{m}" for m in metric_functions]
+                                                if validation is not None else [])
+    callbacks = _checked_callbacks(callbacks, log_names)
     generator = np.random.default_rng(rng)
+    Y = _labels_as_targets(model, loss, X, Y)
+    _check_on_first_batch(model, loss, (X, Y), "data", metric_functions, batch_size, with_loss=False)
+    if validation is not None:
+        _check_on_first_batch(model, loss, validation, "validation", metric_functions, batch_size, with_loss=True)
     step = step if step is not None else default_step(model, loss, optimiser)
     batches_per_epoch = -(-len(X) // batch_size)
 
@@ -155,16 +164,25 @@ def evaluate(model, loss, data: tuple[np.ndarray, np.ndarray], *, batch_size: in
 
 
 def accuracy(y: np.ndarray, t: np.ndarray) -> float:
-    """The fraction of samples classified right.
+    """The fraction of predictions that are right; a sequence batch (N, T, k) counts each of its N·T steps.
 
-    One output column: the prediction is y > 0.5 (a probability, e.g. σ's output), the label t > 0.5.
-    Several columns: the prediction is argmax y; the label is argmax t (one-hot) or t itself (integer labels).
+    One output column: the prediction is y > 0.5 (a probability, e.g. σ's output), the label t > 0.5. Several
+    columns: the prediction is argmax y over the last axis; the label is argmax t (t shaped like y: one-hot or
+    probabilities) or t itself (integer labels, shaped like y without its last axis).
     """
     y, t = np.asarray(y), np.asarray(t)
-    if y.ndim == 1 or y.shape[-1] == 1:
-        return float(np.mean((y.reshape(len(y)) > 0.5) == (t.reshape(len(t)) > 0.5)))
-    predicted = np.argmax(y, axis=-1)
-    labels = np.argmax(t, axis=-1) if t.ndim == y.ndim and t.shape[-1] == y.shape[-1] else t.reshape(len(t))
+    if y.ndim == 1:  # N predictions of one output each
+        y = y[:, None]
+    if y.ndim == 0:
+        raise ValueError(f"accuracy: the prediction must be an array of samples, got a scalar {y!r}")
+    if t.shape == y.shape:
+        labels = t[..., 0] > 0.5 if y.shape[-1] == 1 else np.argmax(t, axis=-1)
+    elif t.shape == y.shape[:-1]:
+        labels = t > 0.5 if y.shape[-1] == 1 else t
+    else:
+        raise ValueError(f"accuracy: the target has shape {t.shape} but the prediction has shape {y.shape}: the "
+                         f"target must be shaped like it (one-hot or probabilities) or {y.shape[:-1]} (class labels)")
+    predicted = y[..., 0] > 0.5 if y.shape[-1] == 1 else np.argmax(y, axis=-1)
     return float(np.mean(predicted == labels))
 
 
@@ -291,6 +309,80 @@ def _metric_functions(metrics: Sequence[str | Callable] | None) -> dict[str, Cal
         else:
             raise TypeError(f"train: a metric is a name or a function f(y, target) -> float, got {metric!r}")
     return functions
+
+
+def _check_optimiser(optimiser) -> None:
+    from .optimisers import Optimiser
+
+    if isinstance(optimiser, Optimiser):
+        return
+    if optimiser is None:
+        raise TypeError("train: the optimiser is None; pass one, e.g. flux.Adam(1e-3) or flux.SGD(0.1)")
+    if isinstance(optimiser, type) and issubclass(optimiser, Optimiser):
+        raise TypeError(f"train: the optimiser is the class {optimiser.__name__}; pass an instance, e.g. "
+                        f"flux.{optimiser.__name__}()")
+    hint = f" (for a learning rate of {optimiser}, pass flux.SGD({optimiser}))" if isinstance(optimiser, (int, float)) \
+        else ""
+    raise TypeError(f"train: the optimiser must be a flux optimiser such as flux.Adam(1e-3), got {optimiser!r} "
+                    f"({type(optimiser).__name__}){hint}")
+
+
+HOOKS = ("on_train_begin", "on_epoch_end", "on_train_end")
+
+
+def _checked_callbacks(callbacks: Iterable, log_names: list[str]) -> list:
+    """The callbacks as a list, each an instance with at least one hook, monitoring a value training reports."""
+    if callbacks is None:
+        return []
+    if not isinstance(callbacks, Iterable) or isinstance(callbacks, (str, bytes)) or any(
+            hasattr(callbacks, hook) for hook in HOOKS):
+        raise TypeError(f"train: callbacks must be a list of callbacks, got {callbacks!r}")
+    callbacks = list(callbacks)
+    for callback in callbacks:
+        name = getattr(callback, "__name__", None) or type(callback).__name__
+        if isinstance(callback, type):
+            raise TypeError(f"train: the callback {name} is a class; pass an instance, e.g. {name}()")
+        if not any(callable(getattr(callback, hook, None)) for hook in HOOKS):
+            raise TypeError(f"train: the callback {callback!r} has none of the methods {', '.join(HOOKS)}")
+        monitor = getattr(callback, "monitor", None)
+        if isinstance(monitor, str) and monitor not in log_names:
+            hint = " (pass validation= to train, or monitor='loss')" if monitor.startswith("val_") else ""
+            raise ValueError(f"train: the callback {name} monitors {monitor!r} but training reports only "
+                             f"{', '.join(log_names)}{hint}")
+    return callbacks
+
+
+def _labels_as_targets(model, loss, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """Integer class labels for a loss that takes them (Y shaped like X without its feature axis) as one-hot
+    targets, converted once, so every path (the fused step included) sees ordinary targets."""
+    if not getattr(loss, "takes_labels", False) or Y.dtype.kind not in "iu" or Y.shape != X.shape[:-1]:
+        return Y
+    classes = np.shape(model(X[:1]))[-1]  # the prediction's last axis: how many classes there are
+    return loss.targets_for(Y, X.shape[:-1] + (classes,), model.dtype)
+
+
+def _check_on_first_batch(model, loss, data: tuple, role: str, metrics: dict, batch_size: int,
+                          with_loss: bool) -> None:
+    """Run what training runs after each epoch — the model, the loss (validation) and every metric — on the first
+    batch, before any parameter changes: a set of the wrong shape or a metric that cannot read the model's output
+    is refused now, not after an epoch of training. The model's parameters are not changed."""
+    if not metrics and not with_loss:
+        return
+    X, Y = data
+    x, t = X[:batch_size], Y[:batch_size]
+    functions = ({"loss": _loss_value(loss)} if with_loss else {}) | metrics
+    try:
+        y = model(x)
+        for function in functions.values():
+            float(function(y, t))
+    except (ValueError, TypeError, IndexError) as error:
+        message = (f"train: the {role} set {tuple(X.shape)} → {tuple(Y.shape)} does not fit {type(model).__name__} "
+                   f"and the loss or metrics (checked before training; nothing was changed): {error}")
+        try:
+            named = type(error)(message)
+        except Exception:  # an exception class that takes other arguments: keep it as it is
+            raise error from None
+        raise named from error
 
 
 def _call(callback, hook: str, *arguments):

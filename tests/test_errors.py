@@ -34,8 +34,9 @@ def trained():
 @pytest.mark.parametrize("bad, error, message", [
     (np.zeros((4, 6)), ValueError, r"Perceptron: input x must have 5 features along its last axis, got shape \(4, 6\)"),
     (np.zeros((2, 4, 5)), ValueError, r"Perceptron: input x must have shape \(N, 5\) or \(5,\)"),
-    (np.zeros((4, 5), dtype=int), TypeError, "Perceptron: input x must be a floating-point array, got dtype int64"),
-    (np.zeros((4, 5), dtype=bool), TypeError, "input x must be a floating-point array, got dtype bool"),
+    # integers are accepted when exactly representable (test_trust_runtime); 2⁵³ + 1 is not, in float64
+    (np.full((4, 5), 2**53 + 1), TypeError, "Perceptron: input x must be a floating-point array, got dtype int64"),
+    (np.full((4, 5), 2**64 - 1, dtype=np.uint64), TypeError, "input x must be a floating-point array, got dtype uint64"),
     (np.zeros((4, 5), dtype=complex), TypeError, "input x must be a floating-point array, got dtype complex128"),
     (np.array([[object()] * 5]), TypeError, "input x must be a floating-point array, got dtype object"),
 ])
@@ -54,7 +55,7 @@ def test_back_errors(trained):
     with pytest.raises(ValueError, match=r"Perceptron.back: Δ must have the output's shape \(2, 3\), got \(2, 4\)"):
         trained.back(np.ones((2, 4)))
     with pytest.raises(TypeError, match="Δ must be a floating-point array"):
-        trained.back(np.ones((2, 3), dtype=int))
+        trained.back(np.full((2, 3), 2**53 + 1))
     assert_unchanged(trained, before)
     trained.back(np.ones((2, 3)))
     with pytest.raises(RuntimeError, match="each forward pass can be back-propagated once"):

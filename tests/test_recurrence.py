@@ -218,7 +218,7 @@ def used():
     (lambda m: m(rng.standard_normal((3, 3))), ValueError, ["Recurrent", "x", "(N, T, 3)", "(3, 3)", "step"]),
     (lambda m: m(rng.standard_normal((3, 4, 5))), ValueError, ["Recurrent", "x", "3 features", "(3, 4, 5)"]),
     (lambda m: m(rng.standard_normal((3, 0, 3))), ValueError, ["Recurrent", "x", "one time step"]),
-    (lambda m: m(np.ones((3, 4, 3), int)), TypeError, ["Recurrent", "x", "floating-point"]),
+    (lambda m: m(np.full((3, 4, 3), 2**53 + 1)), TypeError, ["Recurrent", "x", "floating-point"]),
     (lambda m: m(sequence(steps=4), initial=np.zeros((3, 6))), ValueError, ["Recurrent", "hidden", "(3, 5)", "(3, 6)"]),
     (lambda m: m(sequence(steps=4), initial={"c": np.zeros(5)}), ValueError, ["Recurrent", "no state c", "hidden"]),
     (lambda m: m(sequence(n=2, steps=4), carry=True), ValueError, ["Recurrent", "carried state hidden", "reset"]),

@@ -35,7 +35,7 @@ class Cell:
     state_names: list  # dotted names
     previous: list  # h[t−1] symbols
     nexts: list  # h[t] symbols (leaves of `readout`)
-    projected: list  # u symbols (leaves of `update`, outputs of `projection`)
+    projected: list  # u symbols (leaves of `update`, outputs of `projection`); their arrays are u1, u2, … in code
     projection: Any
     update: Any
     readout: Any
@@ -43,16 +43,18 @@ class Cell:
 
 def split_cell(derivation) -> Cell:
     """Split a recurrent derivation into projection, update and readout, and derive each."""
-    from sympy import MatrixSymbol
-
     from .rules import backward_expressions
+    from ..maths.nodes import Generated
     from ..pipeline import Derivation
+    from ..trace.language import internal_name
 
     n_out = len(derivation.outputs)
     params = derivation.params
     previous = [p for _, p, _ in derivation.states]
     news = [h for _, _, h in derivation.states]
-    nexts = [MatrixSymbol(f"{p.name}_t", *p.shape) for p in previous]
+    # flux's own leaves are Generated symbols named apart from every symbol the user named (gradients go by name)
+    taken = {s.name for s in list(derivation.inputs) + list(params.values()) + previous + list(derivation.upstream)}
+    nexts = [Generated(internal_name(f"{p.name}_t", taken), *p.shape) for p in previous]
     # the readout reads the new states as leaves: whatever the outputs share with the update is not recomputed
     outputs = [o.xreplace(dict(zip(news, nexts))) for o in derivation.outputs]
     leaves = list(derivation.inputs) + previous + nexts
@@ -61,7 +63,7 @@ def split_cell(derivation) -> Cell:
     readout = Derivation(derivation.name, leaves, params, [], outputs, list(derivation.upstream[:n_out]), gradients)
 
     hoisted = hoistable_nodes(news, set(derivation.inputs), set(previous))
-    projected = [MatrixSymbol(f"u{k}", *node.shape) for k, node in enumerate(hoisted, 1)]
+    projected = [Generated(internal_name(f"u{k}", taken), *node.shape) for k, node in enumerate(hoisted, 1)]
     substitution = dict(zip(hoisted, projected))
     # .doit() puts every rebuilt sum back in SymPy's canonical order, the order the VJP rules' results use,
     # so a forward value and its copy inside a gradient stay one node (kept, not recomputed)
@@ -73,7 +75,7 @@ def split_cell(derivation) -> Cell:
     update = Derivation(derivation.name, step_inputs, params, [], news, upstream, gradients)
     projection = None
     if hoisted:
-        upstream = [MatrixSymbol(f"Δ_{u.name}", *u.shape) for u in projected]
+        upstream = [Generated(internal_name(f"Δ_u{k}", taken), *u.shape) for k, u in enumerate(projected, 1)]
         gradients = backward_expressions(dict(enumerate(hoisted)), dict(enumerate(upstream)),
                                          list(derivation.inputs) + list(params.values()))
         projection = Derivation(derivation.name, list(derivation.inputs), params, [], hoisted, upstream, gradients)

@@ -25,7 +25,7 @@ def forward_driver(writer) -> str:
     for W, copy in writer.transposed.items():  # contiguous: a GEMM on a transposed view is twice as slow here
         lines.append(f"{I}{copy.name} = np.ascontiguousarray({names[W]}.T)")
     sources = size_sources(writer)
-    projected = [u.name for u in writer.cell.projected]
+    projected = writer.projected_names
     if projected:
         rows = ", ".join(f"rows({a.name}_seq)" for a in writer.inputs)
         made = projected + writer.projection.kept
@@ -118,7 +118,7 @@ def backward_driver(writer) -> str:
         lines.append(f"{I}gradients({', '.join(f'rows({b})' for b in factor_buffers)}, {params}, {grads})")
     if writer.projection is not None:
         projection = writer.projection
-        d_u = [f"rows(grad_{u.name}_seq)" for u in writer.cell.projected]
+        d_u = [f"rows(grad_{u}_seq)" for u in writer.projected_names]
         xs = [f"rows({a.name}_seq)" for a in writer.inputs]
         returned = [f"from_projection{i}" for i in projection.leaf_gradients]
         read = [f"rows({u}_seq)" for u in projection.outputs_read]

@@ -6,29 +6,52 @@ gradient Δ and those kept arrays, returns ∂L/∂input and adds Σₙ ∂L/∂
 """
 from __future__ import annotations
 
+import builtins
+import keyword
 import re
+import unicodedata
 
 import numpy as np
 import sympy
-from sympy import MatrixSymbol, ZeroMatrix
+from sympy import ZeroMatrix
 
 from .printer import Argument, Result, describe, generate_kernel_source, size_codes
 from ..maths.graph import matrix_children, topological_order
+from ..maths.nodes import Generated
 from ..pipeline import Derivation
 
 # NumPy's error model: 1/0 is inf and 0/0 is NaN (as in NumPy), never a ZeroDivisionError mid-kernel.
 JIT = '@njit(cache=True, nogil=True, error_model="numpy")'
-RESERVED = {"N", "np", "real", "njit", "n", "j", "r", "c", "acc", "shift", "prange"}
+# Names generated code uses for itself. A user's name becomes a code name only if it cannot be one of these, nor
+# one of them with a prefix or suffix the generators add (grad_W, hidden_seq, W_T, …); otherwise it is encoded.
+GENERATED_NAMES = {
+    "N", "T", "n", "j", "r", "c", "t", "i", "acc", "shift", "real", "np", "njit", "math", "rows", "x", "target",
+    "scale", "loss", "step", "update", "θ", "g", "forward", "backward", "project", "project_backward", "readout",
+    "readout_backward", "step_forward", "step_backward", "gradients", "input_sizes", "check_params", "state_sizes",
+    "METADATA", "fast_exp", "fast_sigmoid", "fast_tanh", "all_finite", "prange", "grad", "new", "from", "opt", "hyper",
+}
+GENERATED_FAMILIES = re.compile(r"(t|y|u|kept|pkept|rkept|factor|from_readout|from_projection)\d*")
+GENERATED_PREFIXES = ("grad_", "new_", "from_", "opt_", "hyper_", "v_")
+GENERATED_SUFFIXES = ("_seq", "_initial", "_last", "_out", "_t", "_T", "_old", "_")
+RESERVED = GENERATED_NAMES | set(keyword.kwlist) | set(dir(builtins))
 
 
 def identifier(name: str) -> str:
-    """A Python identifier for a (dotted) symbol name: "0.W" → "l0_W"."""
-    text = re.sub(r"\W", "_", name)
-    if text[0].isdigit():
-        text = "l" + text
-    if text in RESERVED or re.fullmatch(r"t\d+_?", text):
-        text += "_"
-    return text
+    """The code name of a symbol the user named (dotted for sub-models: "0.W" → "l0·W"), injective.
+
+    A name that could clash with anything generated code calls its own (a builtin, a generated local, grad_W
+    beside W, hidden_seq beside hidden, a name Python would NFKC-normalise into another) is encoded instead:
+    "v_" + its letters + "_" + the hex of its UTF-8 bytes, e.g. y → v_y_79. Every valid identifier works.
+    """
+    text = ("l" if name[:1].isdigit() else "") + name.replace(".", "·")
+    plain = (text.isidentifier() and unicodedata.normalize("NFKC", text) == text and "·" not in name
+             and not re.match(r"l\d", name) and text not in RESERVED and not GENERATED_FAMILIES.fullmatch(text)
+             and not text.startswith(GENERATED_PREFIXES) and not text.endswith(GENERATED_SUFFIXES))
+    if plain:
+        return text
+    letters = re.sub(r"\W", "_", unicodedata.normalize("NFKC", name)).strip("_")
+    encoded = f"v_{letters}_{name.encode().hex()}"  # the hex after the last "_" alone decides the name
+    return encoded if letters and encoded.isidentifier() else f"v_{name.encode().hex()}"
 
 
 def kept_for_backward(derivation: Derivation, gradients: list) -> list:
@@ -82,12 +105,12 @@ def generate_module_source(derivation: Derivation, dtype, key: str) -> str:
     )
 
     def as_symbol(expr):
-        replacements = {node: MatrixSymbol(name, *node.shape) for node, name in named.items()}
+        replacements = {node: Generated(name, *node.shape) for node, name in named.items()}
         return expr.xreplace(replacements)
 
     deltas = [Argument(d, identifier(d.name), True) for d in derivation.upstream]
-    saved = [Argument(MatrixSymbol(named[n], *n.shape), named[n], batched(n)) for n in derivation.outputs + kept]
-    gradient_arrays = [Argument(MatrixSymbol(f"grad_{a.name}", *a.symbol.shape), f"grad_{a.name}", False) for a in params]
+    saved = [Argument(Generated(named[n], *n.shape), named[n], batched(n)) for n in derivation.outputs + kept]
+    gradient_arrays = [Argument(Generated(f"grad_{a.name}", *a.symbol.shape), f"grad_{a.name}", False) for a in params]
     zero_inputs = [i for i, g in enumerate(input_gradients) if isinstance(g, ZeroMatrix)]
     results = [
         Result(f"grad_{a.name}", as_symbol(g)) for i, (a, g) in enumerate(zip(inputs, input_gradients))

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..maths.nodes import Generated
 from ..derive.recurrence import Cell, split_cell
 
 
@@ -123,26 +124,30 @@ class ModuleWriter:
         self.params = params
         self.inputs = inputs
         self.states = [identifier(n) for n in cell.state_names]
+        self.projected_names = [f"u{k}" for k in range(1, len(cell.projected) + 1)]
+        # the code name of every leaf: the user's symbols by `identifier`, flux's own by their fixed families
+        self.code = {a.symbol: a.name for a in params + inputs}
+        self.code.update(zip(cell.previous, self.states))
+        self.code.update({n: f"{s}_t" for n, s in zip(cell.nexts, self.states)})
+        self.code.update(zip(cell.projected, self.projected_names))
         self.forward_returns: list[str] = []
         self.projection: RowKernels | None = None
         self.readout: RowKernels | None = None
         self.transposed: dict = {}  # W → the symbol of its contiguous transpose, made once per call by the driver
 
     def kernels(self) -> list[str]:
-        from .feedforward import identifier
-
         sources = [ROWS_SOURCE]
         if self.cell.projection is not None:
             self.projection = self.row_kernels(
                 "project", self.cell.projection, [a.name for a in self.inputs],
-                [u.name for u in self.cell.projected], "pkept")
+                self.projected_names, "pkept")
             sources += self.projection.sources
         sources += self.step_kernels()
         if self.deferred:
             sources.append(self.gradients_kernel())
         n_out = len(self.cell.readout.outputs)
         self.readout = self.row_kernels(
-            "readout", self.cell.readout, [identifier(s.name) for s in self.cell.readout.inputs],
+            "readout", self.cell.readout, [self.code[s] for s in self.cell.readout.inputs],
             ["y"] if n_out == 1 else [f"y{k}" for k in range(1, n_out + 1)], "rkept")
         sources += self.readout.sources
         sources.append(forward_driver(self))
@@ -174,7 +179,7 @@ class ModuleWriter:
             doc="; ".join(f"{n} = {describe(o, width=200)}" for n, o in zip(output_names, derivation.outputs))
             + "  (every row: all T·N)")
         # a leaf that is itself an output (y_t = h_t) keeps its leaf name in the gradients
-        replacements = {node: MatrixSymbol(n, *node.shape) for node, n in named.items() if node not in symbols}
+        replacements = {node: Generated(n, *node.shape) for node, n in named.items() if node not in symbols}
         deltas = [Argument(d, identifier(d.name), True) for d in derivation.upstream]
         saved = [Argument(replacements[k], named[k], True) for k in kept + outputs_read]
         results, leaf_gradients = [], []
@@ -215,7 +220,7 @@ class ModuleWriter:
             if (coefficient == 1 and len(factors) == 2 and factors[0] in names and factors[0].shape[1] != 1
                     and factors[1].shape[1] == 1 and reads_batch(factors[1])):
                 W = factors[0]
-                copy = self.transposed.setdefault(W, MatrixSymbol(f"{names[W]}_T", W.shape[1], W.shape[0]))
+                copy = self.transposed.setdefault(W, Generated(f"{names[W]}_T", W.shape[1], W.shape[0]))
                 replacements[node] = MatMul(Transpose(copy), factors[1].xreplace(replacements))
         return expr.xreplace(replacements)
 
@@ -232,7 +237,7 @@ class ModuleWriter:
 
         from .printer import Argument
 
-        return [Argument(MatrixSymbol(f"grad_{a.name}", *a.symbol.shape), f"grad_{a.name}", False)
+        return [Argument(Generated(f"grad_{a.name}", *a.symbol.shape), f"grad_{a.name}", False)
                 for a in self.params]
 
     # ---- the update: (x_t, u_t, h_{t−1}) ↦ h_t, and its VJP ----------------------------------------------
@@ -247,7 +252,7 @@ class ModuleWriter:
 
         step = self.cell.update
         news = step.outputs
-        self.step_inputs = [Argument(s, identifier(s.name), True) for s in step.inputs]
+        self.step_inputs = [Argument(s, self.code[s], True) for s in step.inputs]
         # the forward values backward reads: new states and batched intermediates (kept per time step)
         gradients = list(step.gradients.values())
         leaves = set(step.inputs) | set(step.params.values())
@@ -269,7 +274,7 @@ class ModuleWriter:
         destinations = {f"new_{s}_t": f"{s}_seq[t + 1]" for s in self.states}
         destinations.update({f"{n}_t": f"{n}_seq[t]" for n in self.kept_names})
         self.step_forward_destinations = [destinations[r.name] for r in results]
-        outs = [Argument(MatrixSymbol(f"{r.name[:-2]}_out", *r.expr.shape), f"{r.name[:-2]}_out", True)
+        outs = [Argument(Generated(f"{r.name[:-2]}_out", *r.expr.shape), f"{r.name[:-2]}_out", True)
                 for r in results]
         results = [Result(r.name, self.with_transposed_copies(r.expr, set(step.inputs)), mode="write", into=o.name)
                    for r, o in zip(results, outs)]
@@ -280,7 +285,7 @@ class ModuleWriter:
         for state, node in zip(self.states, news):
             self.saved_buffers.setdefault(named[node], f"{state}_seq[t + 1]")
         saved_names = list(dict.fromkeys(named.values()))
-        replacements = {node: MatrixSymbol(name, *node.shape) for node, name in named.items()}
+        replacements = {node: Generated(name, *node.shape) for node, name in named.items()}
         symbol_of = {name: replacements[node] for node, name in reversed(list(named.items()))}
         saved = [Argument(symbol_of[name], name, True) for name in saved_names]
         self.saved_names = saved_names
@@ -316,7 +321,7 @@ class ModuleWriter:
                                if name.startswith("factor")]
         results += [Result(name, expr) for name, expr in self.factor_results]
         # per-step δs (∂L/∂x_t, ∂L/∂u_t, deferred factors) go straight into the drivers' buffers; Δh is returned
-        outs = [Argument(MatrixSymbol(f"{r.name}_out", *r.expr.shape), f"{r.name}_out", True) for r in results
+        outs = [Argument(Generated(f"{r.name}_out", *r.expr.shape), f"{r.name}_out", True) for r in results
                 if r.mode == "new" and r.name[len("grad_"):] not in self.states]
         self.step_backward_written = [o.name[:-len("_out")] for o in outs]
         written = set(self.step_backward_written)
@@ -343,9 +348,9 @@ class ModuleWriter:
 
         def factor(expr):
             if expr in buffers:
-                return MatrixSymbol(buffers[expr], *expr.shape)
+                return Generated(buffers[expr], *expr.shape)
             count = sum(n.startswith("factor") for n in self.factors.values())
-            return MatrixSymbol(self.factors.setdefault(expr, f"factor{count + 1}"), *expr.shape)
+            return Generated(self.factors.setdefault(expr, f"factor{count + 1}"), *expr.shape)
 
         if not self.batched(term, batched_leaves):
             return None

@@ -45,3 +45,12 @@ log = Elementwise("log")
 sqrt = Elementwise("sqrt")
 abs = Elementwise("abs")
 square = Elementwise("square")
+
+# Activations by name, as Keras takes them (Dense(4, 3, "relu")); both spellings of σ.
+BY_NAME: dict[str, Elementwise] = {
+    "sigmoid": σ, "σ": σ, "tanh": tanh, "relu": relu, "softplus": softplus, "softmax": softmax, "exp": exp,
+    "log": log, "sqrt": sqrt, "abs": abs, "square": square,
+}
+
+# NumPy/math/SciPy function names → flux's function with the same maths, for the error that suggests it.
+NUMPY_EQUIVALENTS: dict[str, str] = {"absolute": "abs", "fabs": "abs", "expit": "sigmoid"}

@@ -5,17 +5,21 @@ expression, derived once and compiled into one forward and one backward kernel.
 """
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
 
 from ..model import Model
+from ..run.feedforward import ChainTape, runtime_of
 from ..trace.language import concat, is_symbolic, param
 
 
 class Dense(Model):
     """y = f(W x + b), with W ∈ ℝ^{out×in}, b ∈ ℝ^{out} (f = identity when no activation is given).
 
+    The activation is a flux function (flux.relu), its name ("relu", as Keras takes them), or a function of a symbol
+    (lambda z: flux.tanh(z)); a NumPy function (np.tanh) is refused with the flux function to use instead.
     W is initialised He-normal for relu (std √(2/in)) and Glorot-uniform otherwise (±√(6/(in + out))); b = 0.
     `rng` (a seed or a numpy Generator) makes it reproducible.
     """
@@ -24,6 +28,13 @@ class Dense(Model):
     b = param("out")
 
     def __init__(self, n_in: int, n_out: int, activation: Any = None, *, rng: Any = None, dtype: Any = None):
+        for name, size in (("n_in", n_in), ("n_out", n_out)):
+            if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
+                raise TypeError(f"Dense: {name} must be an integer number of features, got {size!r} "
+                                f"({type(size).__name__})")
+            if size < 1:
+                raise ValueError(f"Dense: {name} must be a positive number of features, got {size}")
+        activation = as_activation(activation, "Dense")
         generator = np.random.default_rng(rng)
         if activation is not None and getattr(activation, "function", None) == "relu":
             weights = generator.normal(0.0, np.sqrt(2.0 / n_in), size=(n_out, n_in))
@@ -66,21 +77,22 @@ class Chain(Model):
         tapes = []
         for layer in self.layers:
             x = layer(x)
-            tapes.append(layer.__dict__.get("_tape"))  # one function object may appear twice: keep each tape
-        self.__dict__["_tape"] = tapes
+            # one function object may appear twice: keep each use's tape (a shared function's is this thread's)
+            tapes.append(runtime_of(layer).current_tape() if isinstance(layer, Model) else None)
+        runtime_of(self).keep_tape(ChainTape(tapes, threading.get_ident()))
         return x
 
     def back(self, Δ: Any) -> Any:
         if self.fuse:
             return super().back(Δ)
-        tapes = self.__dict__.get("_tape")
-        if tapes is None:
+        tape = runtime_of(self).current_tape()
+        if tape is None:
             raise RuntimeError("Chain.back: there is no forward pass to back-propagate through; call chain(x) first "
                                "(each forward pass can be back-propagated once)")
-        for layer, tape in zip(reversed(self.layers), reversed(tapes)):
-            layer.__dict__["_tape"] = tape
+        for layer, layer_tape in zip(reversed(self.layers), reversed(tape.tapes)):
+            runtime_of(layer).keep_tape(layer_tape)
             Δ = layer.back(Δ)
-        self.__dict__["_tape"] = None
+        runtime_of(self).drop_tape()
         self._set_has_grads(True)
         return Δ
 
@@ -148,6 +160,33 @@ def split(x, *sizes: int):
         start += size
     parts.append(x[start:, :])
     return parts
+
+
+def as_activation(activation: Any, layer: str) -> Any:
+    """An activation as a layer applies it: None, a flux function, a name of one ("relu", as Keras takes them), or a
+    function of a symbol (lambda z: flux.tanh(z)). A NumPy or math function cannot be traced: the error names the
+    flux function to use instead."""
+    from . import activations
+
+    if activation is None or isinstance(activation, Model):
+        return activation
+    known = activations.BY_NAME
+    if isinstance(activation, str):
+        if activation not in known:
+            raise ValueError(f"{layer}: unknown activation {activation!r}; flux's functions are "
+                             f"{', '.join(repr(name) for name in known)} (or pass None for none)")
+        return known[activation]
+    if isinstance(activation, np.ufunc) or getattr(activation, "__module__", None) in ("math", "numpy", "cmath"):
+        name = getattr(activation, "__name__", repr(activation))
+        flux_name = activations.NUMPY_EQUIVALENTS.get(name, name)
+        advice = (f"use flux.{flux_name}" if flux_name in known else
+                  f"use one of flux's functions ({', '.join(known)}) or write it with them")
+        raise TypeError(f"{layer}: the activation {name} is a NumPy/math function, which computes on numbers and "
+                        f"cannot be traced into flux's maths; {advice}")
+    if not callable(activation):
+        raise TypeError(f"{layer}: an activation is a flux function (flux.relu), its name ('relu') or a function of a "
+                        f"symbol (lambda z: flux.tanh(z)); got {activation!r} ({type(activation).__name__})")
+    return activation
 
 
 def activation_name(activation: Any) -> Any:

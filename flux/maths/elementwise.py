@@ -42,6 +42,21 @@ class sign(sympy.Function):
         return sympy.S.Zero
 
 
+class clampedlog(sympy.Function):
+    """log z clamped below at −100: max(log z, −100), as PyTorch's BCELoss takes its logs (so 0·log 0 = 0·(−100) = 0
+    and log 0 costs 100, not ∞). Its derivative is 1/z above the clamp and 0 below it (where the value is constant)."""
+
+    def fdiff(self, argindex=1):
+        return clampedlog_derivative(self.args[0])
+
+
+class clampedlog_derivative(sympy.Function):
+    """[z > e^{−100}]/z: the derivative of max(log z, −100)."""
+
+    def fdiff(self, argindex=1):
+        return -clampedlog_derivative(self.args[0]) ** 2
+
+
 class softplus(sympy.Function):
     """softplus(z) = log(1 + e^{z})."""
 
@@ -56,7 +71,8 @@ class ElementwiseFunction:
     name: str
     scalar: Callable[[sympy.Expr], sympy.Expr]
     code: str  # numba code of f({z}); `real` is the kernel's float type, fast_* come from flux.fastmath
-    latex: str
+    latex: str  # the function's LaTeX name, or a template in {z} when it is not written f(z)
+    text: str = ""  # a unicode template in {z} ({z_atom}: parenthesised unless atomic) when it is not name(z)
 
     @cached_property
     def derivative(self) -> sympy.Expr:
@@ -80,11 +96,21 @@ FUNCTIONS: dict[str, ElementwiseFunction] = {
         ),
         ElementwiseFunction("exp", sympy.exp, "fast_exp({z})", r"\exp"),
         ElementwiseFunction("log", sympy.log, "np.log({z})", r"\log"),
-        ElementwiseFunction("sqrt", sympy.sqrt, "np.sqrt({z})", r"\sqrt"),
+        ElementwiseFunction("sqrt", sympy.sqrt, "np.sqrt({z})", r"\sqrt{{{z}}}"),
         ElementwiseFunction("abs", sympy.Abs, "np.abs({z})", r"\operatorname{abs}"),
         ElementwiseFunction("square", lambda z: z**2, "({z} * {z})", r"\operatorname{square}"),
         ElementwiseFunction("step", step, "real({z} > real(0))", r"\operatorname{step}"),
         ElementwiseFunction("sign", sign, "np.sign({z})", r"\operatorname{sign}"),
+        # the losses' log, max(log z, −100): NaN stays NaN (np.maximum propagates it). Its derivative is 0 at and
+        # below the clamp (z ≤ e^{−100}) and 1/z above it, taken as 1/max(z, smallest normal float) so it stays finite
+        # in float32, where 1/z overflows for subnormal z and a zero target's 0·∞ would make the gradient NaN.
+        ElementwiseFunction("clampedlog", clampedlog, "np.maximum(np.log({z}), real(-100))",
+                            r"\max(\log({z}), -100)", "max(log({z}), −100)"),
+        ElementwiseFunction(
+            "clampedlog′", clampedlog_derivative,
+            "(real(0) if {z} <= real(3.720075976020836e-44) else real(1) / np.maximum({z}, real(np.finfo(real).tiny)))",
+            r"\frac{{[{z} > e^{{-100}}]}}{{{z}}}", "([{z} > e⁻¹⁰⁰]/{z_atom})",
+        ),
     ]
 }
 
@@ -92,4 +118,5 @@ FUNCTIONS: dict[str, ElementwiseFunction] = {
 SCALAR_TO_NAME: dict[type, str] = {
     sigmoid: "σ", sympy.tanh: "tanh", relu: "relu", softplus: "softplus", sympy.exp: "exp",
     sympy.log: "log", sympy.Abs: "abs", step: "step", sign: "sign", sympy.sign: "sign",
+    clampedlog: "clampedlog", clampedlog_derivative: "clampedlog′",
 }

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sympy
 from sympy.core.symbol import Str
-from sympy.matrices.expressions.matexpr import MatrixExpr
+from sympy.matrices.expressions.matexpr import MatrixExpr, MatrixSymbol
 
 
 class Apply(MatrixExpr):
@@ -86,3 +86,11 @@ class LogSumExp(UnaryNode):
     @property
     def shape(self):
         return (sympy.S.One, sympy.S.One)
+
+
+class Generated(MatrixSymbol):
+    """A matrix symbol flux makes for its own code (a kept forward value, a hoisted term, h_t as a leaf).
+
+    Its name is the code name of the array holding it; being its own class, it never equals a symbol the user
+    named, whatever the user called their inputs and parameters (SymPy symbols are equal by class and name).
+    """

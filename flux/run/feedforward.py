@@ -2,30 +2,128 @@
 
 The public API is batch-first: an input is (N, features) or a single sample (features,). Everything is checked
 before a kernel runs (type, rank, feature size, dtype), so an error leaves parameters and gradients untouched.
+
+Everything a model computes while running — its tapes, its compiled program, its flat parameter lists, whether it
+holds gradients, its ∂L/∂h₀ — lives in ONE `RuntimeState` per model (`runtime_of(model)`). It is created fresh on
+construction, load, pickling and copying, and is never saved: only declared parameters, states and configuration
+are data.
 """
 from __future__ import annotations
 
 import threading
-import weakref
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
 # Threads: a feed-forward forward pass writes nothing shared (its tape is one atomic assignment naming its thread),
 # so several threads may call one model at once. `back` accumulates into shared gradient arrays, and a recurrent
 # call moves the carried state, so those are serialised per model; `back` refuses a tape another thread made.
-_locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_locks_guard = threading.Lock()
+# A model without parameters (flux.tanh, flux.mse) is shared by design: it keeps one tape per thread.
+
+_generation = [0]  # bumped whenever any parameter array is replaced, invalidating every cached flat list
+
+
+def parameters_replaced() -> None:
+    """A parameter array was replaced somewhere: every model's cached flat lists are stale."""
+    _generation[0] += 1
+
+
+def parameter_generation() -> int:
+    return _generation[0]
+
+
+class ForwardTape(NamedTuple):
+    """What one feed-forward pass leaves for `back`."""
+
+    arrays: list  # the checked (N, k) inputs
+    results: tuple  # the forward kernel's returns
+    single: bool  # one sample given as (features,)
+    thread: int  # the thread that made it
+    program: Any  # the forward's own program (its precision, whatever model.dtype is by the time of `back`)
+
+
+class ChainTape(NamedTuple):
+    """An unfused Chain's forward pass: each layer's own tape, in order (a layer used twice has two)."""
+
+    tapes: list
+    thread: int
+
+
+class RuntimeState:
+    """A model's run-time state: never saved, never pickled, rebuilt empty whenever a model is built or copied."""
+
+    __slots__ = ("tape", "shared", "per_thread", "flat", "program", "has_grads", "state_grads", "lock")
+
+    def __init__(self) -> None:
+        self.tape: Any = None  # ForwardTape, SequenceTape or ChainTape of the last forward pass, or None
+        self.shared = False  # a parameter-free model, shared between models and threads: its tapes are per thread
+        self.per_thread: dict[int, Any] = {}  # a shared model's tapes, by thread
+        self.flat: tuple | None = None  # (generation, parameters, gradients) in kernel order
+        self.program: Any = None  # the compiled Program for the model's dtype, its parameter sizes checked
+        self.has_grads = False  # gradients accumulated since the last update
+        self.state_grads: dict | None = None  # ∂L/∂h₀ of the last back through a sequence
+        self.lock = threading.RLock()  # serialises back passes and recurrent calls (they write shared arrays)
+
+    # A shared model (no parameters) keeps its tapes per thread, so two threads sharing flux.mse never take each
+    # other's forward pass; a model with parameters keeps one (back refuses a tape another thread made).
+
+    def keep_tape(self, tape: Any) -> None:
+        if self.shared:
+            self.per_thread[threading.get_ident()] = tape
+        else:
+            self.tape = tape
+
+    def current_tape(self) -> Any:
+        return self.per_thread.get(threading.get_ident()) if self.shared else self.tape
+
+    def drop_tape(self) -> None:
+        """Forget the forward pass (this thread's, for a shared model)."""
+        if self.shared:
+            self.per_thread.pop(threading.get_ident(), None)
+        else:
+            self.tape = None
+
+
+def runtime_of(model) -> RuntimeState:
+    """The model's RuntimeState (made on first use for a model built without __init__, e.g. by flux.load)."""
+    runtime = model.__dict__.get("_runtime")
+    if runtime is None:
+        runtime = model.__dict__.setdefault("_runtime", RuntimeState())
+    return runtime
+
+
+def as_array(value: Any) -> np.ndarray:
+    """A NumPy view of an array-like: NumPy arrays as they are, objects with __array__ (a CPU torch tensor, a JAX
+    array) through it, objects with only __dlpack__ through np.from_dlpack, anything else through np.asarray."""
+    if isinstance(value, np.ndarray):
+        return value
+    if not hasattr(value, "__array__") and hasattr(value, "__dlpack__"):
+        return np.from_dlpack(value)
+    return np.asarray(value)
+
+
+def as_float_array(model_name: str, role: str, name: str, value: Any, dtype: np.dtype) -> np.ndarray:
+    """`as_array(value)`, of a floating kind: integer and bool arrays are accepted when every value is exactly
+    representable in `dtype` (XOR data written as [[0, 1], [1, 0]]), and refused otherwise."""
+    array = as_array(value)
+    if array.dtype.kind == "f":
+        return array
+    if array.dtype.kind in "iub":
+        converted = array.astype(dtype)
+        with np.errstate(invalid="ignore"):  # a value beyond the integer range comes back different: refused
+            if array.dtype.kind == "b" or np.array_equal(converted.astype(array.dtype), array):
+                return converted
+    what = f"{role} {name}" if role else name
+    raise TypeError(f"{model_name}: {what} must be a floating-point array, got dtype {array.dtype}"
+                    + (f" with values not exactly representable in {np.dtype(dtype)} (convert it with "
+                       ".astype(np.float32) if that is what you mean)" if array.dtype.kind in "iub" else ""))
 
 
 def as_input_array(model, name: str, value: Any, size: int | None, *, role: str = "input") -> np.ndarray:
     """A C-contiguous (N, k) array of the model's dtype, or a clear error naming the model and the symbol."""
     model_name = type(model).__name__
-    array = value if isinstance(value, np.ndarray) else np.asarray(value)
-    if array.dtype.kind != "f":
-        raise TypeError(f"{model_name}: {role} {name} must be a floating-point array, got dtype {array.dtype}"
-                        + (" (convert it with .astype(np.float32) if that is what you mean)"
-                           if array.dtype.kind in "iub" else ""))
+    array = value if isinstance(value, np.ndarray) and value.dtype.kind == "f" else \
+        as_float_array(model_name, role, name, value, model.dtype)
     if array.ndim not in (1, 2):
         expected = f"(N, {size}) or ({size},)" if size is not None else "(N, features) or (features,)"
         raise ValueError(f"{model_name}: {role} {name} must have shape {expected}, got shape {array.shape}")
@@ -52,39 +150,40 @@ def to_dtype(model_name: str, name: str, array: np.ndarray, dtype: np.dtype, rol
 
 
 def follow_input_precision(model, inputs: tuple) -> None:
-    """A model without parameters (a function, a loss) computes in its first input's float precision."""
+    """A model without parameters (a function, a loss) computes in its first input's float precision.
+    Called under the model's lock: a shared function switches precision for one caller at a time."""
     dtype = getattr(inputs[0], "dtype", None) if inputs else None
-    if dtype is None or dtype == model.dtype or dtype.kind != "f" or dtype.itemsize not in (4, 8) or model.flat_arrays()[0]:
+    if dtype is None or dtype == model.dtype or dtype.kind != "f" or dtype.itemsize not in (4, 8):
         return
     model.dtype = np.dtype(dtype)
-    model.__dict__["_program"] = None
+    runtime_of(model).program = None
 
 
-def run_forward(model, inputs: tuple, **options: Any) -> Any:
-    """y = model(x…): check the inputs, run the forward kernel, keep what backward needs."""
-    if model.flat_arrays()[0]:
-        return forward_unlocked(model, inputs, **options)
-    with model_lock(model):  # a shared function (flux.tanh) switches to each caller's precision: one at a time
-        return forward_unlocked(model, inputs, **options)
+def run_forward(model, inputs: tuple, run_sequence: Callable, **options: Any) -> Any:
+    """y = model(x…): check the inputs, run the forward kernel, keep what backward needs. A recurrent model's
+    sequences go to `run_sequence` (flux.run.sequences, which builds on this module: the facade passes it in)."""
+    runtime = model.__dict__.get("_runtime") or runtime_of(model)
+    params = model.flat_arrays()[0]
+    if params:
+        return forward_unlocked(model, runtime, params, inputs, run_sequence, **options)
+    runtime.shared = True  # a model without parameters (a function, a loss) is shared: one tape per thread
+    with runtime.lock:  # a shared function (flux.tanh) switches to each caller's precision: one at a time
+        follow_input_precision(model, inputs)
+        return forward_unlocked(model, runtime, params, inputs, run_sequence, **options)
 
 
-def forward_unlocked(model, inputs: tuple, **options: Any) -> Any:
-    follow_input_precision(model, inputs)
-    program = model.kernels
+def forward_unlocked(model, runtime: RuntimeState, params: list, inputs: tuple, run_sequence: Callable,
+                     **options: Any) -> Any:
+    program = runtime.program if runtime.program is not None else model.kernels
     metadata = program.metadata
     if metadata.get("states"):  # recurrent: sequences through the compiled time loop
-        from .sequences import run_sequence
-
-        with model_lock(model):
-            outputs = run_sequence(model, inputs, **options)
-            model.__dict__["_tape_thread"] = (id(model.__dict__.get("_tape")), threading.get_ident())
-        return outputs
+        with runtime.lock:
+            return run_sequence(model, inputs, **options)
     if options:
         raise TypeError(f"{type(model).__name__} is not recurrent: it takes no {', '.join(sorted(options))}=")
     names = metadata["inputs"]
     if len(inputs) != len(names):
         raise TypeError(f"{type(model).__name__} takes {len(names)} input(s) ({', '.join(names)}), got {len(inputs)}")
-    params = model.flat_arrays()[0]
     sizes = program.input_sizes(*params)
     arrays = [as_input_array(model, n, x, s) for n, x, s in zip(names, inputs, sizes)]
     batch = arrays[0].shape[0]
@@ -98,40 +197,32 @@ def forward_unlocked(model, inputs: tuple, **options: Any) -> Any:
                              f"features ({dim}), got {first[1]} and {a.shape[1]}")
     single = all(np.ndim(x) == 1 for x in inputs)
     results = program.forward.function(*arrays, *params)
-    model.__dict__["_tape"] = (arrays, results, single, threading.get_ident(), program)
+    runtime.keep_tape(ForwardTape(arrays, results, single, threading.get_ident(), program))
     outputs = results[: metadata["outputs"]]
     if single:
         outputs = tuple(o[0] for o in outputs)
     return outputs[0] if len(outputs) == 1 else outputs
 
 
-def run_backward(model, Δ: Any) -> Any:
-    """dx = model.back(Δ): add Σₙ ∂L/∂W into the gradients and return ∂L/∂x."""
-    with model_lock(model):
-        tape = model.__dict__.get("_tape")
+def run_backward(model, Δ: Any, run_sequence_backward: Callable) -> Any:
+    """dx = model.back(Δ): add Σₙ ∂L/∂W into the gradients and return ∂L/∂x (through `run_sequence_backward` for a
+    tape a sequence left)."""
+    runtime = model.__dict__.get("_runtime") or runtime_of(model)
+    with runtime.lock:
+        tape = runtime.current_tape()
         refuse_another_threads_tape(model, tape)
-        return backward_of_tape(model, Δ, tape)
+        return backward_of_tape(model, Δ, tape, run_sequence_backward)
 
 
 def model_lock(model) -> threading.RLock:
     """The lock serialising one model's backward passes and recurrent calls (they write shared arrays)."""
-    with _locks_guard:
-        try:
-            return _locks.setdefault(model, threading.RLock())
-        except TypeError:  # an unhashable model (a subclass defining __eq__): one lock for all of them
-            return _locks_guard_for_unhashable
-
-
-_locks_guard_for_unhashable = threading.RLock()
+    return runtime_of(model).lock
 
 
 def refuse_another_threads_tape(model, tape) -> None:
-    """A model keeps one forward pass for `back`; back-propagating one made by another thread would mix batches."""
-    if isinstance(tape, tuple) and len(tape) == 5:
-        owner = tape[3]
-    else:  # a recurrent tape: stamped by run_forward (a tape made by `step` has no stamp and is not checked)
-        stamp = model.__dict__.get("_tape_thread")
-        owner = stamp[1] if stamp is not None and tape is not None and stamp[0] == id(tape) else None
+    """A model keeps one forward pass for `back`; back-propagating one made by another thread would mix batches.
+    (A tape made by `step` has no thread and is not checked.)"""
+    owner = getattr(tape, "thread", None)
     if owner is not None and owner != threading.get_ident():
         name = type(model).__name__
         raise RuntimeError(f"{name}.back: the forward pass to back-propagate was made by another thread (one model "
@@ -139,17 +230,14 @@ def refuse_another_threads_tape(model, tape) -> None:
                            "one pair at a time); give each training thread its own model. Nothing was changed")
 
 
-def backward_of_tape(model, Δ: Any, tape) -> Any:
+def backward_of_tape(model, Δ: Any, tape, run_sequence_backward: Callable) -> Any:
     """run_backward's work, with the tape already taken (and checked) under the model's lock."""
     model_name = type(model).__name__
     if tape is None:
         raise RuntimeError(f"{model_name}.back: there is no forward pass to back-propagate through; call "
                            f"{model_name.lower()}(x) first (each forward pass can be back-propagated once)")
-    program = model.kernels
-    if program.metadata.get("states"):
-        from .sequences import run_sequence_backward
-
-        return run_sequence_backward(model, Δ)
+    if not isinstance(tape, ForwardTape):
+        return run_sequence_backward(model, Δ, tape)
     arrays, results, single, _, program = tape  # the forward's own program: its precision, whatever model.dtype is now
     metadata = program.metadata
     outputs = results[: metadata["outputs"]]
@@ -160,15 +248,14 @@ def backward_of_tape(model, Δ: Any, tape) -> Any:
     for k, (d, out) in enumerate(zip(deltas, outputs)):
         label = "Δ" if len(outputs) == 1 else f"Δ_{k + 1}"
         expected_shape = out.shape[1:] if single else out.shape
-        d = d if isinstance(d, np.ndarray) else np.asarray(d)
-        if d.dtype.kind != "f":
-            raise TypeError(f"{model_name}.back: {label} must be a floating-point array, got dtype {d.dtype}")
+        d = d if isinstance(d, np.ndarray) and d.dtype.kind == "f" else \
+            as_float_array(f"{model_name}.back", "", label, d, out.dtype)
         if d.shape != expected_shape:
             raise ValueError(f"{model_name}.back: {label} must have the output's shape {expected_shape}, got {d.shape}")
         checked.append(to_dtype(model_name, label, d.reshape(out.shape), out.dtype, "gradient"))
     params, grads = model.flat_arrays()
     returned = program.backward.function(*checked, *arrays, *params, *results, *grads)
-    model.__dict__["_tape"] = None
+    runtime_of(model).drop_tape()
     model._set_has_grads(True)
     input_gradients, k = [], 0
     for i, a in enumerate(arrays):

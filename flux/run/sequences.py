@@ -7,10 +7,13 @@ calls (truncated BPTT, `step` for generation) or start from zero, a given value,
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from .feedforward import as_array, as_float_array, runtime_of, to_dtype
 
 
 @dataclass
@@ -22,6 +25,7 @@ class SequenceTape:
     learnable_starts: list  # dotted names of states that started from their learnable initial value
     stepped: bool  # made by `step`: Δ is (N, k) per output, not (N, T, k)
     single: bool  # one sample given as (features,)
+    thread: int | None  # the thread of a whole-sequence call (`back` refuses another thread's); None for `step`
 
 
 def run_sequence(model, inputs: tuple, *, initial: Any = None, carry: bool = False) -> Any:
@@ -51,7 +55,8 @@ def run_sequence(model, inputs: tuple, *, initial: Any = None, carry: bool = Fal
     n_out, n_states = metadata["outputs"], len(metadata["states"])
     for name, states in zip(metadata["states"], results[n_out:n_out + n_states]):
         set_state(model, name, states[-1].copy())
-    model.__dict__["_tape"] = SequenceTape(time_major, results, learnable_starts, False, False)
+    runtime_of(model).keep_tape(SequenceTape(time_major, results, learnable_starts, False, False,
+                                             threading.get_ident()))
     outputs = tuple(np.ascontiguousarray(y.transpose(1, 0, 2)) for y in results[:n_out])
     return outputs[0] if n_out == 1 else outputs
 
@@ -60,25 +65,35 @@ def run_step(model, inputs: tuple) -> Any:
     """y_t = model.step(x_t): one time step from the carried state, which it then advances."""
     metadata = model.kernels.metadata
     model_name = type(model).__name__
+    if not metadata.get("states"):
+        raise TypeError(f"{model_name}.step: {model_name} is not recurrent (it declares no flux.state), so there is "
+                        f"no time step to advance; call {model_name.lower()}(x)")
+    with runtime_of(model).lock:
+        return step_locked(model, model_name, metadata, inputs)
+
+
+def step_locked(model, model_name: str, metadata: dict, inputs: tuple) -> Any:
     arrays = []
     for name, x in zip(metadata["inputs"], inputs):
-        x = x if isinstance(x, np.ndarray) else np.asarray(x)
+        x = as_array(x)
         if x.ndim not in (1, 2):
             raise ValueError(f"{model_name}.step: input {name} must be one time step, (N, features) or (features,), "
                              f"got shape {x.shape}; call {model_name.lower()}(xs) for a whole (N, T, features) sequence")
         arrays.append(x[None, None, :] if x.ndim == 1 else x[:, None, :])
     single = all(np.ndim(x) == 1 for x in inputs)
     outputs = run_sequence(model, tuple(arrays), carry=True)
-    model.__dict__["_tape"].stepped, model.__dict__["_tape"].single = True, single
+    tape = runtime_of(model).tape
+    tape.stepped, tape.single, tape.thread = True, single, None
     outputs = outputs if isinstance(outputs, tuple) else (outputs,)
     outputs = tuple(y[0, 0] if single else y[:, 0] for y in outputs)
     return outputs[0] if len(outputs) == 1 else outputs
 
 
-def run_sequence_backward(model, Δ: Any) -> Any:
+def run_sequence_backward(model, Δ: Any, tape: SequenceTape | None) -> Any:
     """dxs = model.back(Δys): back through time; ∂L/∂params added into grads, ∂L/∂h₀ kept in `state_grads`."""
     model_name = type(model).__name__
-    tape = model.__dict__.get("_tape")
+    if tape is not None and not isinstance(tape, SequenceTape):
+        raise RuntimeError(f"{model_name}.back: the kept forward pass was made by another kind of call ({tape!r})")
     if tape is None:
         raise RuntimeError(f"{model_name}.back: there is no forward pass to back-propagate through; call "
                            f"{model_name.lower()}(xs) first (each forward pass can be back-propagated once)")
@@ -93,9 +108,7 @@ def run_sequence_backward(model, Δ: Any) -> Any:
         label = "Δ" if n_out == 1 else f"Δ_{k + 1}"
         steps, batch, size = y.shape
         expected = (size,) if tape.single else (batch, size) if tape.stepped else (batch, steps, size)
-        d = d if isinstance(d, np.ndarray) else np.asarray(d)
-        if d.dtype.kind != "f":
-            raise TypeError(f"{model_name}.back: {label} must be a floating-point array, got dtype {d.dtype}")
+        d = as_float_array(f"{model_name}.back", "", label, d, model.dtype)
         if d.shape != expected:
             what = "one time step's output" if tape.stepped else f"the output sequence's (N, T, out), T = {steps}"
             raise ValueError(f"{model_name}.back: {label} must have {what} shape {expected}, got {d.shape}")
@@ -107,7 +120,7 @@ def run_sequence_backward(model, Δ: Any) -> Any:
     states = tape.results[n_out:n_out + len(metadata["states"])]
     finals = [np.zeros_like(s[-1]) for s in states]  # no loss on the state after the last step
     returned = program.backward.function(*checked, *finals, *tape.sequences, *params, *tape.results, *grads)
-    model.__dict__["_tape"] = None
+    runtime_of(model).drop_tape()
     model._set_has_grads(True)
     n_in = len(tape.sequences)
     state_grads = dict(zip(metadata["states"], returned[n_in:]))
@@ -115,7 +128,7 @@ def run_sequence_backward(model, Δ: Any) -> Any:
         named_grads[initial_param_name(name)] += state_grads[name].sum(axis=0)
     if tape.single:
         state_grads = {k: g[0] for k, g in state_grads.items()}
-    model.__dict__["_state_grads"] = state_grads
+    runtime_of(model).state_grads = state_grads
     input_grads = [g.transpose(1, 0, 2) for g in returned[:n_in]]
     if tape.stepped:
         input_grads = [g[0, 0] if tape.single else g[:, 0] for g in input_grads]
@@ -125,12 +138,8 @@ def run_sequence_backward(model, Δ: Any) -> Any:
 
 def as_sequence_array(model, name: str, value: Any, size: int | None) -> np.ndarray:
     """A (N, T, k) array of the model's dtype, or a clear error naming the model and the input."""
-    from .feedforward import to_dtype
-
     model_name = type(model).__name__
-    array = value if isinstance(value, np.ndarray) else np.asarray(value)
-    if array.dtype.kind != "f":
-        raise TypeError(f"{model_name}: input {name} must be a floating-point array, got dtype {array.dtype}")
+    array = as_float_array(model_name, "input", name, value, model.dtype)
     features = size if size is not None else "features"
     if array.ndim != 3:
         raise ValueError(f"{model_name} is recurrent: input {name} must be a sequence batch of shape "
@@ -197,9 +206,7 @@ def initial_as_dict(model_name: str, names: list, initial: Any) -> dict:
 def checked_state(model_name: str, name: str, value: Any, size: int | None, batch: int | None, dtype,
                   role: str) -> np.ndarray:
     """A state array (N, size) from (N, size) or (size,), or a clear error."""
-    array = value if isinstance(value, np.ndarray) else np.asarray(value)
-    if array.dtype.kind != "f":
-        raise TypeError(f"{model_name}: {role} {name} must be a floating-point array, got dtype {array.dtype}")
+    array = as_float_array(model_name, role, name, value, dtype)
     if array.ndim == 1:
         array = array[None, :] if batch is None else np.broadcast_to(array, (batch, array.shape[0]))
     expected_batch = batch if batch is not None else array.shape[0]
@@ -225,7 +232,7 @@ def reset_state(model, initial: Any = None) -> None:
         raise ValueError(f"{model_name}: the states given have different batch sizes {sorted(batches)}")
     for name in metadata["states"]:
         set_state(model, name, checked.get(name))
-    model.__dict__["_tape"] = None
+    runtime_of(model).drop_tape()
 
 
 def current_state(model) -> dict:

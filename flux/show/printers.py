@@ -351,7 +351,7 @@ class LatexPrinter(Printer):
         from ..maths.elementwise import FUNCTIONS
 
         function, argument = FUNCTIONS[expr.function].latex, self._print(expr.argument)
-        return rf"\sqrt{{{argument}}}" if function == r"\sqrt" else f"{function}({argument})"
+        return function.format(z=argument) if "{z}" in function else f"{function}({argument})"
 
     def _print_OneMatrix(self, expr: Any) -> str:
         return r"\mathbf{1}"
@@ -437,7 +437,10 @@ class TextPrinter(Printer):
         return self.group(base, POWER) + ("" if self.is_column(base) else "∘") + power
 
     def _print_Apply(self, expr: Any) -> str:
-        return f"{expr.function}({self._print(expr.argument)})"
+        from ..maths.elementwise import FUNCTIONS
+
+        template = FUNCTIONS[expr.function].text or expr.function + "({z})"
+        return template.format(z=self._print(expr.argument), z_atom=self.group(expr.argument, POWER))
 
     def _print_OneMatrix(self, expr: Any) -> str:
         return "1"

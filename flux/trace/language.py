@@ -13,6 +13,7 @@ unification (`shapes.py`), and sub-models' symbols dotted names ("a.W") and suff
 from __future__ import annotations
 
 import inspect
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -176,7 +177,10 @@ def trace_forward(model, input_names: list[str] | None = None) -> Trace:
     trace = Trace(inputs=[], params={}, states=[], outputs=[])
     view = symbolic_view(model, "", trace)
     names = input_names or cls.input_names()
+    taken = set(trace.params) | {record[0] for record in trace.states}
+    names = [internal_name(n, taken) for n in names]  # an input called like a parameter is W′ in the maths
     trace.inputs = [sympy.MatrixSymbol(n, sympy.Symbol(f"n_{n}", positive=True, integer=True), 1) for n in names]
+    before = attribute_snapshots(view, "")
     with refusing_truth_tests(cls.__name__):
         try:
             result = view.forward(*trace.inputs)
@@ -192,12 +196,54 @@ def trace_forward(model, input_names: list[str] | None = None) -> Trace:
                 f"got {type(out).__name__}: {out!r}"
             )
     trace.outputs = outputs
+    refuse_undeclared_assignments(before)
     for record in trace.states:
-        name = record[0]
+        name, previous = record[0], record[1]
         owner_view, attribute = locate(view, name)
         new = owner_view.__dict__["_states"][attribute]
+        if new is previous:
+            owner = type(owner_view).__name__
+            raise DefinitionError(
+                f"{owner} declares the state {attribute} (flux.state) but {owner}.forward never assigns "
+                f"self.{attribute}: a state is h[t−1] when read and must be given its h[t] by "
+                f"`self.{attribute} = …`"
+                + (f" (in the sub-model {name.rpartition('.')[0]})" if "." in name else ""))
         record[2] = new
     return trace
+
+
+def attribute_snapshots(view, path: str) -> list:
+    """(path, view, its attributes, its parameters) for the view and every sub-view, before `forward` runs."""
+    snapshots = [(path, view, dict(view.__dict__), dict(view.__dict__["_params"]))]
+    for name, sub in view.__dict__.get("_subviews", {}).items():
+        snapshots += attribute_snapshots(sub, f"{path}.{name}" if path else name)
+    return snapshots
+
+
+def refuse_undeclared_assignments(snapshots: list) -> None:
+    """`forward` may assign declared states only: `self.hiden = …` (a typo for the state `hidden`) would silently
+    make a model that is not recurrent, and `self.W = …` or `self.scale = …` would change maths behind the trace."""
+    for path, view, attributes, params in snapshots:
+        cls = type(view)
+        changed = [k for k, v in view.__dict__.items() if k not in attributes or attributes[k] is not v]
+        changed += [k for k, v in view.__dict__["_params"].items() if params.get(k) is not v]
+        changed = [k for k in changed if k not in ("_states",)]
+        if changed:
+            declared = ", ".join(cls.declared_states()) or "none"
+            where = f" (the sub-model {path})" if path else ""
+            raise DefinitionError(
+                f"{cls.__name__}.forward{where} assigns self.{changed[0]}, which is not a declared state "
+                f"(declared: {declared}); forward may assign only states declared with flux.state(…): use a local "
+                "variable, or declare the state")
+
+
+def internal_name(name: str, taken: set) -> str:
+    """`name`, primed (Δ′) until no other symbol is called that: a prime is never part of an identifier, so a name
+    flux makes for itself never equals one a user chose. The result is added to `taken`."""
+    while name in taken:
+        name += "′"
+    taken.add(name)
+    return name
 
 
 def locate(view, dotted: str):
@@ -220,11 +266,17 @@ def refusing_truth_tests(model_name: str):
             "hadamard products instead"
         )
 
-    MatrixExpr.__bool__ = refuse
-    try:
-        yield
-    finally:
-        del MatrixExpr.__bool__
+    with _tracing:
+        MatrixExpr.__bool__ = refuse
+        try:
+            yield
+        finally:
+            del MatrixExpr.__bool__
+
+
+# The refusal above patches SymPy process-wide: models traced from several threads at once (each instance is traced
+# when it first needs its kernels) take turns, so one thread's trace never removes another's patch.
+_tracing = threading.Lock()
 
 
 def signature_inputs(forward) -> list[str]:
