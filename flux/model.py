@@ -14,8 +14,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .run.feedforward import (RuntimeState, as_float_array, parameter_generation, parameters_replaced, run_backward,
-                      run_forward, runtime_of, to_dtype)
+from .run.feedforward import (RuntimeState, as_float_array, configuration_changed, configuration_generation,
+                      parameter_generation, parameters_replaced, run_backward, run_forward, runtime_of, to_dtype)
 from .run.sequences import current_state, reset_state, run_sequence, run_sequence_backward, run_step
 from .trace.language import Param, State, is_symbolic, signature_inputs
 
@@ -80,6 +80,11 @@ class ModelClass(type):
         from .pipeline import program_of
 
         return program_of(cls, DEFAULT_DTYPE)
+
+    def __call__(cls, *args, **kwargs):
+        model = super().__call__(*args, **kwargs)
+        runtime_of(model).built = True  # from now on, changing an attribute forward may read re-traces the model
+        return model
 
 
 class Model(metaclass=ModelClass):
@@ -306,14 +311,25 @@ class Model(metaclass=ModelClass):
         """This model's compiled program for its dtype: `.forward`, `.backward`, each with `.source`."""
         runtime = runtime_of(self)
         program = runtime.program
-        if program is None:
+        if program is None or runtime.configuration != configuration_generation():
             from .pipeline import program_of
 
-            program = program_of(self, self.dtype)
+            program = program_of(self, self.dtype)  # traces again after a change: the same maths, the same program
             params = self.params  # by name: a learnable initial state h0 is a parameter no kernel takes
             program.check_params(*(params[n] for n in program.metadata["params"]))
             runtime.program = program
         return program
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Attributes forward may read are part of the maths: changing one on a built model (`m.alpha = 3.0`)
+        makes every model trace itself again before its next call, so no kernel computes stale maths."""
+        object.__setattr__(self, name, value)
+        cls = type(self)
+        if (not name.startswith("_") and name != "dtype" and name not in cls.declared_params()
+                and name not in cls.declared_states()):
+            runtime = self.__dict__.get("_runtime")
+            if runtime is not None and runtime.built:
+                configuration_changed()
 
     # ---- running --------------------------------------------------------------------------------------
 

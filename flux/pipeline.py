@@ -11,7 +11,6 @@ arrays go where), so a second process traces, finds the module on disk and loads
 from __future__ import annotations
 
 import inspect
-import weakref
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import cache
+from .run.feedforward import configuration_generation, runtime_of
 from .trace.language import internal_name, trace_forward
 
 
@@ -109,28 +109,20 @@ class Maths:
     identity: str
 
 
-_maths_of_instances: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
 def maths_of(model) -> Maths:
-    """Trace a model class (every time: a class may be patched) or instance (once: an instance's maths is what its
-    attributes and sub-models were when it first needed it, as its compiled program is)."""
+    """Trace a model class (every time: a class may be patched) or instance (once, and again after any model's
+    attribute changed: `m.alpha = 3.0` or a sub-model's, see Model.__setattr__). An instance keeps its traced maths
+    in its run-time state, beside the program compiled for it."""
     if isinstance(model, type):
         trace = trace_forward(model)
         return Maths(model.__name__, trace, identity_text(model.__name__, trace))
-    try:
-        found = _maths_of_instances.get(model)
-    except TypeError:  # an unhashable model (a subclass defining __eq__): traced every time
-        found = None
-    if found is None:
+    runtime = runtime_of(model)
+    generation = configuration_generation()
+    if runtime.maths is None or runtime.configuration != generation:
         name = type(model).__name__
         trace = trace_forward(model)
-        found = Maths(name, trace, identity_text(name, trace))
-        try:
-            _maths_of_instances[model] = found
-        except TypeError:
-            pass
-    return found
+        runtime.maths, runtime.configuration = Maths(name, trace, identity_text(name, trace)), generation
+    return runtime.maths
 
 
 def identity_text(name: str, trace) -> str:

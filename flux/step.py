@@ -65,6 +65,8 @@ class TrainStep:
         model, optimiser = self.model, self.optimiser
         params, sizes, gradients = self._prepare()
         x = as_input_array(model, "x", x, sizes[0])
+        if getattr(self.loss, "takes_labels", False):  # integer class labels (N,) → one-hot rows
+            target = self.loss.targets_for(target, x.shape[:-1] + (sizes[1],), model.dtype)
         target = as_input_array(self.loss, "target", target, sizes[1])
         if target.shape[0] != x.shape[0]:
             raise ValueError(f"{type(model).__name__}: target has {target.shape[0]} samples but x has {x.shape[0]}")

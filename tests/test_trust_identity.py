@@ -91,6 +91,29 @@ def test_a_constant_read_from_the_instance_is_part_of_the_maths():
     assert Scaled(2.0, W=np.ones((4, 3))).kernels is Scaled(2.0, W=np.ones((2, 2))).kernels
 
 
+def test_changing_a_constant_after_the_first_call_changes_the_kernel():
+    W = np.array([[1.0, -2.0], [0.5, 0.25]])
+    model = Scaled(2.0, W=W, dtype=np.float64)
+    np.testing.assert_allclose(model(x), 2.0 * x @ W.T, rtol=1e-12)
+    model.alpha = 3.0
+    np.testing.assert_allclose(model(x), 3.0 * x @ W.T, rtol=1e-12)
+    assert "3.0" in repr(model.derivation.outputs[0])  # the maths shown is the maths computed
+
+
+def test_changing_a_sub_models_constant_reaches_the_whole_model():
+    W = np.array([[1.0, -2.0], [0.5, 0.25]])
+    inner = Scaled(2.0, W=W, dtype=np.float64)
+    chain = flux.Chain(inner, flux.tanh)
+    np.testing.assert_allclose(chain(x), np.tanh(2.0 * x @ W.T), rtol=1e-12)
+    before = chain.kernels
+    inner.alpha = -1.0
+    np.testing.assert_allclose(chain(x), np.tanh(-1.0 * x @ W.T), rtol=1e-12)
+    assert chain.kernels is not before
+    inner.alpha = 2.0  # the same maths again: the same compiled program, nothing recompiled
+    np.testing.assert_allclose(chain(x), np.tanh(2.0 * x @ W.T), rtol=1e-12)
+    assert chain.kernels is before
+
+
 HELPER_MODEL = """
 import flux
 import helper

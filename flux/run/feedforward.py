@@ -32,6 +32,19 @@ def parameter_generation() -> int:
     return _generation[0]
 
 
+_configuration = [0]  # bumped whenever an attribute of a built model changes: its maths (and its parents') may have
+
+
+def configuration_changed() -> None:
+    """An attribute forward may read changed on some model (`m.alpha = 3.0`, or on a sub-model): every model traces
+    itself again before its next call and keeps its program only if its maths is still the same."""
+    _configuration[0] += 1
+
+
+def configuration_generation() -> int:
+    return _configuration[0]
+
+
 class ForwardTape(NamedTuple):
     """What one feed-forward pass leaves for `back`."""
 
@@ -52,7 +65,8 @@ class ChainTape(NamedTuple):
 class RuntimeState:
     """A model's run-time state: never saved, never pickled, rebuilt empty whenever a model is built or copied."""
 
-    __slots__ = ("tape", "shared", "per_thread", "flat", "program", "has_grads", "state_grads", "lock")
+    __slots__ = ("tape", "shared", "per_thread", "flat", "program", "maths", "configuration", "built", "has_grads",
+                 "state_grads", "lock")
 
     def __init__(self) -> None:
         self.tape: Any = None  # ForwardTape, SequenceTape or ChainTape of the last forward pass, or None
@@ -60,6 +74,9 @@ class RuntimeState:
         self.per_thread: dict[int, Any] = {}  # a shared model's tapes, by thread
         self.flat: tuple | None = None  # (generation, parameters, gradients) in kernel order
         self.program: Any = None  # the compiled Program for the model's dtype, its parameter sizes checked
+        self.maths: Any = None  # the traced maths (flux.pipeline.Maths) the program was made for
+        self.configuration = -1  # the configuration generation `maths` and `program` were made in
+        self.built = False  # __init__ has finished: attribute changes from now on may change the maths
         self.has_grads = False  # gradients accumulated since the last update
         self.state_grads: dict | None = None  # ∂L/∂h₀ of the last back through a sequence
         self.lock = threading.RLock()  # serialises back passes and recurrent calls (they write shared arrays)
@@ -174,7 +191,8 @@ def run_forward(model, inputs: tuple, run_sequence: Callable, **options: Any) ->
 
 def forward_unlocked(model, runtime: RuntimeState, params: list, inputs: tuple, run_sequence: Callable,
                      **options: Any) -> Any:
-    program = runtime.program if runtime.program is not None else model.kernels
+    current = runtime.program is not None and runtime.configuration == _configuration[0]
+    program = runtime.program if current else model.kernels
     metadata = program.metadata
     if metadata.get("states"):  # recurrent: sequences through the compiled time loop
         with runtime.lock:

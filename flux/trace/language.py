@@ -143,7 +143,7 @@ def symbolic_view(model, path: str, trace: Trace):
     cls = model if isinstance(model, type) else type(model)
     view = cls.__new__(cls)
     if not isinstance(model, type):
-        view.__dict__.update({k: v for k, v in model.__dict__.items() if k not in ("_params", "_states", "_grads")})
+        view.__dict__.update({k: v for k, v in model.__dict__.items() if k not in ("_params", "_states", "_grads", "_runtime")})
     prefix = f"{path}." if path else ""
     symbols = {}
     for name, declared in cls.declared_params().items():
