@@ -30,6 +30,7 @@ from .trace.language import hadamard, is_symbolic, total
 class Loss(Model):
     """A model of (prediction, target) with a (1, 1) output per sample; on arrays it returns the batch mean."""
 
+    is_loss = True  # its maths is shown as ℓ(prediction, target) = …
     takes_labels = False  # True: an integer target shaped like the prediction without its last axis is class labels
 
     def forward(self, prediction, target):

@@ -384,10 +384,3 @@ class Model(metaclass=ModelClass):
         return model_text(self)
 
     _repr_latex_ = RendersOnClassAndInstance()
-
-
-def submodels_of(model) -> list:
-    """(name, sub-model) pairs of an instance, or (name, sub-model class) pairs of a class."""
-    if isinstance(model, type):
-        return list(model.declared_slots().items())
-    return model.named_submodels()

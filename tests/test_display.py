@@ -288,7 +288,7 @@ def test_losses_read_as_l_of_their_inputs():
     text = derivation_text(flux.logitcrossentropy.derivation).splitlines()
     assert text[:3] == ["LogitCrossEntropy", "  ℓ(logits, target) = logsumexp(logits)·Σ(target) − Σ(logits ⊙ target)",
                         "                  Δ = ∂L/∂ℓ"]
-    assert model_text(flux.mse).startswith("MSE(float32)\n  ℓ(prediction, target) = ")
+    assert model_text(flux.mse).startswith("MSE\n  ℓ(prediction, target) = ")  # no dtype: it follows its input
     assert "ℓ" not in derivation_text(Perceptron.derivation)
 
 
@@ -304,7 +304,7 @@ def test_code_comments_and_docstrings_stay_one_safe_line():
 def test_generated_kernels_have_one_line_docstrings(model):
     import ast
 
-    from flux.generate.feedforward import generate_module_source
+    from flux.generate import generate_module_source
 
     source = generate_module_source(model.derivation, np.float32, "test")
     tree = ast.parse(source)

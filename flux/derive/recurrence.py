@@ -45,7 +45,7 @@ def split_cell(derivation) -> Cell:
     """Split a recurrent derivation into projection, update and readout, and derive each."""
     from .rules import backward_expressions
     from ..maths.nodes import Generated
-    from ..pipeline import Derivation
+    from ..derive.derivation import Derivation
     from ..trace.language import internal_name
 
     n_out = len(derivation.outputs)

@@ -18,7 +18,7 @@ from sympy import ZeroMatrix
 from .printer import Argument, Result, describe, generate_kernel_source, size_codes
 from ..maths.graph import matrix_children, topological_order
 from ..maths.nodes import Generated
-from ..pipeline import Derivation
+from ..derive.derivation import Derivation
 
 # NumPy's error model: 1/0 is inf and 0/0 is NaN (as in NumPy), never a ZeroDivisionError mid-kernel.
 JIT = '@njit(cache=True, nogil=True, error_model="numpy")'
@@ -75,11 +75,7 @@ def kept_for_backward(derivation: Derivation, gradients: list) -> list:
 
 
 def generate_module_source(derivation: Derivation, dtype, key: str) -> str:
-    """The complete text of the module holding a model's kernels."""
-    if derivation.states:
-        from .recurrent import generate_recurrent_module_source
-
-        return generate_recurrent_module_source(derivation, dtype, key)
+    """The complete text of the module holding a feed-forward model's kernels."""
     dtype = np.dtype(dtype)
     inputs = [Argument(x, identifier(x.name), True) for x in derivation.inputs]
     params = [Argument(p, identifier(name), False) for name, p in derivation.params.items()]

@@ -1,6 +1,6 @@
 """A recurrent cell → the text of its generated module: row-wise kernels, step kernels and the time loops.
 
-The module holds, as numba functions (see `flux.derive.rules.recurrence` for the split of the cell),
+The module holds, as numba functions (see `flux.derive.recurrence` for the split of the cell),
 
     project, project_backward      u = P(x) and its VJP, over (T·N, ·) row stacks
     step_forward, step_backward    h_t = C(x_t, u_t, h_{t−1}) and its VJP, for one (N, ·) time step
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..maths.nodes import Generated
-from ..derive.rules.recurrence import Cell, split_cell
+from ..derive.recurrence import Cell, split_cell
 
 
 def describe(expr, width: int = 200) -> str:

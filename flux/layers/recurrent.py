@@ -1,7 +1,7 @@
 """Recurrent layers, written in the same syntax as user layers: each `forward` is ONE time step.
 
 A state declared with `flux.state` is h_{t−1} when `forward` reads it and becomes h_t when `forward` assigns
-it; flux runs the step over whole sequences (N, T, features) in one compiled time loop (see `flux.derive.rules.recurrence`).
+it; flux runs the step over whole sequences (N, T, features) in one compiled time loop (see `flux.derive.recurrence`).
 
     rnn = flux.LSTM(8, 32, rng=0)
     ys = rnn(xs)                      # xs (N, T, 8) → ys (N, T, 32), starting from h₀ = c₀ = 0

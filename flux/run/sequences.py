@@ -3,7 +3,7 @@
 The public API is batch-first, (N, T, features); the compiled drivers are time-major, (T, N, k), so that x_t is one
 contiguous block. `run_sequence` keeps a tape of what `run_sequence_backward` needs; states are carried between
 calls (truncated BPTT, `step` for generation) or start from zero, a given value, or a learnable h₀ whose gradient
-Σₙ ∂L/∂h₀ is added into the model's grads. The code generation lives in `flux.derive.rules.recurrence`.
+Σₙ ∂L/∂h₀ is added into the model's grads. The code generation lives in `flux.derive.recurrence`.
 """
 from __future__ import annotations
 

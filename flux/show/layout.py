@@ -116,13 +116,13 @@ def derivation_text(derivation: Any) -> str:
 
 def model_text(model: Any) -> str:
     """`Perceptron(W: 3×5, b: 3; float32; 18 parameters)`, then its equations (`y = σ(W·x + b)`); a model
-    without parameters is `Name(float32)`."""
+    without parameters (a function, a loss: it computes in its input's precision) is `Name`."""
     from ..trace.language import DefinitionError
 
     shapes = ", ".join(f"{n}: {'×'.join(map(str, p.shape))}" for n, p in model.params.items())
     count = model.parameter_count
     head = f"{type(model).__name__}({shapes}; {model.dtype}; {count:,} parameters)" if count else \
-        f"{type(model).__name__}({model.dtype})"
+        type(model).__name__  # no parameters: it computes in its input's precision, whatever it did last
     try:
         sheet = lay_out(model.derivation)
     except DefinitionError as error:  # a repr must not raise; say why the maths is missing
@@ -325,16 +325,10 @@ def with_products_unified(derivation: Any) -> Any:
 
 
 def is_loss(derivation: Any) -> bool:
-    """Whether a derivation is a loss's: its class (found by name) is a flux.losses.Loss."""
-    from ..losses import Loss
-
-    classes, found = [Loss], set()
-    while classes:
-        cls = classes.pop()
-        found.add(cls.__name__)
-        classes += cls.__subclasses__()
+    """Whether a derivation is a loss's (its class says `is_loss = True`, as flux.losses.Loss does): ℓ(…) = …"""
     outputs = derivation.outputs
-    return derivation.name in found and len(outputs) == 1 and tuple(outputs[0].shape) == (1, 1) and not derivation.params
+    return (getattr(derivation, "loss", False) and len(outputs) == 1 and tuple(outputs[0].shape) == (1, 1)
+            and not derivation.params)
 
 
 def gate_values(derivation: Any, names: dict, t: str) -> list:

@@ -126,6 +126,7 @@ class Trace:
     states: list  # (dotted name, h[t−1] symbol, h[t] expression)
     outputs: list  # expressions
     rigid_dims: set = field(default_factory=set)
+    loss: bool = False  # the model is a loss (its class says `is_loss = True`): shown as ℓ(prediction, target)
 
 
 def dim_symbol(dim: str | int, path: str):
@@ -161,8 +162,6 @@ def symbolic_view(model, path: str, trace: Trace):
         trace.states.append([prefix + name, previous, None])
     view.__dict__["_states"] = states
     view.__dict__["_tracing"] = True
-    from ..model import submodels_of
-
     views = {name: symbolic_view(sub, prefix + name, trace) for name, sub in submodels_of(model)}
     view.__dict__["_subviews"] = views
     view.adopt_submodels(views)
@@ -174,7 +173,7 @@ def trace_forward(model, input_names: list[str] | None = None) -> Trace:
     import sympy
 
     cls = model if isinstance(model, type) else type(model)
-    trace = Trace(inputs=[], params={}, states=[], outputs=[])
+    trace = Trace(inputs=[], params={}, states=[], outputs=[], loss=bool(getattr(cls, "is_loss", False)))
     view = symbolic_view(model, "", trace)
     names = input_names or cls.input_names()
     taken = set(trace.params) | {record[0] for record in trace.states}
@@ -288,3 +287,10 @@ def signature_inputs(forward) -> list[str]:
 def is_symbolic(value: Any) -> bool:
     """True for SymPy objects (tracing), without importing SymPy on the numeric path."""
     return type(value).__module__.startswith(("sympy", "flux.maths.nodes"))
+
+
+def submodels_of(model) -> list:
+    """(name, sub-model) pairs of an instance, or (name, sub-model class) pairs of a class."""
+    if isinstance(model, type):
+        return list(model.declared_slots().items())
+    return model.named_submodels()
