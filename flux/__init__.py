@@ -12,7 +12,8 @@ from .model import Model
 from .optimisers import SGD, Adam, Momentum, Nesterov, Optimiser, RMSProp
 from .step import TrainStep, compile_step
 from .trace.language import DefinitionError, concat, hadamard, param, state, total
-from .train import EarlyStopping, History, train
+from .callbacks import EarlyStopping, History
+from .train import train
 
 __version__ = "0.1.0"
 

@@ -13,10 +13,10 @@ from sympy import BlockMatrix, HadamardPower, HadamardProduct, MatrixSymbol, One
 
 import flux
 from flux import tanh, σ
-from flux.show import layout as display
 from flux.show.layout import derivation_latex, derivation_text, model_text
-from flux.show.printers import expression_text
-from flux.show.printers import LatexPrinter, dimension_latex, identifier_latex
+from flux.show.naming import lay_out
+from flux.show.names import dimension_latex, identifier_latex
+from flux.show.printers import LatexPrinter, expression_text
 from flux.maths.nodes import Apply, LogSumExp, Softmax, Spread, Total
 from models import GatedCell, Perceptron, TwoLayer, TwoTower, perceptron
 
@@ -236,7 +236,7 @@ def test_gates_and_kernels_are_untouched_by_naming():
     """Names are the display's only: the derivation (and so every kernel) still holds the plain expressions."""
     derivation = flux.LSTM.derivation
     before = (list(derivation.outputs), list(derivation.states), dict(derivation.gradients))
-    display.lay_out(derivation)
+    lay_out(derivation)
     assert (derivation.outputs, derivation.states, derivation.gradients) == before
     assert "σ(Ui·h + Wi·x + bi)" in expression_text(derivation.states[1][2])  # c: gates inline, no i[t]
 
