@@ -59,7 +59,7 @@ FORMAT = "flux-model"
 VERSION = 1
 _DESCRIPTION = "__flux__"
 # Fields that are not configuration: parameters and gradients (saved as arrays), the run-time state (never saved:
-# flux.run.feedforward.RuntimeState, rebuilt empty on load), and names older versions kept in __dict__.
+# flux.run.state.RuntimeState, rebuilt empty on load), and names older versions kept in __dict__.
 _RUNTIME_FIELDS = ("_params", "_grads", "_runtime", "_tape", "_program", "_has_grads", "_tracing", "_flat",
                    "_tape_thread", "_state_grads")
 
@@ -371,7 +371,7 @@ def _parameter_owners(model: Model, prefix: str, declared: dict):
 def _reset_runtime(model: Model) -> None:
     """After new parameters: no stale gradients, no forward tape computed with the old ones."""
     model.zero_grad()
-    from .run.feedforward import RuntimeState
+    from .run.state import RuntimeState
 
     model.__dict__["_runtime"] = RuntimeState()  # a fresh run-time state: no tape, no program, no cached lists
     for _, sub in model.named_submodels():

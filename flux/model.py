@@ -14,9 +14,11 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .run.feedforward import (RuntimeState, as_float_array, configuration_changed, configuration_generation,
-                      parameter_generation, parameters_replaced, run_backward, run_forward, runtime_of, to_dtype)
-from .run.sequences import current_state, reset_state, run_sequence, run_sequence_backward, run_step
+from .run.feedforward import run_backward, run_forward
+from .run.inputs import as_float_array, to_dtype
+from .run.sequences import current_state, reset_state, run_step
+from .run.state import (RuntimeState, configuration_changed, configuration_generation, parameter_generation,
+                        parameters_replaced, runtime_of)
 from .trace.language import Param, State, is_symbolic, signature_inputs
 
 DEFAULT_DTYPE = np.float32
@@ -338,11 +340,11 @@ class Model(metaclass=ModelClass):
         `initial=` (h₀: an array, or {state name: array}) and `carry=True` (start where the last call ended)."""
         if self.__dict__.get("_tracing") or any(is_symbolic(x) for x in inputs):
             return self.forward(*inputs)
-        return run_forward(self, inputs, run_sequence, **options)
+        return run_forward(self, inputs, **options)
 
     def back(self, Δ: Any) -> Any:
         """Back-propagate Δ = ∂L/∂y: return ∂L/∂x and add Σₙ ∂L/∂W into `grads`."""
-        return run_backward(self, Δ, run_sequence_backward)
+        return run_backward(self, Δ)
 
     # ---- recurrent models: the state carried between calls ----------------------------------------------
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import cache
-from .run.feedforward import configuration_generation, runtime_of
+from .run.state import configuration_generation, runtime_of
 from .derive.derivation import Derivation, derive_trace
 from .trace.language import trace_forward
 

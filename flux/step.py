@@ -16,7 +16,8 @@ import numpy as np
 
 from . import cache
 from .model import Model
-from .run.feedforward import as_input_array, parameter_generation
+from .run.inputs import as_input_array
+from .run.state import parameter_generation
 
 
 class Objective(Model):

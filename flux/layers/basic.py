@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..model import Model
-from ..run.feedforward import ChainTape, runtime_of
+from ..run.state import ChainTape, runtime_of
 from ..trace.language import concat, is_symbolic, param
 
 
