@@ -19,7 +19,8 @@ from .run.inputs import as_float_array, to_dtype
 from .run.sequences import current_state, reset_state, run_step
 from .run.state import (RuntimeState, configuration_changed, configuration_generation, parameter_generation,
                         parameters_replaced, runtime_of)
-from .trace.language import Param, State, is_symbolic, signature_inputs
+from .trace.language import Param, State, is_symbolic
+from .trace.tracing import signature_inputs
 
 DEFAULT_DTYPE = np.float32
 

@@ -20,7 +20,7 @@ import numpy as np
 from . import cache
 from .run.state import configuration_generation, runtime_of
 from .derive.derivation import Derivation, derive_trace
-from .trace.language import trace_forward
+from .trace.tracing import trace_forward
 
 
 # ---- identity: a model's maths is its traced expression ------------------------------------------------
