@@ -5,7 +5,8 @@
     model.update(lr=0.1) # W ← W − lr·∂L/∂W for every parameter, then gradients are zeroed
 
 A Model holds arrays and nothing clever. Its maths (`derivation`) and compiled kernels (`kernels`) belong to its
-structure — class, configuration, sub-models — and are computed once and shared by every instance.
+traced expression — what `forward` computes on symbols, whatever the class or the sizes (flux.pipeline) — and are
+computed once and shared by every model with the same maths.
 """
 from __future__ import annotations
 
@@ -164,10 +165,6 @@ class Model(metaclass=ModelClass):
     def input_names(cls) -> list[str]:
         return signature_inputs(cls.forward)
 
-    def structure_config(self) -> tuple:
-        """What besides the class and sub-models decides the maths (e.g. an activation). Override with care."""
-        return ()
-
     def named_submodels(self) -> list[tuple[str, "Model"]]:
         return [(name, self.__dict__[name]) for name in type(self).declared_slots()]
 
@@ -304,7 +301,7 @@ class Model(metaclass=ModelClass):
 
     @property
     def derivation(self):
-        """This model's maths and derived gradients (shared by every model of the same structure)."""
+        """This model's maths and derived gradients (shared by every model with the same traced maths)."""
         from .pipeline import derivation_of
 
         return derivation_of(self)

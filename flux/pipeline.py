@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from . import cache
-from .run.state import configuration_generation, runtime_of
 from .derive.derivation import Derivation, derive_trace
+from .run.state import configuration_generation, runtime_of
 from .trace.tracing import trace_forward
 
 

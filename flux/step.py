@@ -28,9 +28,6 @@ class Objective(Model):
         self.model = model
         self.loss = loss
 
-    def structure_config(self) -> tuple:
-        return (type(self.loss).__qualname__,)
-
     def named_submodels(self) -> list:
         return [("model", self.model)]
 

@@ -40,14 +40,13 @@ class Param(Declaration):
 
     store = "_params"
 
-    def __init__(self, *dims: str | int, init: str | None = None):
+    def __init__(self, *dims: str | int):
         if len(dims) not in (1, 2):
             raise TypeError(f"flux.param takes one or two dimensions, got {dims!r}")
         if len(dims) == 2 and 1 in dims:  # the kernels would lay it out as a vector, not as the 2-D array given
             raise TypeError(f"flux.param{dims!r}: a literal dimension 1 in a matrix parameter is not supported; "
                             "declare a vector as flux.param('m'), or name the dimension (flux.param('m', 'k'))")
         self.dims = tuple(dims)
-        self.init = init
         self.name = ""
 
     def __set__(self, instance, value):
@@ -76,9 +75,9 @@ class State(Declaration):
         return f"state({self.dims[0]!r})"
 
 
-def param(*dims: str | int, init: str | None = None) -> Param:
+def param(*dims: str | int) -> Param:
     """Declare a parameter with named dimensions: `W = flux.param("m", "n")`."""
-    return Param(*dims, init=init)
+    return Param(*dims)
 
 
 def state(*dims: str | int, learnable: bool = False) -> State:
