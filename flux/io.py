@@ -50,7 +50,7 @@ import numpy as np
 from .model import Model
 from .model_file import DESCRIPTION, FORMAT, VERSION, Builder, Describer, import_path, read, resolve_class, \
     write_atomically
-from .run.feedforward import RuntimeState
+from .run.state import RuntimeState
 
 
 def save(model: Model, path: str | os.PathLike, optimiser: Any = None) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .model import Model
-from .run.feedforward import runtime_of
+from .run.state import runtime_of
 from .trace.language import hadamard, is_symbolic, total
 
 

@@ -36,7 +36,7 @@ FORMAT = "flux-model"
 VERSION = 1
 DESCRIPTION = "__flux__"
 # Fields that are not configuration: parameters and gradients (saved as arrays), the run-time state (never saved:
-# flux.run.feedforward.RuntimeState, rebuilt empty on load), and names older versions kept in __dict__.
+# flux.run.state.RuntimeState, rebuilt empty on load), and names older versions kept in __dict__.
 RUNTIME_FIELDS = ("_params", "_grads", "_runtime", "_tape", "_program", "_has_grads", "_tracing", "_flat",
                   "_tape_thread", "_state_grads")
 

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from . import cache
-from .run.feedforward import configuration_generation, runtime_of
 from .derive.derivation import Derivation, derive_trace
-from .trace.language import trace_forward
+from .run.state import configuration_generation, runtime_of
+from .trace.tracing import trace_forward
 
 
 # ---- identity: a model's maths is its traced expression ------------------------------------------------

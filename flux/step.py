@@ -16,7 +16,8 @@ import numpy as np
 
 from . import cache
 from .model import Model
-from .run.feedforward import as_input_array, parameter_generation
+from .run.inputs import as_input_array
+from .run.state import parameter_generation
 
 
 class Objective(Model):
@@ -26,9 +27,6 @@ class Objective(Model):
         super().__init__(dtype=model.dtype)
         self.model = model
         self.loss = loss
-
-    def structure_config(self) -> tuple:
-        return (type(self.loss).__qualname__,)
 
     def named_submodels(self) -> list:
         return [("model", self.model)]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..trace.language import internal_name
+from ..trace.tracing import internal_name
 
 
 @dataclass

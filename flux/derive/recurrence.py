@@ -46,7 +46,7 @@ def split_cell(derivation) -> Cell:
     from .rules import backward_expressions
     from ..maths.nodes import Generated
     from ..derive.derivation import Derivation
-    from ..trace.language import internal_name
+    from ..trace.tracing import internal_name
 
     n_out = len(derivation.outputs)
     params = derivation.params

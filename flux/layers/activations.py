@@ -11,9 +11,6 @@ class Elementwise(Model):
         super().__init__()
         self.function = function
 
-    def structure_config(self) -> tuple:
-        return (self.function,)
-
     def forward(self, x):
         from ..maths.nodes import Apply
 

@@ -1,5 +1,6 @@
-"""Issue 12, items 1, 5 and 11: a kernel is the maths it was traced from, never a name; forward assigns declared
-states only; any valid Python identifier a user picks works in generated code."""
+"""The pipeline's identity (issue 12, items 1 and 11): a kernel is the maths it was traced from, never a name; any
+valid Python identifier a user picks works in generated code. (Item 5, forward assigns declared states only, is in
+test_trace.py.)"""
 import json
 import os
 import subprocess
@@ -8,11 +9,9 @@ import unicodedata
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 import flux
 from flux import Chain, Dense
-from flux.trace.language import DefinitionError
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 x = np.array([[-1.5, 0.5], [2.0, -0.25], [0.3, 0.9]])
@@ -163,53 +162,6 @@ def test_a_helper_module_changed_between_runs_is_not_served_from_the_disk_cache(
     # the same maths again: traced, found on disk, loaded; nothing derived or generated
     np.testing.assert_allclose(run_child(code, cache_directory, "no-derivation"), np.maximum(x @ W.T, 0),
                                rtol=1e-12)
-
-
-# ---- item 5: forward assigns declared states, and each of them --------------------------------------------
-
-class Typo(flux.Model):
-    hidden = flux.state("h")
-    W = flux.param("h", "n")
-    U = flux.param("h", "h")
-
-    def forward(self, x):
-        self.hiden = flux.tanh(self.W * x + self.U * self.hidden)
-        return self.hiden
-
-
-class NeverAssigned(flux.Model):
-    hidden = flux.state("h")
-    W = flux.param("h", "n")
-
-    def forward(self, x):
-        return flux.tanh(self.W * x)
-
-
-class AssignsParameter(flux.Model):
-    W = flux.param("m", "n")
-
-    def forward(self, x):
-        self.W = self.W * 2
-        return self.W * x
-
-
-def test_a_typo_in_a_state_assignment_is_a_definition_error_naming_both():
-    model = Typo(W=np.ones((2, 3)), U=np.eye(2))
-    with pytest.raises(DefinitionError, match=r"Typo.forward assigns self.hiden, .*not a declared state.*declared: "
-                                              r"hidden"):
-        model(np.ones((1, 4, 3), dtype=np.float32))
-    with pytest.raises(DefinitionError, match="hiden"):
-        Typo.derivation
-
-
-def test_a_declared_state_never_assigned_is_a_definition_error():
-    with pytest.raises(DefinitionError, match="NeverAssigned declares the state hidden .* never assigns self.hidden"):
-        NeverAssigned(W=np.ones((2, 3)))(np.ones((1, 4, 3), dtype=np.float32))
-
-
-def test_forward_assigning_a_parameter_is_a_definition_error():
-    with pytest.raises(DefinitionError, match=r"assigns self.W, which is not a declared state \(declared: none\)"):
-        AssignsParameter(W=np.ones((2, 3)))(np.ones((1, 3), dtype=np.float32))
 
 
 # ---- item 11: generated code uses its own names ------------------------------------------------------------

@@ -1,0 +1,189 @@
+"""Tracing: running a model's `forward` on SymPy symbols, giving its per-sample maths (a `Trace`).
+
+Every parameter becomes a MatrixSymbol (W ∈ ℝ^{m×n}, b ∈ ℝ^{m×1}), every input a column vector x ∈ ℝ^{n_x×1} whose
+size is found by unification (flux.trace.shapes), every state h[t−1] a symbol whose h[t] is what forward assigns;
+sub-models' symbols get dotted names ("a.W") and suffixed dimensions (m_a). While forward runs, `if` on a symbol and
+assignments to anything but a declared state are refused with a DefinitionError naming what the user wrote.
+"""
+from __future__ import annotations
+
+import inspect
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from .language import DefinitionError
+
+
+@dataclass
+class Trace:
+    """A model's maths: symbols in, expressions out, for one step (recurrent models: one time step)."""
+
+    inputs: list  # MatrixSymbols, per sample column vectors
+    params: dict  # dotted name → MatrixSymbol
+    states: list  # (dotted name, h[t−1] symbol, h[t] expression)
+    outputs: list  # expressions
+    rigid_dims: set = field(default_factory=set)
+    loss: bool = False  # the model is a loss (its class says `is_loss = True`): shown as ℓ(prediction, target)
+
+
+def dim_symbol(dim: str | int, path: str):
+    import sympy
+
+    if isinstance(dim, int):
+        return sympy.Integer(dim)
+    return sympy.Symbol(dim if not path else f"{dim}_{path.replace('.', '')}", positive=True, integer=True)
+
+
+def symbolic_view(model, path: str, trace: Trace):
+    """An object of the model's class whose parameters are MatrixSymbols, ready for `forward` to run on."""
+    import sympy
+
+    cls = model if isinstance(model, type) else type(model)
+    view = cls.__new__(cls)
+    if not isinstance(model, type):
+        view.__dict__.update({k: v for k, v in model.__dict__.items() if k not in ("_params", "_states", "_grads", "_runtime")})
+    prefix = f"{path}." if path else ""
+    symbols = {}
+    for name, declared in cls.declared_params().items():
+        rows = dim_symbol(declared.dims[0], path)
+        cols = dim_symbol(declared.dims[1], path) if len(declared.dims) == 2 else sympy.S.One
+        symbols[name] = sympy.MatrixSymbol(prefix + name, rows, cols)
+        trace.params[prefix + name] = symbols[name]
+        if not path:
+            trace.rigid_dims |= {d for d in (rows, cols) if isinstance(d, sympy.Symbol)}
+    view.__dict__["_params"] = symbols
+    states = {}
+    for name, declared in cls.declared_states().items():
+        previous = sympy.MatrixSymbol(prefix + name, dim_symbol(declared.dims[0], path), 1)
+        states[name] = previous
+        trace.states.append([prefix + name, previous, None])
+    view.__dict__["_states"] = states
+    view.__dict__["_tracing"] = True
+    views = {name: symbolic_view(sub, prefix + name, trace) for name, sub in submodels_of(model)}
+    view.__dict__["_subviews"] = views
+    view.adopt_submodels(views)
+    return view
+
+
+def trace_forward(model, input_names: list[str] | None = None) -> Trace:
+    """Run `model.forward` on symbols (a class or an instance), giving its per-sample maths."""
+    import sympy
+
+    cls = model if isinstance(model, type) else type(model)
+    trace = Trace(inputs=[], params={}, states=[], outputs=[], loss=bool(getattr(cls, "is_loss", False)))
+    view = symbolic_view(model, "", trace)
+    names = input_names or cls.input_names()
+    taken = set(trace.params) | {record[0] for record in trace.states}
+    names = [internal_name(n, taken) for n in names]  # an input called like a parameter is W′ in the maths
+    trace.inputs = [sympy.MatrixSymbol(n, sympy.Symbol(f"n_{n}", positive=True, integer=True), 1) for n in names]
+    before = attribute_snapshots(view, "")
+    with refusing_truth_tests(cls.__name__):
+        try:
+            result = view.forward(*trace.inputs)
+        except DefinitionError:
+            raise
+        except Exception as error:
+            raise DefinitionError(f"{cls.__name__}.forward cannot be traced: {type(error).__name__}: {error}") from error
+    outputs = list(result) if isinstance(result, (tuple, list)) else [result]
+    for out in outputs:
+        if not isinstance(out, sympy.MatrixExpr):
+            raise DefinitionError(
+                f"{cls.__name__}.forward must return a matrix expression of its inputs and parameters, "
+                f"got {type(out).__name__}: {out!r}"
+            )
+    trace.outputs = outputs
+    refuse_undeclared_assignments(before)
+    for record in trace.states:
+        name, previous = record[0], record[1]
+        owner_view, attribute = locate(view, name)
+        new = owner_view.__dict__["_states"][attribute]
+        if new is previous:
+            owner = type(owner_view).__name__
+            raise DefinitionError(
+                f"{owner} declares the state {attribute} (flux.state) but {owner}.forward never assigns "
+                f"self.{attribute}: a state is h[t−1] when read and must be given its h[t] by "
+                f"`self.{attribute} = …`"
+                + (f" (in the sub-model {name.rpartition('.')[0]})" if "." in name else ""))
+        record[2] = new
+    return trace
+
+
+def attribute_snapshots(view, path: str) -> list:
+    """(path, view, its attributes, its parameters) for the view and every sub-view, before `forward` runs."""
+    snapshots = [(path, view, dict(view.__dict__), dict(view.__dict__["_params"]))]
+    for name, sub in view.__dict__.get("_subviews", {}).items():
+        snapshots += attribute_snapshots(sub, f"{path}.{name}" if path else name)
+    return snapshots
+
+
+def refuse_undeclared_assignments(snapshots: list) -> None:
+    """`forward` may assign declared states only: `self.hiden = …` (a typo for the state `hidden`) would silently
+    make a model that is not recurrent, and `self.W = …` or `self.scale = …` would change maths behind the trace."""
+    for path, view, attributes, params in snapshots:
+        cls = type(view)
+        changed = [k for k, v in view.__dict__.items() if k not in attributes or attributes[k] is not v]
+        changed += [k for k, v in view.__dict__["_params"].items() if params.get(k) is not v]
+        changed = [k for k in changed if k not in ("_states",)]
+        if changed:
+            declared = ", ".join(cls.declared_states()) or "none"
+            where = f" (the sub-model {path})" if path else ""
+            raise DefinitionError(
+                f"{cls.__name__}.forward{where} assigns self.{changed[0]}, which is not a declared state "
+                f"(declared: {declared}); forward may assign only states declared with flux.state(…): use a local "
+                "variable, or declare the state")
+
+
+def internal_name(name: str, taken: set) -> str:
+    """`name`, primed (Δ′) until no other symbol is called that: a prime is never part of an identifier, so a name
+    flux makes for itself never equals one a user chose. The result is added to `taken`."""
+    while name in taken:
+        name += "′"
+    taken.add(name)
+    return name
+
+
+def locate(view, dotted: str):
+    """The sub-view that owns a dotted name, and the name's last part."""
+    *path, last = dotted.split(".")
+    for part in path:
+        view = view.__dict__["_subviews"][part]
+    return view, last
+
+
+@contextmanager
+def refusing_truth_tests(model_name: str):
+    """While tracing, `if` on a symbolic value raises instead of silently taking one branch."""
+    from sympy.matrices.expressions.matexpr import MatrixExpr
+
+    def refuse(self):
+        raise DefinitionError(
+            f"{model_name}.forward uses a symbolic value in a Python `if`/`while`/`and`/`or` ({self}): "
+            "forward is traced once on symbols, so branches cannot depend on values; use relu, step or "
+            "hadamard products instead"
+        )
+
+    with _tracing:
+        MatrixExpr.__bool__ = refuse
+        try:
+            yield
+        finally:
+            del MatrixExpr.__bool__
+
+
+# The refusal above patches SymPy process-wide: models traced from several threads at once (each instance is traced
+# when it first needs its kernels) take turns, so one thread's trace never removes another's patch.
+_tracing = threading.Lock()
+
+
+def signature_inputs(forward) -> list[str]:
+    """The input names of a `forward(self, x, …)`."""
+    parameters = list(inspect.signature(forward).parameters.values())[1:]
+    return [p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def submodels_of(model) -> list:
+    """(name, sub-model) pairs of an instance, or (name, sub-model class) pairs of a class."""
+    if isinstance(model, type):
+        return list(model.declared_slots().items())
+    return model.named_submodels()
