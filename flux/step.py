@@ -172,7 +172,8 @@ def load_step_module(objective: Objective, optimiser: Any, dtype) -> Any:
 def generate_step_source(derivation, rules, optimiser_name: str, dtype, key: str) -> str:
     """The module text: shape helpers and `train_step(x, target, θ…, scale, g…, state…, t, hyper…)`."""
     from .generate.printer import Argument, Result, describe, generate_kernel_source
-    from .generate.feedforward import JIT, identifier, shape_checks
+    from .generate.feedforward import identifier, shape_checks
+    from .generate.module import module_source
     from .maths.nodes import Generated
 
     x, target = derivation.inputs
@@ -205,43 +206,20 @@ def generate_step_source(derivation, rules, optimiser_name: str, dtype, key: str
         results, doc=f"one {optimiser_name} step on the batch mean of {describe(derivation.output, width=200)}",
         extra_arguments=states + ["step"] + hyper, prologue=prologue, epilogue=epilogue,
     )
-    checks = shape_checks(params, inputs)
-    update = update_source(rules, printed, optimiser_name)
-    return f'''# flux-module-key: {key}
-"""flux fused training step for {derivation.name} with {optimiser_name} ({dtype.name}). Do not edit."""
-import math
-
-import numpy as np
-from numba import njit
-
-from flux.fastmath import all_finite, fast_exp, fast_sigmoid, fast_tanh
-
-real = np.{dtype.name}
-
-
-{checks}
-
-
-{update}
-
-
-{JIT}
-{kernel}
-# end of generated module
-'''
+    docstring = f"flux fused training step for {derivation.name} with {optimiser_name} ({dtype.name}). Do not edit."
+    return module_source(key, docstring, dtype, helpers=[shape_checks(params, inputs)],
+                         kernels=[update_source(rules, printed, optimiser_name), kernel])
 
 
 def update_source(rules, printed: dict, optimiser_name: str) -> str:
-    """An njit function applying the optimiser's rule to every entry of one flattened parameter."""
+    """A kernel applying the optimiser's rule to every entry of one flattened parameter."""
     import sympy
-
-    from .generate.feedforward import JIT
 
     states = list(rules.state)
     hyper = [f"hyper_{h}" for h in rules.hyperparameters]
     arguments = ", ".join(["θ_", "g_"] + [f"{s}_" for s in states] + ["step"] + hyper)
     maths = "; ".join(f"{t} ← {sympy.sstr(e)}" for t, e in rules.updates.items())
-    lines = [JIT, f"def update({arguments}):", f'    """{optimiser_name}: {maths}"""',
+    lines = [f"def update({arguments}):", f'    """{optimiser_name}: {maths}"""',
              "    for i in range(θ_.size):", "        θ = θ_[i]", "        g = g_[i]"]
     lines += [f"        {s}_old = {s}_[i]" for s in states]
     lines += [f"        {s}_[i] = {printed[s]}" for s in states]
