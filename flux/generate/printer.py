@@ -17,15 +17,14 @@ from dataclasses import dataclass
 
 import sympy
 from sympy import (
-    BlockMatrix, HadamardPower, HadamardProduct, Identity, MatAdd, MatMul, MatrixSymbol, OneMatrix, Transpose,
-    ZeroMatrix,
+    HadamardPower, HadamardProduct, Identity, MatAdd, MatMul, MatrixSymbol, OneMatrix, Transpose, ZeroMatrix,
 )
 from sympy.matrices.expressions.matexpr import MatrixExpr
-from sympy.matrices.expressions.slice import MatrixSlice
 
-from ..maths.graph import matrix_children, topological_order
+from .sizes import dimension_code, size_codes
+from ..maths.graph import Dependence, matrix_children, topological_order
 from ..maths.elementwise import FUNCTIONS
-from ..maths.nodes import Apply, LogSumExp, Softmax, Spread, Total
+from ..maths.nodes import Apply, Spread
 
 
 @dataclass(frozen=True)
@@ -79,7 +78,7 @@ class KernelWriter:
     def __init__(self, arguments: list[Argument], results: list[Result]):
         self.arguments = arguments
         self.results = results
-        self.batched_leaves = {a.symbol for a in arguments if a.batched}
+        self.batched = Dependence(a.symbol for a in arguments if a.batched)  # per sample: reads a batched argument
         self.arrays: dict[MatrixExpr, str] = {a.symbol: a.name for a in arguments}
         self.sizes = size_codes(arguments)
         self.batch = next((f"{a.name}.shape[0]" for a in arguments if a.batched), "1")
@@ -90,18 +89,12 @@ class KernelWriter:
             if result.mode == "write":
                 self.targets[result.expr] = result.into
         self.temporaries = 0
-        self._batched: dict[MatrixExpr, bool] = {}
         self.uses = Counter()
         for node in topological_order([r.expr for r in results]):
             for child in matrix_children(node):
                 self.uses[child] += 1
 
     # ---- planning -------------------------------------------------------------------------------------
-
-    def batched(self, node: MatrixExpr) -> bool:
-        if node not in self._batched:
-            self._batched[node] = node in self.batched_leaves or any(self.batched(c) for c in matrix_children(node))
-        return self._batched[node]
 
     def is_elementwise(self, node: MatrixExpr) -> bool:
         if isinstance(node, MatMul):  # a product with (1, 1) factors is a broadcast, not a GEMM
@@ -169,11 +162,12 @@ class KernelWriter:
         return f"t{self.temporaries}"
 
     def size(self, dim) -> str:
+        """Code for a dimension, read from the argument arrays (parenthesised unless one number or one size)."""
         dim = sympy.sympify(dim)
-        if dim.is_Integer:
-            return str(dim)
-        code = str(dim.xreplace({s: sympy.Symbol(self.sizes[s]) for s in dim.free_symbols}))
-        return code if dim.is_Symbol else f"({code})"
+        code = dimension_code(dim, self.sizes)
+        if code is None:
+            raise CodegenError(f"no argument array has the dimension {dim}")
+        return code if dim.is_Symbol or dim.is_Integer else f"({code})"
 
     def number(self, value) -> str:
         """A scalar constant in the kernel's float type; sizes (1/k in a mean) are read from the arrays."""
@@ -563,23 +557,6 @@ def is_scalar(node: MatrixExpr) -> bool:
 
 
 
-
-
-def size_codes(arguments: list[Argument]) -> dict[sympy.Symbol, str]:
-    """Where the kernel reads each symbolic dimension from: the first argument array that has it."""
-    sizes: dict[sympy.Symbol, str] = {}
-    for a in arguments:
-        rows, cols = a.symbol.shape
-        if a.batched:
-            axes = [(rows if cols == 1 else cols, 1)]
-        elif cols == 1 or rows == 1:
-            axes = [(rows if cols == 1 else cols, 0)]
-        else:
-            axes = [(rows, 0), (cols, 1)]
-        for dim, axis in axes:
-            if isinstance(dim, sympy.Symbol) and dim not in sizes:
-                sizes[dim] = f"{a.name}.shape[{axis}]"
-    return sizes
 
 
 def describe(node: MatrixExpr, named: dict | None = None, width: int = 90) -> str:
