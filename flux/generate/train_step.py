@@ -31,7 +31,6 @@ def generate_step_source(derivation, rules, optimiser_name: str, dtype, key: str
     hyper = [f"hyper_{h}" for h in rules.hyperparameters]
     results = [Result("loss", derivation.output.xreplace({}), mode="mean")]
     results += [Result(g, derivation.gradients[a.symbol.name], mode="assign", into=g) for a, g in zip(params, gradients)]
-    prologue = []
     epilogue = ["if not np.isfinite(loss):", "    return loss, -1"]
     for k, g in enumerate(gradients):
         epilogue += [f"if not all_finite({g}):", f"    return loss, {k}"]
@@ -48,7 +47,7 @@ def generate_step_source(derivation, rules, optimiser_name: str, dtype, key: str
         "train_step", inputs + params + [scale] + [Argument(Generated(g, *a.symbol.shape), g, False)
                                                      for a, g in zip(params, gradients)],
         results, doc=f"one {optimiser_name} step on the batch mean of {describe(derivation.output, width=200)}",
-        extra_arguments=states + ["step"] + hyper, prologue=prologue, epilogue=epilogue,
+        extra_arguments=states + ["step"] + hyper, epilogue=epilogue,
     )
     docstring = f"flux fused training step for {derivation.name} with {optimiser_name} ({dtype.name}). Do not edit."
     return module_source(key, docstring, dtype, helpers=[shape_checks(params, inputs)],
