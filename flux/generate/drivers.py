@@ -1,9 +1,9 @@
 """The drivers of a recurrent module: `forward` and `backward`, the time loops that call the cell's kernels.
 
-    forward:  u = project(x) for all T·N rows; for t = 0…T−1: h_t = step_forward(x_t, u_t, h_{t−1});
+    forward:  u = project(x) for all T·N rows; for t = 0…T−1: h_t = cell_forward(x_t, u_t, h_{t−1});
               y = readout(x, h_{t−1}, h_t) for all T·N rows
     backward: readout_backward for all rows (Δx, and the Δh_t each step adds to the Δh it carries);
-              for t = T−1…0: step_backward; then the deferred parameter gradients and project_backward
+              for t = T−1…0: cell_backward; then the deferred parameter gradients and project_backward
 
 Each driver is printed from the `flux.generate.recurrent.RecurrentPlan` of the cell's kernels (their names,
 arguments and buffers), and returns text: nothing here writes into the plan.
@@ -41,11 +41,11 @@ def forward_driver(plan) -> str:
         lines.append(f"{I}{state}_seq[0] = {state}_initial")
     for name, dim in zip(plan.kept, plan.kept_dims):
         lines.append(f"{I}{name}_seq = np.empty((T, N, {dimension_code(dim, sources)}), dtype=real)")
-    step_arguments = [f"{name}_seq[t]" for name in plan.step_inputs]  # a state's [t] is h_{t−1}
+    cell_arguments = [f"{name}_seq[t]" for name in plan.cell_inputs]  # a state's [t] is h_{t−1}
     lines.append(f"{I}for t in range(T):")
     parameters = ", ".join([a.name for a in plan.params] + [copy.name for copy in plan.transposed.values()])
-    lines.append(f"{I * 2}step_forward({', '.join(step_arguments)}, {parameters}, "
-                 f"{', '.join(plan.step_forward_destinations)})")
+    lines.append(f"{I * 2}cell_forward({', '.join(cell_arguments)}, {parameters}, "
+                 f"{', '.join(plan.cell_forward_destinations)})")
     readout = plan.readout
     made = readout.outputs + readout.kept
     lines.append(f"{I}{', '.join(made)}{',' if len(made) == 1 else ''} = "
@@ -95,24 +95,24 @@ def backward_driver(plan) -> str:
             lines.append(f"{I}from_readout{i}_seq = from_readout{i}.reshape((T, N, from_readout{i}.shape[1]))")
             (after_step if i < n_in + n_states else before_step)[state] = f"from_readout{i}_seq[t]"
     # buffers for the per-step gradients of inputs and hoisted terms, and for the deferred factors
-    for name, returned in plan.step_gradients:
+    for name, returned in plan.cell_gradients:
         if name not in plan.states:  # a gradient the loop writes at every t needs no zeros first
             lines.append(f"{I}grad_{name}_seq = np.{'empty' if returned else 'zeros'}({name}_seq.shape, dtype=real)")
     sources = size_sources(plan, in_forward=False)
     for name, dim in plan.factors:
         lines.append(f"{I}{name}_seq = np.empty((T, N, {dimension_code(dim, sources)}), dtype=real)")
-    step_arguments = state_deltas + [f"{name}_seq[t]" for name in plan.step_inputs] + [params]
-    step_arguments += plan.saved_buffers + [grads]
-    step_arguments += [f"{n}_seq[t]" for n in plan.step_backward_written]
-    returned = [f"{n}_t" for n in plan.step_backward_returns]
+    cell_arguments = state_deltas + [f"{name}_seq[t]" for name in plan.cell_inputs] + [params]
+    cell_arguments += plan.saved_buffers + [grads]
+    cell_arguments += [f"{n}_seq[t]" for n in plan.cell_backward_written]
+    returned = [f"{n}_t" for n in plan.cell_backward_returns]
     lines.append(f"{I}for t in range(T - 1, -1, -1):")
     for state, delta in zip(plan.states, state_deltas):
         if state in before_step:
             lines.append(f"{I * 2}{delta} += {before_step[state]}")
-    call = f"step_backward({', '.join(step_arguments)})"
+    call = f"cell_backward({', '.join(cell_arguments)})"
     lines.append(f"{I * 2}{', '.join(returned)}{',' if len(returned) == 1 else ''} = {call}" if returned
                  else f"{I * 2}{call}")
-    returned_names = set(plan.step_backward_returns)
+    returned_names = set(plan.cell_backward_returns)
     for state, delta in zip(plan.states, state_deltas):
         if f"grad_{state}" in returned_names:
             lines.append(f"{I * 2}{delta} = grad_{state}_t")

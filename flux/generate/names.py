@@ -14,9 +14,9 @@ import unicodedata
 # one of them with a prefix or suffix the generators add (grad_W, hidden_seq, W_T, …); otherwise it is encoded.
 GENERATED_NAMES = {
     "N", "T", "n", "j", "r", "c", "t", "i", "acc", "shift", "real", "np", "njit", "math", "rows", "x", "target",
-    "scale", "loss", "step", "update", "θ", "g", "forward", "backward", "project", "project_backward", "readout",
-    "readout_backward", "step_forward", "step_backward", "gradients", "input_sizes", "check_params", "state_sizes",
-    "METADATA", "fast_exp", "fast_sigmoid", "fast_tanh", "all_finite", "prange", "grad", "new", "from", "opt", "hyper",
+    "scale", "loss", "step_count", "update", "θ", "g", "forward", "backward", "project", "project_backward", "readout",
+    "readout_backward", "cell_forward", "cell_backward", "gradients", "input_sizes", "check_params", "state_sizes",
+    "METADATA", "fast_exp", "fast_sigmoid", "fast_tanh", "all_finite", "grad", "new", "from", "opt", "hyper",
 }
 GENERATED_FAMILIES = re.compile(r"(t|y|u|kept|pkept|rkept|factor|from_readout|from_projection)\d*")
 GENERATED_PREFIXES = ("grad_", "new_", "from_", "opt_", "hyper_", "v_")

@@ -3,7 +3,7 @@
 The module holds, as numba functions (see `flux.derive.recurrence` for the split of the cell),
 
     project, project_backward      u = P(x) and its VJP, over (T·N, ·) row stacks
-    step_forward, step_backward    h_t = C(x_t, u_t, h_{t−1}) and its VJP, for one (N, ·) time step
+    cell_forward, cell_backward    h_t = C(x_t, u_t, h_{t−1}) and its VJP, for one (N, ·) time step
     gradients                      Σ over T·N of the update's parameter gradients, deferred past the loop
     readout, readout_backward      y = R(x, h_{t−1}, h_t) and its VJP, over (T·N, ·) row stacks
     forward, backward              the drivers: the time loops, calling the functions above
@@ -75,15 +75,15 @@ class RecurrentPlan:
     readout: KernelPair
     output_deltas: list  # names of Δy (the readout's upstream)
     state_deltas: list  # names of Δh (the update's upstream)
-    step_inputs: list  # names of the update's leaves: inputs, hoisted terms, previous states
-    step_forward_destinations: list  # the buffer slot each step_forward result is written into
-    kept: list  # names of the values step_forward keeps per time step besides the states
+    cell_inputs: list  # names of the update's leaves: inputs, hoisted terms, previous states
+    cell_forward_destinations: list  # the buffer slot each cell_forward result is written into
+    kept: list  # names of the values cell_forward keeps per time step besides the states
     kept_dims: list  # their sizes
-    step_gradients: list  # (leaf name, returned?) for each leaf of the update
+    cell_gradients: list  # (leaf name, returned?) for each leaf of the update
     factors: list  # (name, size) of the per-step factors of the deferred gradients
-    saved_buffers: list  # the buffer slots step_backward reads its saved values from, in order
-    step_backward_written: list  # δs step_backward writes into buffers (name_seq[t])
-    step_backward_returns: list  # names step_backward returns
+    saved_buffers: list  # the buffer slots cell_backward reads its saved values from, in order
+    cell_backward_written: list  # δs cell_backward writes into buffers (name_seq[t])
+    cell_backward_returns: list  # names cell_backward returns
     gradient_factors: list  # the factor buffers `gradients` reads (empty: no deferred gradients, no call)
 
 
@@ -109,7 +109,7 @@ class CellWriter:
             projection = self.row_kernels("project", self.cell.projection, [a.name for a in self.inputs],
                                           self.projected_names, "pkept")
             sources += [projection.forward, projection.backward]
-        sources += self.step_kernels(plan)
+        sources += self.cell_kernels(plan)
         if plan["deferred"]:
             sources.append(self.gradients_kernel(plan))
         n_out = len(self.cell.readout.outputs)
@@ -133,14 +133,14 @@ class CellWriter:
 
     # ---- the update: (x_t, u_t, h_{t−1}) ↦ h_t, and its VJP ----------------------------------------------
 
-    def step_kernels(self, plan: dict) -> list[str]:
-        step = self.cell.update
-        news = step.outputs
-        step_inputs = [Argument(s, self.code[s], True) for s in step.inputs]
-        batched = Dependence(step.inputs)
+    def cell_kernels(self, plan: dict) -> list[str]:
+        update = self.cell.update
+        news = update.outputs
+        cell_inputs = [Argument(s, self.code[s], True) for s in update.inputs]
+        batched = Dependence(update.inputs)
         # the forward values backward reads: new states and batched intermediates (kept per time step)
-        leaves = set(step.inputs) | set(step.params.values())
-        kept = [k for k in kept_for_backward(step, list(step.gradients.values()))
+        leaves = set(update.inputs) | set(update.params.values())
+        kept = [k for k in kept_for_backward(update, list(update.gradients.values()))
                 if k not in news and batched(k) and k not in leaves]
         named: dict = {}
         for state, node in zip(self.states, news):
@@ -165,7 +165,7 @@ class CellWriter:
             transposed.update(copies)
             rewritten.append(Result(r.name, expr, mode="write", into=o.name))
         copies = [Argument(copy, copy.name, False) for copy in transposed.values()]
-        forward = generate_kernel_source("step_forward", step_inputs + self.params + copies + outs, rewritten, doc=doc)
+        forward = generate_kernel_source("cell_forward", cell_inputs + self.params + copies + outs, rewritten, doc=doc)
         # where each forward value lives in the drivers' time-major buffers
         buffers_of = {name: f"{name}_seq[t]" for name in kept_names}
         for state, node in zip(self.states, news):
@@ -174,24 +174,24 @@ class CellWriter:
         replacements = {node: Generated(name, *node.shape) for node, name in named.items()}
         symbol_of = {name: replacements[node] for node, name in reversed(list(named.items()))}
         saved = [Argument(symbol_of[name], name, True) for name in saved_names]
-        deltas = [Argument(d, identifier(d.name), True) for d in step.upstream]
+        deltas = [Argument(d, identifier(d.name), True) for d in update.upstream]
         # per-step gradients: inputs, hoisted terms and previous states
-        step_gradients, results = [], []  # (leaf argument name, returned?) in order
-        for a in step_inputs:
-            g = step.gradients[a.symbol.name]
-            step_gradients.append((a.name, not isinstance(g, ZeroMatrix)))
+        cell_gradients, results = [], []  # (leaf argument name, returned?) in order
+        for a in cell_inputs:
+            g = update.gradients[a.symbol.name]
+            cell_gradients.append((a.name, not isinstance(g, ZeroMatrix)))
             if not isinstance(g, ZeroMatrix):
                 results.append(Result(f"grad_{a.name}", g.xreplace(replacements)))
         # parameter gradients: outer products and vector sums are deferred to one GEMM over T·N after the loop
-        buffers = {a.symbol: a.name for a in step_inputs}
+        buffers = {a.symbol: a.name for a in cell_inputs}
         buffers.update({symbol_of[n]: n for n in saved_names})
         deferred, factors = [], {}  # (param argument, expression over factor symbols); expr → name
         for r in results:  # a δ already returned per step (∂L/∂u_t, ∂L/∂x_t) is stored anyway: reuse it
             if r.name[len("grad_"):] not in self.states:
                 factors.setdefault(r.expr, r.name)
-        per_step = Dependence(set(step.inputs) | set(replacements.values()) | {d.symbol for d in deltas})
-        for a, p in zip(self.params, step.params.values()):
-            gradient = step.gradients[p.name].xreplace(replacements)
+        per_step = Dependence(set(update.inputs) | set(replacements.values()) | {d.symbol for d in deltas})
+        for a, p in zip(self.params, update.params.values()):
+            gradient = update.gradients[p.name].xreplace(replacements)
             for term in (gradient.args if isinstance(gradient, sympy.MatAdd) else (gradient,)):
                 if isinstance(term, ZeroMatrix):
                     continue
@@ -209,15 +209,15 @@ class CellWriter:
         results = [Result(r.name, r.expr, mode="write", into=f"{r.name}_out") if r.name in written and r.mode == "new"
                    else r for r in results]
         backward = generate_kernel_source(
-            "step_backward", deltas + step_inputs + self.params + saved + gradient_arrays(self.params) + outs, results,
+            "cell_backward", deltas + cell_inputs + self.params + saved + gradient_arrays(self.params) + outs, results,
             doc="one step back: ∂L/∂x_t, ∂L/∂u_t, ∂L/∂h_{t−1} and the δ_t of the deferred gradients returned")
         plan.update(
-            transposed=transposed, step_inputs=[a.name for a in step_inputs],
-            step_forward_destinations=[destinations[r.name] for r in rewritten],
-            kept=kept_names, kept_dims=[k.shape[0] for k in kept], step_gradients=step_gradients,
+            transposed=transposed, cell_inputs=[a.name for a in cell_inputs],
+            cell_forward_destinations=[destinations[r.name] for r in rewritten],
+            kept=kept_names, kept_dims=[k.shape[0] for k in kept], cell_gradients=cell_gradients,
             factors=[(name, expr.shape[0]) for name, expr in factor_results],
-            saved_buffers=[buffers_of[n] for n in saved_names], step_backward_written=written,
-            step_backward_returns=[r.name for r in results if r.mode == "new"], deferred=deferred,
+            saved_buffers=[buffers_of[n] for n in saved_names], cell_backward_written=written,
+            cell_backward_returns=[r.name for r in results if r.mode == "new"], deferred=deferred,
             gradient_factors=[])
         return [forward, backward]
 

@@ -1,6 +1,6 @@
 """The fused training step's module: forward, loss, backward and the optimiser's update in one kernel.
 
-    train_step(x, target, θ…, scale, g…, state…, t, hyper…) → (mean loss, status)
+    train_step(x, target, θ…, scale, g…, state…, step_count, hyper…) → (mean loss, status)
 
 The objective ℓ(f(x), t) is one derivation; its loss is the batch mean (scale = 1/N per sample) and each gradient is
 Σₙ ∂ℓₙ/∂θ written into g. Before any parameter changes the kernel checks that the loss and every gradient are
@@ -19,7 +19,7 @@ from ..maths.nodes import Generated
 
 
 def generate_step_source(derivation, rules, optimiser_name: str, dtype, key: str) -> str:
-    """The module text: shape helpers and `train_step(x, target, θ…, scale, g…, state…, t, hyper…)`."""
+    """The module text: shape helpers and `train_step(x, target, θ…, scale, g…, state…, step_count, hyper…)`."""
     x, target = derivation.inputs
     inputs = [Argument(x, "x", True), Argument(target, "target", True)]
     params = [Argument(p, identifier(name), False) for name, p in derivation.params.items()]
@@ -34,20 +34,20 @@ def generate_step_source(derivation, rules, optimiser_name: str, dtype, key: str
     epilogue = ["if not np.isfinite(loss):", "    return loss, -1"]
     for k, g in enumerate(gradients):
         epilogue += [f"if not all_finite({g}):", f"    return loss, {k}"]
-    symbol_names = {rules.theta: "θ", rules.gradient: "g", rules.step: "step"}
+    symbol_names = {rules.theta: "θ", rules.gradient: "g", rules.step: "step_count"}
     symbol_names.update({s: f"{name}_old" for name, s in rules.state.items()})
     symbol_names.update({s: f"hyper_{name}" for name, s in rules.hyperparameters.items()})
     printed = {target: scalar_code(expr, symbol_names) for target, expr in rules.updates.items()}
     for a, g in zip(params, gradients):
         states_of = ", ".join(f"opt_{s}_{a.name}.reshape(-1)" for s in rules.state)
         epilogue.append(f"update({a.name}.reshape(-1), {g}.reshape(-1), {states_of + ', ' if states_of else ''}"
-                        f"step{''.join(', ' + h for h in hyper)})")
+                        f"step_count{''.join(', ' + h for h in hyper)})")
     epilogue.append("return loss, -2")
     kernel = generate_kernel_source(
         "train_step", inputs + params + [scale] + [Argument(Generated(g, *a.symbol.shape), g, False)
                                                      for a, g in zip(params, gradients)],
         results, doc=f"one {optimiser_name} step on the batch mean of {describe(derivation.output, width=200)}",
-        extra_arguments=states + ["step"] + hyper, epilogue=epilogue,
+        extra_arguments=states + ["step_count"] + hyper, epilogue=epilogue,
     )
     docstring = f"flux fused training step for {derivation.name} with {optimiser_name} ({dtype.name}). Do not edit."
     return module_source(key, docstring, dtype, helpers=[shape_checks(params, inputs)],
@@ -58,7 +58,7 @@ def update_source(rules, printed: dict, optimiser_name: str) -> str:
     """A kernel applying the optimiser's rule to every entry of one flattened parameter."""
     states = list(rules.state)
     hyper = [f"hyper_{h}" for h in rules.hyperparameters]
-    arguments = ", ".join(["θ_", "g_"] + [f"{s}_" for s in states] + ["step"] + hyper)
+    arguments = ", ".join(["θ_", "g_"] + [f"{s}_" for s in states] + ["step_count"] + hyper)
     maths = "; ".join(f"{t} ← {sympy.sstr(e)}" for t, e in rules.updates.items())
     lines = [f"def update({arguments}):", f'    """{optimiser_name}: {maths}"""',
              "    for i in range(θ_.size):", "        θ = θ_[i]", "        g = g_[i]"]
