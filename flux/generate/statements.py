@@ -85,12 +85,7 @@ class Statements:
         z = self.array(node.argument)
         name = self.temporary()
         self.emit(f"{name} = np.empty_like({z})  # {describe(node, self.arrays)}, max-shifted")
-        self.emit("for n in range(N):")
-        self.emit(f"{INDENT}shift = np.max({z}[n])")
-        self.emit(f"{INDENT}acc = real(0)")
-        self.emit(f"{INDENT}for j in range({z}.shape[1]):")
-        self.emit(f"{INDENT * 2}{name}[n, j] = fast_exp({z}[n, j] - shift)")
-        self.emit(f"{INDENT * 2}acc += {name}[n, j]")
+        self.shifted_exponential_sum(z, f"{name}[n, j]", store=True)
         self.emit(f"{INDENT}for j in range({z}.shape[1]):")
         self.emit(f"{INDENT * 2}{name}[n, j] /= acc")
         return name
@@ -99,13 +94,20 @@ class Statements:
         z = self.array(node.argument)
         name = self.temporary()
         self.emit(f"{name} = np.empty((N, 1), dtype=real)  # {describe(node, self.arrays)}, max-shifted")
+        self.shifted_exponential_sum(z, f"fast_exp({z}[n, j] - shift)", store=False)
+        self.emit(f"{INDENT}{name}[n, 0] = shift + np.log(acc)")
+        return name
+
+    def shifted_exponential_sum(self, z: str, term: str, store: bool) -> None:
+        """For each sample n (the loop left open): shift = maxⱼ zₙⱼ, acc = Σⱼ e^(zₙⱼ − shift), each term `term`
+        (with `store`, first written there: the array `term` indexes)."""
         self.emit("for n in range(N):")
         self.emit(f"{INDENT}shift = np.max({z}[n])")
         self.emit(f"{INDENT}acc = real(0)")
         self.emit(f"{INDENT}for j in range({z}.shape[1]):")
-        self.emit(f"{INDENT * 2}acc += fast_exp({z}[n, j] - shift)")
-        self.emit(f"{INDENT}{name}[n, 0] = shift + np.log(acc)")
-        return name
+        if store:
+            self.emit(f"{INDENT * 2}{term} = fast_exp({z}[n, j] - shift)")
+        self.emit(f"{INDENT * 2}acc += {term}")
 
     def _statement_MatrixSlice(self, node):
         parent, (start, stop, _), _ = node.args
