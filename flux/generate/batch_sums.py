@@ -2,6 +2,10 @@
 
     Σₙ U·aₙ·bₙᵀ·V = U·(AᵀB)·V      the outer products of a batch as one GEMM (A, B the batch-stacked aₙ, bₙ)
     Σₙ vₙ                          a column sum, one loop over the batch
+
+This stays a printing decision, not a rewrite in `flux.derive.simplify`: the maths is per sample, so AᵀB (A the
+batch stacked in rows) has no per-sample expression to rewrite into, and whether the GEMM writes straight into
+the gradient array (np.dot(A.T, B, grad)) depends on what was already printed into it.
 """
 from __future__ import annotations
 
