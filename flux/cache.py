@@ -48,6 +48,8 @@ _generator_hash: str | None = None
 GENERATOR_PACKAGES = ("maths", "trace", "derive", "generate", "show")
 GENERATOR_MODULES = ("pipeline", "fastmath", "step", "optimisers", "cache")
 SEAL = "# flux-text-sha256: "
+# the first and last lines of every generated module (flux/generate/module.py writes them; cache.py checks them)
+KEY_LINE = "# flux-module-key: "
 END = "# end of generated module"
 
 
@@ -134,7 +136,7 @@ def import_file(path: Path, key: str) -> ModuleType:
     if body is None:
         raise ValueError("its text does not match the hash flux recorded when writing it (edited, truncated or "
                          "damaged)")
-    if f"# flux-module-key: {key}\n" not in body or not body.rstrip().endswith(END):
+    if f"{KEY_LINE}{key}\n" not in body or not body.rstrip().endswith(END):
         raise ValueError("file is incomplete or was made for another model")
     module_name = f"flux_generated_{path.stem}"
     spec = importlib.util.spec_from_file_location(module_name, path)

@@ -1,4 +1,5 @@
-"""From a model to its compiled program: derivation (trace → unify → derive) and kernels (generate → load).
+"""From a model to its compiled program: derivation (trace → unify → derive) and kernels (generate → load);
+likewise for the fused training step (`load_step_module`: objective and optimiser rule → its module).
 
 A kernel's identity is the maths itself: each model (an instance, or a class) is traced on symbols — cheap, no
 derivation — and the exact text of that trace (`Maths.identity`: SymPy's srepr of inputs, parameters, states and
@@ -143,3 +144,25 @@ def program_of(model, dtype) -> Program:
         module = cache.load_module(f"{maths.name.lower()}_{dtype.name}", module_key, generate)
         _programs[key] = Program(module)
     return _programs[key]
+
+
+def load_step_module(objective, optimiser: Any, dtype) -> Any:
+    """The fused training step's module (`flux.step.TrainStep`'s kernel), keyed by the objective's traced maths,
+    the optimiser's rule (its exact SymPy form) and the dtype: a second process traces the objective and loads the
+    module without deriving it."""
+    from sympy import srepr
+
+    dtype = np.dtype(dtype)
+    rules = optimiser.rules()
+    maths = maths_of(objective)
+    rule_text = repr((list(rules.state), list(rules.hyperparameters),
+                      [(str(k), srepr(v)) for k, v in rules.updates.items()]))
+    key = cache.module_key("train-step", maths.identity, type(optimiser).__name__, rule_text, dtype.name)
+    name = f"step_{type(objective.model).__name__.lower()}_{type(optimiser).__name__.lower()}_{dtype.name}"
+
+    def generate() -> str:
+        from .generate.train_step import generate_step_source
+
+        return generate_step_source(derivation_of_maths(maths), rules, type(optimiser).__name__, dtype, key)
+
+    return cache.load_module(name, key, generate)

@@ -24,7 +24,7 @@ def test_perceptron_gradients_are_written_through_the_output():
 
 
 @pytest.mark.parametrize("name, expected", [
-    ("σ", "y*(1 - y)"), ("tanh", "1 - y**2"), ("relu", "step(y)"), ("exp", "y"), ("sqrt", "1/(2*y)"),
+    ("σ", "y*(1 - y)"), ("tanh", "1 - y**2"), ("relu", "heaviside(y)"), ("exp", "y"), ("sqrt", "1/(2*y)"),
     ("log", "1/z"), ("square", "2*z"), ("softplus", "sigmoid(z)"), ("abs", "sign(z)"),
 ])
 def test_elementwise_derivatives_use_forward_values(name, expected):

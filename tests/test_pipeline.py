@@ -282,7 +282,7 @@ def test_names_that_clash_with_generated_code_work_in_the_fused_training_step():
 
 
 def test_code_names_are_distinct_identifiers_apart_from_every_generated_name():
-    from flux.generate.feedforward import GENERATED_FAMILIES, GENERATED_PREFIXES, GENERATED_SUFFIXES, RESERVED, identifier
+    from flux.generate.names import GENERATED_FAMILIES, GENERATED_PREFIXES, GENERATED_SUFFIXES, RESERVED, identifier
 
     names = ["W", "b", "x", "y", "y1", "t1", "u1", "kept1", "np", "len", "range", "math", "real", "N", "T", "grad_W",
              "grad", "W_T", "hidden", "hidden_t", "hidden_seq", "new_hidden", "Δ", "Δ_1", "Wσ", "ﬁ", "fi", "0.W",

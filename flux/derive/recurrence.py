@@ -87,15 +87,11 @@ def hoistable_nodes(roots: list, inputs: set, previous: set) -> list:
     """The largest per-sample column expressions that read an input and a matrix product but no state."""
     from sympy import MatrixSymbol
 
-    from ..maths.graph import matrix_children, topological_order
+    from ..maths.graph import Dependence, matrix_children, topological_order
 
-    order = topological_order(roots)
-    reads_state, batched, has_product = {}, {}, {}
-    for node in order:  # children first
-        children = matrix_children(node)
-        reads_state[node] = node in previous or any(reads_state[c] for c in children)
-        batched[node] = node in inputs or any(batched[c] for c in children)
-        has_product[node] = is_matrix_product(node) or any(has_product[c] for c in children)
+    reads_state, batched, has_product = Dependence(previous), Dependence(inputs), {}
+    for node in topological_order(roots):  # children first
+        has_product[node] = is_matrix_product(node) or any(has_product[c] for c in matrix_children(node))
     hoisted, seen = [], set()
     stack = list(reversed(roots))
     while stack:
@@ -103,7 +99,7 @@ def hoistable_nodes(roots: list, inputs: set, previous: set) -> list:
         if node in seen:
             continue
         seen.add(node)
-        if (not reads_state[node] and batched[node] and has_product[node] and node.shape[1] == 1
+        if (not reads_state(node) and batched(node) and has_product[node] and node.shape[1] == 1
                 and not isinstance(node, MatrixSymbol)):
             hoisted.append(node)
             continue

@@ -1,4 +1,11 @@
-"""Printers from derived maths to code: the numba printer, feed-forward, recurrent and training-step modules."""
+"""Printers from derived maths to code, read top to bottom:
+
+    printer.py (+ loops, statements, batch_sums, forms)   one numba kernel from SymPy expressions
+    sizes.py, names.py                                     a dimension as code; the names generated code uses
+    kernel_pair.py                                         a stateless derivation → forward and backward kernels
+    feedforward.py, recurrent.py (+ drivers), train_step.py   the three kinds of module
+    module.py                                              the one template every module is written with
+"""
 from __future__ import annotations
 
 

@@ -1,8 +1,9 @@
 """The matrix-expression nodes flux adds to SymPy's own.
 
 SymPy already has MatMul, MatAdd, HadamardProduct, HadamardPower, Transpose, MatrixSlice and BlockMatrix.
-flux adds the few nodes a network needs and SymPy lacks; each has one rule in `derive.py`, one method in the
-numba printer (`codegen.py`) and one in the LaTeX printer (`display.py`).
+flux adds the few nodes a network needs and SymPy lacks; each has one VJP rule in `flux.derive.rules`, one
+method in the numba printer (`flux.generate.loops` or `flux.generate.statements`) and one in the LaTeX printer
+(`flux.show.printers`).
 
 All shapes are per sample: a column vector is (k, 1); batches never appear in the maths.
 """
