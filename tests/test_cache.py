@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import flux
 from flux import cache
 from flux import pipeline as program
 from models import perceptron

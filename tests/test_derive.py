@@ -1,5 +1,4 @@
 """The reverse-mode rules, checked symbolically and on explicit matrices."""
-import numpy as np
 import pytest
 import sympy
 from sympy import HadamardProduct, MatrixSymbol, OneMatrix, Symbol
