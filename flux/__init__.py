@@ -1,6 +1,6 @@
 """flux: write a layer once, as mathematics; flux derives, simplifies and compiles the rest."""
 from .checks import GradientCheckError, gradcheck
-from .display import latex
+from .show.layout import latex
 from .io import load, load_optimiser, register, save
 from .layers.activations import Elementwise, abs, exp, log, relu, sigmoid, softmax, softplus, sqrt, square, tanh, σ
 from .layers.basic import Chain, Concat, Dense, Parallel, split
@@ -11,8 +11,9 @@ from .losses import (
 from .model import Model
 from .optimisers import SGD, Adam, Momentum, Nesterov, Optimiser, RMSProp
 from .step import TrainStep, compile_step
-from .symbolic import DefinitionError, concat, hadamard, param, state, total
-from .train import EarlyStopping, History, train
+from .trace.language import DefinitionError, concat, hadamard, param, state, total
+from .callbacks import EarlyStopping, History
+from .train import train
 
 __version__ = "0.1.0"
 

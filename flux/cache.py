@@ -43,10 +43,13 @@ from typing import Callable
 _fallback_directory: Path | None = None
 _refused_directories: set[Path] = set()
 _generator_hash: str | None = None
-GENERATOR_MODULES = ("nodes", "elementwise", "fastmath", "derive", "shapes", "symbolic", "codegen", "kernels", "program",
-                     "recurrence", "recurrent_kernels", "recurrent_drivers", "step", "optimisers",
-                     "cache")  # cache.py: the seal written into every module
+# Everything whose source decides what a generated module says: these packages (every file in them) and modules
+# (cache.py: the seal written into every module).
+GENERATOR_PACKAGES = ("maths", "trace", "derive", "generate", "show")
+GENERATOR_MODULES = ("pipeline", "fastmath", "step", "optimisers", "cache")
 SEAL = "# flux-text-sha256: "
+# the first and last lines of every generated module (flux/generate/module.py writes them; cache.py checks them)
+KEY_LINE = "# flux-module-key: "
 END = "# end of generated module"
 
 
@@ -67,14 +70,19 @@ def module_key(*parts: str) -> str:
 
 
 def generator_hash() -> str:
-    """A hash of the source of every flux module that decides what generated code says."""
+    """A hash of the source of every flux module that decides what generated code says (a missing one is an
+    error, never hashed as empty: a key that ignored it would hand out modules made by other code)."""
     global _generator_hash
     if _generator_hash is None:
         package = Path(__file__).resolve().parent
+        files = [package / f"{name}.py" for name in GENERATOR_MODULES]
+        for folder in GENERATOR_PACKAGES:
+            if not (package / folder / "__init__.py").is_file():
+                raise FileNotFoundError(f"flux: the generator package {package / folder} is missing")
+            files += sorted((package / folder).rglob("*.py"))
         digest = hashlib.sha256()
-        for name in GENERATOR_MODULES:
-            path = package / f"{name}.py"
-            digest.update(path.read_bytes() if path.exists() else b"")
+        for path in files:
+            digest.update(path.relative_to(package).as_posix().encode() + b"\x00" + path.read_bytes())
         _generator_hash = digest.hexdigest()
     return _generator_hash
 
@@ -128,7 +136,7 @@ def import_file(path: Path, key: str) -> ModuleType:
     if body is None:
         raise ValueError("its text does not match the hash flux recorded when writing it (edited, truncated or "
                          "damaged)")
-    if f"# flux-module-key: {key}\n" not in body or not body.rstrip().endswith(END):
+    if f"{KEY_LINE}{key}\n" not in body or not body.rstrip().endswith(END):
         raise ValueError("file is incomplete or was made for another model")
     module_name = f"flux_generated_{path.stem}"
     spec = importlib.util.spec_from_file_location(module_name, path)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .runtime import runtime_of
+from .run.state import runtime_of
 
 
 class GradientCheckError(AssertionError):

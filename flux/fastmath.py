@@ -9,8 +9,9 @@ gradient checks and for users who ask for float64).
     σ(x)    = 1 / (1 + exp(−x))
     tanh(x) = x·P(x²)/Q(x²) on |x| ≤ 7.905 (Eigen's rational approximation), ±1 beyond
 
-Measured against NumPy's float64 on 2·10⁶ points (tests/test_fastmath.py): relative error ≤ 2 ulp for exp and
-σ, absolute error ≤ 3·10⁻⁷ for tanh.
+Measured against NumPy's float64 on the 6·10⁵ float32 points of tests/test_fastmath.py (x ∈ [−90, 90]): exp
+within 1.2 ulp (the test allows 2), σ within 1.4·10⁻⁷ relative error (allowed 3·10⁻⁷), tanh within 3.8·10⁻⁷
+absolute error (allowed 4·10⁻⁷).
 """
 from __future__ import annotations
 

@@ -23,13 +23,14 @@ from typing import Any
 import numpy as np
 
 from .model import Model
-from .runtime import runtime_of
-from .symbolic import hadamard, is_symbolic, total
+from .run.state import runtime_of
+from .trace.language import hadamard, is_symbolic, total
 
 
 class Loss(Model):
     """A model of (prediction, target) with a (1, 1) output per sample; on arrays it returns the batch mean."""
 
+    is_loss = True  # its maths is shown as ℓ(prediction, target) = …
     takes_labels = False  # True: an integer target shaped like the prediction without its last axis is class labels
 
     def forward(self, prediction, target):
@@ -124,7 +125,7 @@ class CrossEntropy(Loss):
     takes_labels = True
 
     def forward(self, prediction, target):
-        from .nodes import Apply
+        from .maths.nodes import Apply
 
         return -total(hadamard(target, Apply("clampedlog", prediction)))
 
@@ -136,7 +137,7 @@ class LogitCrossEntropy(Loss):
     takes_labels = True
 
     def forward(self, logits, target):
-        from .nodes import LogSumExp
+        from .maths.nodes import LogSumExp
 
         return LogSumExp(logits) * total(target) - total(hadamard(target, logits))
 
@@ -149,7 +150,7 @@ class BinaryCrossEntropy(Loss):
     def forward(self, prediction, target):
         from sympy import OneMatrix
 
-        from .nodes import Apply
+        from .maths.nodes import Apply
 
         ones = OneMatrix(*prediction.shape)
         likelihood = (hadamard(target, Apply("clampedlog", prediction))
@@ -162,7 +163,7 @@ class LogitBinaryCrossEntropy(Loss):
     (PyTorch's BCEWithLogitsLoss); its gradient is (σ(z) − y)/k."""
 
     def forward(self, logits, target):
-        from .nodes import Apply
+        from .maths.nodes import Apply
 
         return (total(Apply("softplus", logits)) - total(hadamard(target, logits))) / logits.shape[0]
 

@@ -5,7 +5,8 @@
     model.update(lr=0.1) # W ← W − lr·∂L/∂W for every parameter, then gradients are zeroed
 
 A Model holds arrays and nothing clever. Its maths (`derivation`) and compiled kernels (`kernels`) belong to its
-structure — class, configuration, sub-models — and are computed once and shared by every instance.
+traced expression — what `forward` computes on symbols, whatever the class or the sizes (flux.pipeline) — and are
+computed once and shared by every model with the same maths.
 """
 from __future__ import annotations
 
@@ -14,10 +15,13 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .runtime import (RuntimeState, as_float_array, configuration_changed, configuration_generation,
-                      parameter_generation, parameters_replaced, run_backward, run_forward, runtime_of, to_dtype)
-from .sequences import current_state, reset_state, run_sequence, run_sequence_backward, run_step
-from .symbolic import Param, State, is_symbolic, signature_inputs
+from .run.feedforward import run_backward, run_forward
+from .run.inputs import as_float_array, to_dtype
+from .run.sequences import current_state, reset_state, run_step
+from .run.state import (RuntimeState, configuration_changed, configuration_generation, parameter_generation,
+                        parameters_replaced, runtime_of)
+from .trace.language import Param, State, is_symbolic
+from .trace.tracing import signature_inputs
 
 DEFAULT_DTYPE = np.float32
 
@@ -57,7 +61,7 @@ class RendersOnClassAndInstance:
     is a method bound to that class, so on the class this hands out one bound to the class."""
 
     def __get__(self, instance, owner):
-        from .display import class_latex, model_latex
+        from .show.layout import class_latex, model_latex
 
         if instance is None:
             return types.MethodType(class_latex, owner)
@@ -70,14 +74,14 @@ class ModelClass(type):
     @property
     def derivation(cls):
         """The class's maths and derived gradients (SymPy expressions), traced with symbolic sizes."""
-        from .program import derivation_of
+        from .pipeline import derivation_of
 
         return derivation_of(cls)
 
     @property
     def kernels(cls):
         """The class's compiled program (float32): `.forward`, `.backward`, each with `.source`."""
-        from .program import program_of
+        from .pipeline import program_of
 
         return program_of(cls, DEFAULT_DTYPE)
 
@@ -160,10 +164,6 @@ class Model(metaclass=ModelClass):
     @classmethod
     def input_names(cls) -> list[str]:
         return signature_inputs(cls.forward)
-
-    def structure_config(self) -> tuple:
-        """What besides the class and sub-models decides the maths (e.g. an activation). Override with care."""
-        return ()
 
     def named_submodels(self) -> list[tuple[str, "Model"]]:
         return [(name, self.__dict__[name]) for name in type(self).declared_slots()]
@@ -301,8 +301,8 @@ class Model(metaclass=ModelClass):
 
     @property
     def derivation(self):
-        """This model's maths and derived gradients (shared by every model of the same structure)."""
-        from .program import derivation_of
+        """This model's maths and derived gradients (shared by every model with the same traced maths)."""
+        from .pipeline import derivation_of
 
         return derivation_of(self)
 
@@ -312,7 +312,7 @@ class Model(metaclass=ModelClass):
         runtime = runtime_of(self)
         program = runtime.program
         if program is None or runtime.configuration != configuration_generation():
-            from .program import program_of
+            from .pipeline import program_of
 
             program = program_of(self, self.dtype)  # traces again after a change: the same maths, the same program
             params = self.params  # by name: a learnable initial state h0 is a parameter no kernel takes
@@ -338,11 +338,11 @@ class Model(metaclass=ModelClass):
         `initial=` (h₀: an array, or {state name: array}) and `carry=True` (start where the last call ended)."""
         if self.__dict__.get("_tracing") or any(is_symbolic(x) for x in inputs):
             return self.forward(*inputs)
-        return run_forward(self, inputs, run_sequence, **options)
+        return run_forward(self, inputs, **options)
 
     def back(self, Δ: Any) -> Any:
         """Back-propagate Δ = ∂L/∂y: return ∂L/∂x and add Σₙ ∂L/∂W into `grads`."""
-        return run_backward(self, Δ, run_sequence_backward)
+        return run_backward(self, Δ)
 
     # ---- recurrent models: the state carried between calls ----------------------------------------------
 
@@ -379,15 +379,8 @@ class Model(metaclass=ModelClass):
         runtime.has_grads = bool(saved.get("has_grads", False))
 
     def __repr__(self) -> str:
-        from .display import model_text
+        from .show.layout import model_text
 
         return model_text(self)
 
     _repr_latex_ = RendersOnClassAndInstance()
-
-
-def submodels_of(model) -> list:
-    """(name, sub-model) pairs of an instance, or (name, sub-model class) pairs of a class."""
-    if isinstance(model, type):
-        return list(model.declared_slots().items())
-    return model.named_submodels()

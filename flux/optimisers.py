@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
+
+if TYPE_CHECKING:  # the annotations name SymPy types; SymPy itself is imported only when a rule is first traced
+    import sympy
 
 
 def sqrt(x):

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from . import cache
 from .model import Model
-from .runtime import as_input_array, parameter_generation
+from .run.inputs import as_input_array
+from .run.state import parameter_generation
 
 
 class Objective(Model):
@@ -26,9 +26,6 @@ class Objective(Model):
         super().__init__(dtype=model.dtype)
         self.model = model
         self.loss = loss
-
-    def structure_config(self) -> tuple:
-        return (type(self.loss).__qualname__,)
 
     def named_submodels(self) -> list:
         return [("model", self.model)]
@@ -49,6 +46,8 @@ class TrainStep:
         if type(model).declared_states() or any(sub.declared_states() for sub in walk_submodels(model)):
             raise NotImplementedError(f"compile_step does not fuse recurrent models ({type(model).__name__} has "
                                       "states) yet: train them with model(xs), model.back(dys), model.update(opt)")
+        from .pipeline import load_step_module  # the facade: generating needs SymPy, `import flux` does not
+
         self.module = load_step_module(self.objective, optimiser, model.dtype)
         self.kernel = self.module.train_step
         self.names = list(self.objective.params)
@@ -147,112 +146,3 @@ def walk_submodels(model: Model):
 def compile_step(model: Model, loss: Any, optimiser: Any) -> TrainStep:
     """One compiled call per batch: forward, loss, backward and the optimiser's update, fused."""
     return TrainStep(model, loss, optimiser)
-
-
-# ---- generation ----------------------------------------------------------------------------------------
-
-def load_step_module(objective: Objective, optimiser: Any, dtype) -> Any:
-    """The fused step's module, keyed by the objective's traced maths, the optimiser's rule (its exact SymPy form)
-    and the dtype: a second process traces the objective and loads the module without deriving it."""
-    from sympy import srepr
-
-    from .program import derivation_of_maths, maths_of
-
-    dtype = np.dtype(dtype)
-    rules = optimiser.rules()
-    maths = maths_of(objective)
-    rule_text = repr((list(rules.state), list(rules.hyperparameters),
-                      [(str(k), srepr(v)) for k, v in rules.updates.items()]))
-    key = cache.module_key("train-step", maths.identity, type(optimiser).__name__, rule_text, dtype.name)
-    name = f"step_{type(objective.model).__name__.lower()}_{type(optimiser).__name__.lower()}_{dtype.name}"
-    return cache.load_module(name, key, lambda: generate_step_source(derivation_of_maths(maths), rules,
-                                                                       type(optimiser).__name__, dtype, key))
-
-
-def generate_step_source(derivation, rules, optimiser_name: str, dtype, key: str) -> str:
-    """The module text: shape helpers and `train_step(x, target, θ…, scale, g…, state…, t, hyper…)`."""
-    from .codegen import Argument, Result, describe, generate_kernel_source
-    from .kernels import JIT, identifier, shape_checks
-    from .nodes import Generated
-
-    x, target = derivation.inputs
-    inputs = [Argument(x, "x", True), Argument(target, "target", True)]
-    params = [Argument(p, identifier(name), False) for name, p in derivation.params.items()]
-    (Δ,) = derivation.upstream
-    scale = Argument(Δ, "scale", True)
-    gradients = [f"grad_{a.name}" for a in params]
-    # the optimiser's arrays and numbers get prefixes no user's name can have (identifier() encodes opt_…, hyper_…)
-    states = [f"opt_{kind}_{a.name}" for a in params for kind in rules.state]
-    hyper = [f"hyper_{h}" for h in rules.hyperparameters]
-    results = [Result("loss", derivation.output.xreplace({}), mode="mean")]
-    results += [Result(g, derivation.gradients[a.symbol.name], mode="assign", into=g) for a, g in zip(params, gradients)]
-    prologue = []
-    epilogue = ["if not np.isfinite(loss):", "    return loss, -1"]
-    for k, g in enumerate(gradients):
-        epilogue += [f"if not all_finite({g}):", f"    return loss, {k}"]
-    symbol_names = {rules.theta: "θ", rules.gradient: "g", rules.step: "step"}
-    symbol_names.update({s: f"{name}_old" for name, s in rules.state.items()})
-    symbol_names.update({s: f"hyper_{name}" for name, s in rules.hyperparameters.items()})
-    printed = {target: scalar_code(expr, symbol_names) for target, expr in rules.updates.items()}
-    for a, g in zip(params, gradients):
-        states_of = ", ".join(f"opt_{s}_{a.name}.reshape(-1)" for s in rules.state)
-        epilogue.append(f"update({a.name}.reshape(-1), {g}.reshape(-1), {states_of + ', ' if states_of else ''}"
-                        f"step{''.join(', ' + h for h in hyper)})")
-    epilogue.append("return loss, -2")
-    kernel = generate_kernel_source(
-        "train_step", inputs + params + [scale] + [Argument(Generated(g, *a.symbol.shape), g, False)
-                                                     for a, g in zip(params, gradients)],
-        results, doc=f"one {optimiser_name} step on the batch mean of {describe(derivation.output, width=200)}",
-        extra_arguments=states + ["step"] + hyper, prologue=prologue, epilogue=epilogue,
-    )
-    checks = shape_checks(params, inputs)
-    update = update_source(rules, printed, optimiser_name)
-    return f'''# flux-module-key: {key}
-"""flux fused training step for {derivation.name} with {optimiser_name} ({dtype.name}). Do not edit."""
-import math
-
-import numpy as np
-from numba import njit
-
-from flux.fastmath import all_finite, fast_exp, fast_sigmoid, fast_tanh
-
-real = np.{dtype.name}
-
-
-{checks}
-
-
-{update}
-
-
-{JIT}
-{kernel}
-# end of generated module
-'''
-
-
-def update_source(rules, printed: dict, optimiser_name: str) -> str:
-    """An njit function applying the optimiser's rule to every entry of one flattened parameter."""
-    import sympy
-
-    from .kernels import JIT
-
-    states = list(rules.state)
-    hyper = [f"hyper_{h}" for h in rules.hyperparameters]
-    arguments = ", ".join(["θ_", "g_"] + [f"{s}_" for s in states] + ["step"] + hyper)
-    maths = "; ".join(f"{t} ← {sympy.sstr(e)}" for t, e in rules.updates.items())
-    lines = [JIT, f"def update({arguments}):", f'    """{optimiser_name}: {maths}"""',
-             "    for i in range(θ_.size):", "        θ = θ_[i]", "        g = g_[i]"]
-    lines += [f"        {s}_old = {s}_[i]" for s in states]
-    lines += [f"        {s}_[i] = {printed[s]}" for s in states]
-    lines.append(f"        θ_[i] = {printed['θ']}")
-    return "\n".join(lines)
-
-
-def scalar_code(expr, names: dict) -> str:
-    """Python code for a scalar SymPy expression with symbols renamed (math.sqrt etc.)."""
-    import sympy
-    from sympy.printing.pycode import pycode
-
-    renamed = expr.xreplace({s: sympy.Symbol(n) for s, n in names.items()})
-    return pycode(renamed, fully_qualified_modules=True)

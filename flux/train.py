@@ -1,4 +1,5 @@
-"""The training loop: batches, shuffling, validation, metrics, callbacks and a progress bar around one step.
+"""The training loop: batches, shuffling, validation, metrics and a progress bar around one step; callbacks (History,
+EarlyStopping and the hooks they answer) are in `callbacks.py`.
 
     history = flux.train(model, loss, (X, Y), flux.Adam(1e-3), epochs=10, batch_size=64, validation=(Xv, Yv))
 
@@ -11,10 +12,11 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
+
+from .callbacks import History, call_hook, checked_callbacks
 
 Step = Callable[[np.ndarray, np.ndarray], float]
 
@@ -23,7 +25,7 @@ def train(model, loss, data: tuple[np.ndarray, np.ndarray], optimiser, *, epochs
           shuffle: bool = True, rng: int | np.random.Generator | None = None,
           validation: tuple[np.ndarray, np.ndarray] | None = None, callbacks: Iterable = (),
           progress: bool | None = None, metrics: Sequence[str | Callable] | None = None,
-          step: Step | None = None) -> "History":
+          step: Step | None = None) -> History:
     """Train `model` on `data = (X, Y)` for `epochs` passes of mini-batches; return the per-epoch History.
 
     For each batch (x, t): y = model(x), L = loss(y, t), then the optimiser applies ∂L/∂θ. The epoch's `loss` is the
@@ -49,7 +51,7 @@ def train(model, loss, data: tuple[np.ndarray, np.ndarray], optimiser, *, epochs
     metric_functions = _metric_functions(metrics)
     log_names = ["loss", *metric_functions] + (["val_loss"] + [f"val_{m}" for m in metric_functions]
                                                 if validation is not None else [])
-    callbacks = _checked_callbacks(callbacks, log_names)
+    callbacks = checked_callbacks(callbacks, log_names)
     generator = np.random.default_rng(rng)
     Y = _labels_as_targets(model, loss, X, Y)
     _check_on_first_batch(model, loss, (X, Y), "data", metric_functions, batch_size, with_loss=False)
@@ -61,7 +63,7 @@ def train(model, loss, data: tuple[np.ndarray, np.ndarray], optimiser, *, epochs
     model.zero_grad()
     history = History()
     for callback in callbacks:
-        _call(callback, "on_train_begin", model)
+        call_hook(callback, "on_train_begin", model)
     bar = _progress_bar(progress, total=epochs * batches_per_epoch)
     try:
         for epoch in range(1, epochs + 1):
@@ -89,7 +91,7 @@ def train(model, loss, data: tuple[np.ndarray, np.ndarray], optimiser, *, epochs
             history.append(epoch, logs)
             if bar is not None:
                 bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()})
-            stop = [bool(_call(callback, "on_epoch_end", epoch, logs)) for callback in callbacks]
+            stop = [bool(call_hook(callback, "on_epoch_end", epoch, logs)) for callback in callbacks]
             if any(stop):
                 history.stopped_epoch = epoch
                 break
@@ -97,7 +99,7 @@ def train(model, loss, data: tuple[np.ndarray, np.ndarray], optimiser, *, epochs
         if bar is not None:
             bar.close()
     for callback in callbacks:
-        _call(callback, "on_train_end", model)
+        call_hook(callback, "on_train_end", model)
     return history
 
 
@@ -189,85 +191,6 @@ def accuracy(y: np.ndarray, t: np.ndarray) -> float:
 METRICS: dict[str, Callable] = {"accuracy": accuracy}
 
 
-@dataclass
-class History:
-    """What `train` measured: `history["loss"][k]` is epoch k+1's value; keys are loss, val_loss, metrics."""
-
-    epochs: list[int] = field(default_factory=list)
-    logs: dict[str, list[float]] = field(default_factory=dict)
-    stopped_epoch: int | None = None  # the epoch after which a callback stopped training
-
-    def append(self, epoch: int, logs: dict[str, float]) -> None:
-        self.epochs.append(epoch)
-        for name, value in logs.items():
-            self.logs.setdefault(name, []).append(value)
-
-    def __getitem__(self, name: str) -> list[float]:
-        if name not in self.logs:
-            raise KeyError(f"History has no {name!r}; it has {', '.join(self.logs) or 'nothing (no epoch ran)'}")
-        return self.logs[name]
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.logs
-
-    def __len__(self) -> int:
-        return len(self.epochs)
-
-    def __repr__(self) -> str:
-        last = ", ".join(f"{k}={v[-1]:.4g}" for k, v in self.logs.items())
-        return f"History({len(self.epochs)} epochs{'; ' + last if last else ''})"
-
-
-class EarlyStopping:
-    """Stop when `monitor` has not improved for `patience` epochs; optionally end with the best parameters.
-
-    Improvement means decreasing by more than `min_delta` (mode "min"), or increasing (mode "max"); mode "auto"
-    picks "max" for accuracy-like names and "min" otherwise. With `restore_best`, the parameters of the best epoch
-    are copied back when training ends (the optimiser's state is not rewound).
-    """
-
-    def __init__(self, monitor: str = "val_loss", patience: int = 3, restore_best: bool = True,
-                 min_delta: float = 0.0, mode: str = "auto"):
-        if mode not in ("auto", "min", "max"):
-            raise ValueError(f"EarlyStopping: mode must be 'auto', 'min' or 'max', got {mode!r}")
-        self.monitor, self.patience, self.restore_best, self.min_delta = monitor, patience, restore_best, min_delta
-        self.mode = mode if mode != "auto" else ("max" if "acc" in monitor else "min")
-        self.best: float | None = None
-        self.best_epoch: int | None = None
-        self.stopped_epoch: int | None = None
-        self._wait = 0
-        self._model = None
-        self._best_params: dict[str, np.ndarray] | None = None
-
-    def on_train_begin(self, model) -> None:
-        self.best = self.best_epoch = self.stopped_epoch = self._best_params = None
-        self._wait, self._model = 0, model
-
-    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> bool:
-        if self.monitor not in logs:
-            hint = " (pass validation= to train, or monitor='loss')" if self.monitor.startswith("val_") else ""
-            raise ValueError(f"EarlyStopping monitors {self.monitor!r} but training reports only "
-                             f"{', '.join(logs)}{hint}")
-        value = logs[self.monitor]
-        improved = self.best is None or (value < self.best - self.min_delta if self.mode == "min"
-                                         else value > self.best + self.min_delta)
-        if improved:
-            self.best, self.best_epoch, self._wait = value, epoch, 0
-            if self.restore_best and self._model is not None:
-                self._best_params = {k: p.copy() for k, p in self._model.params.items()}
-            return False
-        self._wait += 1
-        if self._wait >= self.patience:
-            self.stopped_epoch = epoch
-            return True
-        return False
-
-    def on_train_end(self, model) -> None:
-        if self.restore_best and self._best_params is not None:
-            for name, p in model.params.items():
-                np.copyto(p, self._best_params[name])
-
-
 # ---- helpers -------------------------------------------------------------------------------------------------------
 
 
@@ -327,31 +250,6 @@ def _check_optimiser(optimiser) -> None:
                     f"({type(optimiser).__name__}){hint}")
 
 
-HOOKS = ("on_train_begin", "on_epoch_end", "on_train_end")
-
-
-def _checked_callbacks(callbacks: Iterable, log_names: list[str]) -> list:
-    """The callbacks as a list, each an instance with at least one hook, monitoring a value training reports."""
-    if callbacks is None:
-        return []
-    if not isinstance(callbacks, Iterable) or isinstance(callbacks, (str, bytes)) or any(
-            hasattr(callbacks, hook) for hook in HOOKS):
-        raise TypeError(f"train: callbacks must be a list of callbacks, got {callbacks!r}")
-    callbacks = list(callbacks)
-    for callback in callbacks:
-        name = getattr(callback, "__name__", None) or type(callback).__name__
-        if isinstance(callback, type):
-            raise TypeError(f"train: the callback {name} is a class; pass an instance, e.g. {name}()")
-        if not any(callable(getattr(callback, hook, None)) for hook in HOOKS):
-            raise TypeError(f"train: the callback {callback!r} has none of the methods {', '.join(HOOKS)}")
-        monitor = getattr(callback, "monitor", None)
-        if isinstance(monitor, str) and monitor not in log_names:
-            hint = " (pass validation= to train, or monitor='loss')" if monitor.startswith("val_") else ""
-            raise ValueError(f"train: the callback {name} monitors {monitor!r} but training reports only "
-                             f"{', '.join(log_names)}{hint}")
-    return callbacks
-
-
 def _labels_as_targets(model, loss, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
     """Integer class labels for a loss that takes them (Y shaped like X without its feature axis) as one-hot
     targets, converted once, so every path (the fused step included) sees ordinary targets."""
@@ -383,11 +281,6 @@ def _check_on_first_batch(model, loss, data: tuple, role: str, metrics: dict, ba
         except Exception:  # an exception class that takes other arguments: keep it as it is
             raise error from None
         raise named from error
-
-
-def _call(callback, hook: str, *arguments):
-    method = getattr(callback, hook, None)
-    return method(*arguments) if callable(method) else None
 
 
 def _progress_bar(progress: bool | None, total: int):

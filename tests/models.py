@@ -74,9 +74,6 @@ class LossOf(flux.Model):
         super().__init__()
         self.loss = loss
 
-    def structure_config(self):
-        return (type(self.loss).__name__,)
-
     def forward(self, z, t):
         return self.loss(z, t)
 

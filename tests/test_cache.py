@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import flux
-from flux import cache, program
+from flux import cache
+from flux import pipeline as program
 from models import perceptron
 
 TESTS = Path(__file__).resolve().parent

@@ -31,7 +31,7 @@ def everything(model, optimiser=None):
     """A deep copy of what an error must not change: parameters, gradients, has-gradients, optimiser state."""
     state = optimiser.state_dict() if optimiser is not None else None
     return ({k: v.copy() for k, v in model.params.items()}, {k: g.copy() for k, g in model.grads.items()},
-            flux.runtime.runtime_of(model).has_grads, state)
+            flux.run.state.runtime_of(model).has_grads, state)
 
 
 def assert_exactly_as_before(model, before, optimiser=None):
@@ -40,7 +40,7 @@ def assert_exactly_as_before(model, before, optimiser=None):
         np.testing.assert_array_equal(v, params[k])
     for k, g in model.grads.items():
         np.testing.assert_array_equal(g, grads[k])
-    assert flux.runtime.runtime_of(model).has_grads == has_grads
+    assert flux.run.state.runtime_of(model).has_grads == has_grads
     if optimiser is not None:
         now = optimiser.state_dict()
         assert now["step_count"] == state["step_count"]

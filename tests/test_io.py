@@ -19,9 +19,6 @@ class Scaled(flux.Model):
         self.scale, self.labels, self.settings = scale, ("a", "b"), dict(settings)
         self.mask = np.array([1.0, 0.0])
 
-    def structure_config(self):
-        return (self.scale,)
-
     def forward(self, x):
         return tanh(self.W * x) * self.scale
 

@@ -105,3 +105,40 @@ def test_unfused_chain_agrees_with_the_fused_one():
         np.testing.assert_allclose(unfused.grads[name], g, rtol=1e-12)
     twice = Chain(Dense(3, 3, tanh, rng=0, dtype=np.float64), tanh, fuse=False)  # one function object, two tapes
     assert flux.gradcheck(Chain(twice, tanh, fuse=False), rng.standard_normal((4, 3))) < 1e-6
+
+
+# ---- Dense's arguments (issue 12, item 15): activations by name, NumPy functions refused, integer sizes ----------
+
+@pytest.mark.parametrize("name, function", [("relu", flux.relu), ("sigmoid", flux.σ), ("σ", flux.σ),
+                                            ("tanh", flux.tanh), ("softmax", flux.softmax)])
+def test_an_activation_given_by_name_is_flux_function(name, function):
+    by_name, by_object = Dense(4, 3, name, rng=0), Dense(4, 3, function, rng=0)
+    assert by_name.activation is function
+    np.testing.assert_array_equal(by_name.params["W"], by_object.params["W"])  # relu: He initialisation too
+    if name == "relu":
+        x = rng.standard_normal((2, 4)).astype(np.float32)
+        np.testing.assert_array_equal(by_name(x), by_object(x))
+
+
+def test_an_unknown_activation_name_lists_the_known_ones():
+    with pytest.raises(ValueError, match=r"Dense: unknown activation 'rleu'.*'tanh', 'relu'"):
+        Dense(4, 3, "rleu")
+
+
+@pytest.mark.parametrize("function, advice", [(np.tanh, "flux.tanh"), (np.exp, "flux.exp"),
+                                              (np.abs, "flux.abs"), (np.maximum, "flux's functions")])
+def test_a_numpy_activation_says_which_flux_function_to_use(function, advice):
+    with pytest.raises(TypeError, match=rf"NumPy/math function.*{advice}"):
+        Dense(4, 3, function)
+
+
+def test_sizes_must_be_integers():
+    with pytest.raises(TypeError, match=r"Dense: n_in must be an integer.*'4'"):
+        Dense("4", 3)
+    with pytest.raises(TypeError, match="n_out"):
+        Dense(4, 3.0)
+    with pytest.raises(ValueError, match="n_out must be a positive"):
+        Dense(4, 0)
+    with pytest.raises(TypeError, match="activation is a flux function"):
+        Dense(4, 3, 5)
+    assert Dense(np.int64(4), 3).params["W"].shape == (3, 4)

@@ -193,7 +193,7 @@ FUNCTION_OBJECTS = {"σ": flux.σ, "tanh": flux.tanh, "relu": flux.relu, "softpl
 
 def test_the_generators_reach_every_elementwise_function():
     """Every function in flux's table that users can name is one the generators can draw."""
-    from flux.elementwise import FUNCTIONS
+    from flux.maths.elementwise import FUNCTIONS
 
     public = {name for name in FUNCTIONS if isinstance(getattr(flux, name, None), flux.Elementwise)}
     assert public == set(FUNCTION_OBJECTS) == set(SMOOTH + KINKED + ["exp", "log", "sqrt", "square"])

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import flux
-from flux.train import EarlyStopping, History, accuracy, make_step
+from flux.callbacks import EarlyStopping, History
+from flux.train import accuracy, make_step
 from models import Perceptron, perceptron
 
 

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 import flux
-from flux import cache, program
+from flux import cache
+from flux import pipeline as program
 from models import Perceptron, perceptron
 
 TESTS = Path(__file__).resolve().parent

@@ -5,17 +5,14 @@ from ..model import Model
 
 
 class Elementwise(Model):
-    """y = f(x), applied to every entry; f is one of `flux.elementwise.FUNCTIONS`."""
+    """y = f(x), applied to every entry; f is one of `flux.maths.elementwise.FUNCTIONS`."""
 
     def __init__(self, function: str):
         super().__init__()
         self.function = function
 
-    def structure_config(self) -> tuple:
-        return (self.function,)
-
     def forward(self, x):
-        from ..nodes import Apply
+        from ..maths.nodes import Apply
 
         return Apply(self.function, x)
 
@@ -30,7 +27,7 @@ class SoftmaxFunction(Elementwise):
         super().__init__("softmax")
 
     def forward(self, x):
-        from ..nodes import Softmax
+        from ..maths.nodes import Softmax
 
         return Softmax(x)
 

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from ..model import Model
-from ..runtime import ChainTape, runtime_of
-from ..symbolic import concat, is_symbolic, param
+from ..run.state import ChainTape, runtime_of
+from ..trace.language import concat, is_symbolic, param
 
 
 class Dense(Model):
@@ -43,9 +43,6 @@ class Dense(Model):
             weights = generator.uniform(-limit, limit, size=(n_out, n_in))
         super().__init__(W=weights, b=np.zeros(n_out), dtype=dtype)
         self.activation = activation
-
-    def structure_config(self) -> tuple:
-        return (activation_name(self.activation),)
 
     def forward(self, x):
         z = self.W * x + self.b
@@ -126,9 +123,6 @@ class Parallel(Model):
         self.branches = list(branches)
         self.join = join
 
-    def structure_config(self) -> tuple:
-        return (self.join,)
-
     def named_submodels(self) -> list:
         return [(str(i), b) for i, b in enumerate(self.branches) if isinstance(b, Model)]
 
@@ -187,12 +181,6 @@ def as_activation(activation: Any, layer: str) -> Any:
         raise TypeError(f"{layer}: an activation is a flux function (flux.relu), its name ('relu') or a function of a "
                         f"symbol (lambda z: flux.tanh(z)); got {activation!r} ({type(activation).__name__})")
     return activation
-
-
-def activation_name(activation: Any) -> Any:
-    if activation is None:
-        return None
-    return getattr(activation, "function", None) or type(activation).__qualname__
 
 
 def common_dtype(models) -> Any:

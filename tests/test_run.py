@@ -14,7 +14,7 @@ import pytest
 
 import flux
 from flux import Chain, Dense
-from flux.runtime import RuntimeState, runtime_of
+from flux.run.state import RuntimeState, runtime_of
 from models import perceptron
 
 rng = np.random.default_rng(12)

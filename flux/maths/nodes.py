@@ -1,8 +1,9 @@
 """The matrix-expression nodes flux adds to SymPy's own.
 
 SymPy already has MatMul, MatAdd, HadamardProduct, HadamardPower, Transpose, MatrixSlice and BlockMatrix.
-flux adds the few nodes a network needs and SymPy lacks; each has one rule in `derive.py`, one method in the
-numba printer (`codegen.py`) and one in the LaTeX printer (`display.py`).
+flux adds the few nodes a network needs and SymPy lacks; each has one VJP rule in `flux.derive.rules`, one
+method in the numba printer (`flux.generate.loops` or `flux.generate.statements`) and one in the LaTeX printer
+(`flux.show.printers`).
 
 All shapes are per sample: a column vector is (k, 1); batches never appear in the maths.
 """
@@ -14,7 +15,7 @@ from sympy.matrices.expressions.matexpr import MatrixExpr, MatrixSymbol
 
 
 class Apply(MatrixExpr):
-    """f(Z) applied elementwise: (f(Z))ᵢⱼ = f(Zᵢⱼ), with f named in `flux.elementwise.FUNCTIONS`."""
+    """f(Z) applied elementwise: (f(Z))ᵢⱼ = f(Zᵢⱼ), with f named in `flux.maths.elementwise.FUNCTIONS`."""
 
     def __new__(cls, function: str | Str, argument: MatrixExpr):
         name = function if isinstance(function, Str) else Str(function)

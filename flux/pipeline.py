@@ -1,4 +1,5 @@
-"""From a model to its compiled program: derivation (trace → unify → derive) and kernels (generate → load).
+"""From a model to its compiled program: derivation (trace → unify → derive) and kernels (generate → load);
+likewise for the fused training step (`load_step_module`: objective and optimiser rule → its module).
 
 A kernel's identity is the maths itself: each model (an instance, or a class) is traced on symbols — cheap, no
 derivation — and the exact text of that trace (`Maths.identity`: SymPy's srepr of inputs, parameters, states and
@@ -11,85 +12,16 @@ arrays go where), so a second process traces, finds the module on disk and loads
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 import numpy as np
 
 from . import cache
-from .runtime import configuration_generation, runtime_of
-from .symbolic import internal_name, trace_forward
-
-
-@dataclass
-class Derivation:
-    """A model's maths and its derived gradients, as SymPy expressions.
-
-    outputs[k] is the k-th output of one step; gradients["W"] is ∂L/∂W given upstream ∂L/∂output = Δ.
-    """
-
-    name: str
-    inputs: list
-    params: dict
-    states: list  # (dotted name, h[t−1] symbol, h[t] expression)
-    outputs: list
-    upstream: list  # Δ symbols: one per output, then one per state
-    gradients: dict = field(default_factory=dict)
-
-    @property
-    def output(self):
-        return self.outputs[0]
-
-    def _repr_latex_(self) -> str:
-        from .display import derivation_latex
-
-        return f"$\\displaystyle {derivation_latex(self)}$"
-
-    def __repr__(self) -> str:
-        from .display import derivation_text
-
-        return derivation_text(self)
-
-
-def derive_model(model) -> Derivation:
-    """Trace `model.forward` on symbols, check its shapes, and derive every gradient."""
-    cls = model if isinstance(model, type) else type(model)
-    return derive_trace(trace_forward(model), cls.__name__)
-
-
-def derive_trace(trace, name: str) -> Derivation:
-    """A traced model's maths with its shapes unified (a shape error raises here) and every gradient derived."""
-    import sympy
-
-    from .derive import backward_expressions
-    from .shapes import unify_dimensions
-
-    new_states = [record[2] for record in trace.states]
-    replacements = unify_dimensions(trace.outputs + new_states, trace.rigid_dims, name)
-    for _, previous, new in trace.states:  # h[t] must have the shape of h[t−1]
-        replacements.update(unify_dimensions([sympy.MatAdd(previous, new)], trace.rigid_dims, name))
-
-    def canonical(expr):
-        # .doit() puts products and sums in SymPy's canonical order (σ(a) ⊙ tanh(b) and tanh(b) ⊙ σ(a) become one
-        # node), so a value written twice in forward is computed once and shared with backward
-        return (expr.xreplace(replacements) if replacements else expr).doit()
-
-    inputs = [canonical(x) for x in trace.inputs]
-    params = {k: canonical(v) for k, v in trace.params.items()}
-    states = [(n, canonical(p), canonical(h)) for n, p, h in trace.states]
-    outputs = [canonical(o) for o in trace.outputs]
-    every = outputs + [h for _, _, h in states]
-    taken = {s.name for s in inputs + list(params.values()) + [p for _, p, _ in states]}
-    if len(outputs) == 1:
-        upstream = [sympy.MatrixSymbol(internal_name("Δ", taken), *outputs[0].shape)]
-    else:
-        upstream = [sympy.MatrixSymbol(internal_name(f"Δ_{k}", taken), *o.shape) for k, o in enumerate(outputs, 1)]
-    upstream += [sympy.MatrixSymbol(internal_name(f"Δ_{n.replace('.', '_')}", taken), *p.shape)
-                 for n, p, _ in states]
-    wrt = inputs + list(params.values()) + [p for _, p, _ in states]
-    gradients = backward_expressions({k: e for k, e in enumerate(every)}, dict(enumerate(upstream)), wrt)
-    return Derivation(name, inputs, params, states, outputs, upstream, gradients)
+from .derive.derivation import Derivation, derive_trace
+from .run.state import configuration_generation, runtime_of
+from .trace.tracing import trace_forward
 
 
 # ---- identity: a model's maths is its traced expression ------------------------------------------------
@@ -134,7 +66,7 @@ def identity_text(name: str, trace) -> str:
     parts += [f"param {k!r} {srepr(v)}" for k, v in trace.params.items()]
     parts += [f"state {n!r} {srepr(p)} -> {srepr(h)}" for n, p, h in trace.states]
     parts += [f"output {srepr(o)}" for o in trace.outputs]
-    parts += [f"rigid {sorted(d.name for d in trace.rigid_dims)!r}"]
+    parts += [f"rigid {sorted(d.name for d in trace.rigid_dims)!r}", f"loss {trace.loss}"]
     return "\n".join(parts)
 
 
@@ -205,10 +137,32 @@ def program_of(model, dtype) -> Program:
         module_key = cache.module_key("model", maths.identity, dtype.name)
 
         def generate() -> str:
-            from .kernels import generate_module_source
+            from .generate import generate_module_source
 
             return generate_module_source(derivation_of_maths(maths), dtype, module_key)
 
         module = cache.load_module(f"{maths.name.lower()}_{dtype.name}", module_key, generate)
         _programs[key] = Program(module)
     return _programs[key]
+
+
+def load_step_module(objective, optimiser: Any, dtype) -> Any:
+    """The fused training step's module (`flux.step.TrainStep`'s kernel), keyed by the objective's traced maths,
+    the optimiser's rule (its exact SymPy form) and the dtype: a second process traces the objective and loads the
+    module without deriving it."""
+    from sympy import srepr
+
+    dtype = np.dtype(dtype)
+    rules = optimiser.rules()
+    maths = maths_of(objective)
+    rule_text = repr((list(rules.state), list(rules.hyperparameters),
+                      [(str(k), srepr(v)) for k, v in rules.updates.items()]))
+    key = cache.module_key("train-step", maths.identity, type(optimiser).__name__, rule_text, dtype.name)
+    name = f"step_{type(objective.model).__name__.lower()}_{type(optimiser).__name__.lower()}_{dtype.name}"
+
+    def generate() -> str:
+        from .generate.train_step import generate_step_source
+
+        return generate_step_source(derivation_of_maths(maths), rules, type(optimiser).__name__, dtype, key)
+
+    return cache.load_module(name, key, generate)

@@ -19,8 +19,9 @@ from sympy import (
 from sympy.matrices.expressions.matexpr import MatrixExpr
 from sympy.matrices.expressions.slice import MatrixSlice
 
-from .elementwise import FUNCTIONS, SCALAR_TO_NAME, Y, Z
-from .nodes import Apply, LogSumExp, Softmax, Spread, Total
+from ..maths.elementwise import FUNCTIONS, SCALAR_TO_NAME, Y, Z
+from ..maths.graph import matrix_children, topological_order
+from ..maths.nodes import Apply, LogSumExp, Softmax, Spread, Total
 
 Rule = Callable[[MatrixExpr, MatrixExpr], list]
 vjp_rules: dict[type, Rule] = {}
@@ -126,15 +127,6 @@ def _concat(node, Δ):
     return rules
 
 
-def matrix_children(node: MatrixExpr) -> list[MatrixExpr]:
-    """The matrix arguments of a node, in the order its VJP rule returns their gradients."""
-    if isinstance(node, BlockMatrix):
-        return [b for b in node.blocks]
-    if isinstance(node, MatMul):
-        return list(node.as_coeff_matrices()[1])
-    return [a for a in node.args if isinstance(a, MatrixExpr)]
-
-
 CONSTANTS = (ZeroMatrix, OneMatrix, Identity)
 
 
@@ -167,24 +159,6 @@ def backward_expressions(
         s.name: functools.reduce(operator.add, adjoints[s]) if s in adjoints else ZeroMatrix(*s.shape)
         for s in wrt
     }
-
-
-def topological_order(roots: Iterable[MatrixExpr]) -> list[MatrixExpr]:
-    """Every distinct matrix node under `roots`, each after all of its children."""
-    order, seen = [], set()
-    for root in roots:
-        stack = [(root, False)]
-        while stack:
-            node, expanded = stack.pop()
-            if expanded:
-                order.append(node)
-                continue
-            if node in seen:
-                continue
-            seen.add(node)
-            stack.append((node, True))
-            stack.extend((c, False) for c in reversed(matrix_children(node)) if c not in seen)
-    return order
 
 
 def elementwise_matrix(expr: sympy.Expr, values: dict[sympy.Symbol, MatrixExpr], shape) -> MatrixExpr:

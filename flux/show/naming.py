@@ -1,24 +1,15 @@
-r"""Showing the maths: LaTeX for notebooks and papers, unicode text for terminals and generated-code comments.
+r"""The rules that name a derivation's values for reading: gates, sub-models' values, Δ, z, δ, and the order of
+the equations. `lay_out` turns a derivation (plain data, read by attributes) into a `Sheet` that either printer
+prints.
 
-    flux.latex(Perceptron)          # \begin{aligned} y &= \sigma(W x + b) \\ W &\in \mathbb{R}^{m \times n}, … \end{aligned}
-    print(Perceptron.derivation)    # y = σ(W·x + b),  ∂L/∂W = (Δ ⊙ y ⊙ (1 − y))·xᵀ, …
-
-Two printers with the shape of SymPy's (and of the numba printer in `codegen.py`): one `_print_<Node>` method per
-node type, found along the node's class hierarchy. A derivation is first laid out as a `Sheet` (what each
-quantity is called, the equations in order), then printed by either printer.
-
-How quantities are named (`lay_out`):
-- Leaves. A parameter's short suffix is a subscript and a sub-model's path a superscript: Wxh → W_{xh},
-  bh → b_h, W1 → W_1, a.W → W^{(a)}, 0.W → W^{(0)}; other words print upright (\mathrm{weight}). Δ is the
-  upstream gradient ∂L/∂y (Δ_1, Δ_2, … for several outputs). A state spelled as a word prints as its
-  initial (hidden → h) unless two states share it.
+- Leaves are named as in `names.py`.
 - Time. A model with states is one time step, and every per-step quantity carries t: x_t, y_t, Δ_t, h_{t−1}
   for the state read and h_t for the state written. Parameters do not.
 - Values. Each state written is h_t, and an output is called y (y_1, y_2, …) unless it is a state (an LSTM's
-  output is h_t); a flux.losses.Loss's output is ℓ, defined as ℓ(logits, target) = …. In a composite model
-  each sub-model's value is y^{(a)}: the largest subexpression that uses parameters of sub-model a only (a
-  sum or ⊙ product only when every term uses them; never inside a's own states and gates). A named value
-  prints as its name everywhere after its own equation.
+  output is h_t); a loss's output (its class says `is_loss = True`, as flux.losses.Loss does) is ℓ, defined
+  as ℓ(logits, target) = …. In a composite model each sub-model's value is y^{(a)}: the largest
+  subexpression that uses parameters of sub-model a only (a sum or ⊙ product only when every term uses them;
+  never inside a's own states and gates). A named value prints as its name everywhere after its own equation.
 - Gates. An elementwise function whose argument's parameters (of its own model) all carry one single-letter
   suffix, in a model whose parameters carry several, is named by that suffix: with Wi, Ui, bi, Wf, …
   declared, σ(W_i x_t + U_i h_{t−1} + b_i) is i_t, tanh(W_g x_t + U_g h_{t−1} + b_g) is g_t, and an LSTM
@@ -32,216 +23,21 @@ How quantities are named (`lay_out`):
 - δ. A subexpression that occurs at least twice in the gradients and has six leaves or more is named
   δ (δ_1, δ_2, …), inner ones first; shorter ones stay inline: ∂L/∂W = (Δ ⊙ y ⊙ (1 − y)) xᵀ. Two ⊙ products
   that differ only in the order of their factors count as one (the first one's order is shown).
-
-Reading order. Sums put terms of inputs (and sub-models' values) first, then of states, then other products,
-then bare parameters and constants, and subtractions last (W_{xh} x_t + W_{hh} h_{t−1} + b_h, 1 − y); ⊙
-products put the upstream factor first and parenthesised sums last (Δ ⊙ y ⊙ (1 − y)), and named values in
-the order of their equations (i_t ⊙ g_t). HadamardPower of a column vector prints as an ordinary power
-(1 − y²: a vector has no other square); of a matrix as W^{∘2}.
-
-Sizes. ℝ^{m×n} for a parameter declared with two dimensions, ℝ^{m} with one, whatever the sizes (a 16×1 W_i
-stays a matrix); a size named by a word prints upright (\mathrm{in}, \mathrm{in}_{0}), not as a product of
-letters. An instance lists its dtype and parameter count unless it has no parameters (a loss, σ).
-
-Generated code quotes `expression_text`, which never breaks a comment or a docstring line.
-
-SymPy is imported inside functions only, so `import flux` stays free of it.
+- Order. Each equation comes after every named value it uses, otherwise in the order above.
 """
 from __future__ import annotations
 
-import unicodedata
 from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .printing import (
-    LatexPrinter, Name, Printer, TextPrinter, identifier_latex, is_leaf, label_latex, labelled_text, leaf_name,
-    matrix_args, state_letters, subscript_digits, walk,
+from .names import (
+    Name, identifier_latex, is_leaf, label_latex, labelled_text, leaf_name, matrix_args, state_letters,
+    subscript_digits, walk,
 )
 
 DELTA_MIN_LEAVES = 6  # a repeated subexpression is named δ from this many leaves on (an LSTM's ∂L/∂c_t)
 
-# ---- public --------------------------------------------------------------------------------------------
-
-
-def latex(obj: Any) -> str:
-    r"""The maths of a model class, a model, a derivation or a matrix expression as LaTeX: an `aligned` block
-    (\begin{aligned} … \end{aligned}), to be put inside $$ … $$ or an equation environment."""
-    from .model import Model
-    from .program import Derivation
-
-    if isinstance(obj, type) and issubclass(obj, Model):
-        return aligned(class_rows(obj))
-    if isinstance(obj, Model):
-        return aligned(model_rows(obj))
-    if isinstance(obj, Derivation):
-        return derivation_latex(obj)
-    if type(obj).__module__.startswith(("sympy", "flux.nodes")):
-        return LatexPrinter().doprint(obj)
-    raise TypeError(f"flux.latex takes a model class, a model, a derivation or a matrix expression, "
-                    f"got {type(obj).__name__}: {obj!r}")
-
-
-def class_latex(cls: type) -> str | None:
-    r"""For notebooks (`_repr_latex_` of a model class): y = σ(W x + b) and W ∈ ℝ^{m×n}, b ∈ ℝ^m, in math mode;
-    None (IPython then shows the text repr) for a class whose forward cannot be traced, such as flux.Model."""
-    from .symbolic import DefinitionError
-
-    try:
-        return math_mode(aligned(class_rows(cls)))
-    except DefinitionError:
-        return None
-
-
-def model_latex(model: Any) -> str | None:
-    """For notebooks (`_repr_latex_` of a model): its equations, sizes and dtype, in math mode."""
-    from .symbolic import DefinitionError
-
-    try:
-        return math_mode(aligned(model_rows(model)))
-    except DefinitionError:
-        return None
-
-
-def derivation_latex(derivation: Any) -> str:
-    """The equations, the upstream gradients and every derived gradient, as an `aligned` block."""
-    sheet = lay_out(derivation)
-    return aligned(derivation_rows(sheet, LatexPrinter(sheet.names)))
-
-
-def derivation_text(derivation: Any) -> str:
-    """The maths and gradients for a terminal: `y = σ(W·x + b)`, `∂L/∂W = (Δ ⊙ y ⊙ (1 − y))·xᵀ`, …"""
-    sheet = lay_out(derivation)
-    printer = TextPrinter(sheet.names)
-    shapes = ", ".join(f"{printer.name(n)}: {printer.shape(s)}" for _, n, s in sheet.params)
-    title = f"{sheet.title}({shapes})" if shapes else sheet.title
-    return title + "\n" + text_block(derivation_rows(sheet, printer))
-
-
-def model_text(model: Any) -> str:
-    """`Perceptron(W: 3×5, b: 3; float32; 18 parameters)`, then its equations (`y = σ(W·x + b)`); a model
-    without parameters is `Name(float32)`."""
-    from .symbolic import DefinitionError
-
-    shapes = ", ".join(f"{n}: {'×'.join(map(str, p.shape))}" for n, p in model.params.items())
-    count = model.parameter_count
-    head = f"{type(model).__name__}({shapes}; {model.dtype}; {count:,} parameters)" if count else \
-        f"{type(model).__name__}({model.dtype})"
-    try:
-        sheet = lay_out(model.derivation)
-    except DefinitionError as error:  # a repr must not raise; say why the maths is missing
-        return f"{head}\n  (no equations: {error})"
-    return head + "\n" + text_block(forward_rows(sheet, TextPrinter(sheet.names)))
-
-
-def expression_text(expr: Any, names: dict | None = None) -> str:
-    """One line of unicode maths for an expression, `σ(W·x + b)`; `names` maps nodes to text shown instead
-    (for generated code: the arrays already holding them).
-
-    Safe inside a Python comment or docstring: no line breaks of any kind, control characters, backslashes or
-    double quotes (whatever a symbol's name holds)."""
-    return code_safe(TextPrinter(names).doprint(expr))
-
-
-def code_safe(text: str) -> str:
-    """Text that can stand on one line of a comment or a docstring: every line break (any that str.splitlines
-    knows) and other whitespace a space, other control characters dropped, a backslash as ∖, a double quote as '."""
-    kept = []
-    for character in text:
-        if character.isspace() or len(f"a{character}b".splitlines()) > 1:
-            kept.append(" ")
-        elif unicodedata.category(character) not in ("Cc", "Cf", "Cs", "Co", "Cn"):
-            kept.append({"\\": "∖", '"': "'"}.get(character, character))
-    return "".join(kept)
-
-
-# ---- rows ----------------------------------------------------------------------------------------------
-
-
-def class_rows(cls: type) -> list:
-    sheet = lay_out(cls.derivation)
-    printer = LatexPrinter(sheet.names)
-    shapes = {d: shape for d, _, shape in sheet.params}
-    return forward_rows(sheet, printer) + domain_rows(sheet, shapes, declared_dims(cls, shapes), printer)
-
-
-def model_rows(model: Any) -> list:
-    """Equations, parameter spaces with the model's sizes, and its dtype and parameter count (when it has any)."""
-    sheet = lay_out(model.derivation)
-    printer = LatexPrinter(sheet.names)
-    shapes = {dotted: model.params[dotted].shape for dotted, _, _ in sheet.params}
-    rows = forward_rows(sheet, printer) + domain_rows(sheet, shapes, declared_dims(model, shapes), printer)
-    count = model.parameter_count
-    return rows + ([("", "", rf"\text{{{model.dtype}, {count:,} parameters}}")] if count else [])
-
-
-def declared_dims(model: Any, dotted_names: Any) -> dict:
-    """How many dimensions each parameter declares (a model class or instance; sub-models by their labels)."""
-    dims = {}
-    for dotted in dotted_names:
-        owner, *path = [model] + dotted.split(".")[:-1]
-        for label in path:
-            subs = dict(owner.declared_slots() if isinstance(owner, type) else owner.named_submodels())
-            owner = subs.get(label)
-            if owner is None:
-                break
-        else:
-            spec = (owner if isinstance(owner, type) else type(owner)).declared_params().get(dotted.split(".")[-1])
-            if spec is not None:
-                dims[dotted] = len(spec.dims)
-    return dims
-
-
-def derivation_rows(sheet: "Sheet", printer: "Printer") -> list:
-    """The equations, what Δ stands for, the named repeated parts δ, then ∂L/∂ of each variable."""
-    rows = forward_rows(sheet, printer) + upstream_rows(sheet, printer)
-    rows += [(printer.name(name), "=", printer.doprint(expr, define=True)) for name, expr in sheet.intermediates]
-    return rows + [(printer.gradient(name), "=", printer.doprint(expr)) for name, expr in sheet.gradients]
-
-
-def forward_rows(sheet: "Sheet", printer: "Printer") -> list:
-    return [(printer.head(name), "=", printer.doprint(expr, define=True)) for name, expr in sheet.forward]
-
-
-def upstream_rows(sheet: "Sheet", printer: "Printer") -> list:
-    """Δ = ∂L/∂y: what each upstream symbol stands for (a state's comes from the next time step)."""
-    parts = []
-    for delta, of, source in sheet.upstream:
-        part = f"{printer.name(delta)} = {printer.gradient(of)}"
-        parts.append(part + (printer.words(" from " + source[0], source[1]) if source else ""))
-    if not parts:
-        return []
-    first, rest = parts[0].split(" = ", 1)
-    return [(first, "=", printer.separator.join([rest] + parts[1:]))]
-
-
-def domain_rows(sheet: "Sheet", shapes: dict, dims: dict, printer: "LatexPrinter") -> list:
-    """W ∈ ℝ^{m×n}, b ∈ ℝ^m: one row per sub-model (`dims`: how many each parameter declares)."""
-    rows, groups = [], {}
-    for dotted, name, _ in sheet.params:
-        groups.setdefault(dotted.rpartition(".")[0], []).append((dotted, name))
-    for names in groups.values():
-        parts = [f"{printer.name(n)} \\in {printer.domain(shapes[d], dims.get(d))}" for d, n in names]
-        first, rest = parts[0].split(" \\in ", 1)
-        rows.append((first, r"\in", printer.separator.join([rest] + parts[1:])))
-    return rows
-
-
-def aligned(rows: list) -> str:
-    lines = [f"{left} &{relation} {right}" if relation else f"{left} & {right}" for left, relation, right in rows]
-    return "\\begin{aligned}\n" + " \\\\\n".join(lines) + "\n\\end{aligned}"
-
-
-def math_mode(block: str) -> str:
-    return f"$\\displaystyle {block}$"
-
-
-def text_block(rows: list) -> str:
-    width = max((len(left) for left, _, _ in rows), default=0)
-    return "\n".join(f"  {left.rjust(width)} {relation} {right}" for left, relation, right in rows)
-
-
-# ---- laying a derivation out ---------------------------------------------------------------------------
 
 @dataclass
 class Sheet:
@@ -350,16 +146,10 @@ def with_products_unified(derivation: Any) -> Any:
 
 
 def is_loss(derivation: Any) -> bool:
-    """Whether a derivation is a loss's: its class (found by name) is a flux.losses.Loss."""
-    from .losses import Loss
-
-    classes, found = [Loss], set()
-    while classes:
-        cls = classes.pop()
-        found.add(cls.__name__)
-        classes += cls.__subclasses__()
+    """Whether a derivation is a loss's (its class says `is_loss = True`, as flux.losses.Loss does): ℓ(…) = …"""
     outputs = derivation.outputs
-    return derivation.name in found and len(outputs) == 1 and tuple(outputs[0].shape) == (1, 1) and not derivation.params
+    return (getattr(derivation, "loss", False) and len(outputs) == 1 and tuple(outputs[0].shape) == (1, 1)
+            and not derivation.params)
 
 
 def gate_values(derivation: Any, names: dict, t: str) -> list:

@@ -11,8 +11,8 @@ import sympy
 from sympy import BlockMatrix, HadamardProduct, MatAdd, MatMul
 from sympy.matrices.expressions.matexpr import MatrixExpr
 
-from .derive import matrix_children, topological_order
-from .symbolic import DefinitionError
+from ..maths.graph import matrix_children, topological_order
+from .language import DefinitionError
 
 
 class DimensionClasses:

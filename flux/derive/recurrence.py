@@ -11,7 +11,7 @@ split in three, each a stateless `Derivation` with its own gradients from the or
 
 P and R (and their VJPs) run once over all T·N rows, one GEMM per product; backwards, R's VJP runs before the
 loop (Δy is known for every t), handing the loop its ∂L/∂h_t, and the update's parameter gradients Σₜ δ_t v_tᵀ
-are one GEMM over T·N after it. `flux.recurrent_kernels` writes the numba code.
+are one GEMM over T·N after it. `flux.generate.recurrent` writes the numba code.
 """
 from __future__ import annotations
 
@@ -43,10 +43,10 @@ class Cell:
 
 def split_cell(derivation) -> Cell:
     """Split a recurrent derivation into projection, update and readout, and derive each."""
-    from .derive import backward_expressions
-    from .nodes import Generated
-    from .program import Derivation
-    from .symbolic import internal_name
+    from .rules import backward_expressions
+    from ..maths.nodes import Generated
+    from ..derive.derivation import Derivation
+    from ..trace.tracing import internal_name
 
     n_out = len(derivation.outputs)
     params = derivation.params
@@ -87,15 +87,11 @@ def hoistable_nodes(roots: list, inputs: set, previous: set) -> list:
     """The largest per-sample column expressions that read an input and a matrix product but no state."""
     from sympy import MatrixSymbol
 
-    from .derive import matrix_children, topological_order
+    from ..maths.graph import Dependence, matrix_children, topological_order
 
-    order = topological_order(roots)
-    reads_state, batched, has_product = {}, {}, {}
-    for node in order:  # children first
-        children = matrix_children(node)
-        reads_state[node] = node in previous or any(reads_state[c] for c in children)
-        batched[node] = node in inputs or any(batched[c] for c in children)
-        has_product[node] = is_matrix_product(node) or any(has_product[c] for c in children)
+    reads_state, batched, has_product = Dependence(previous), Dependence(inputs), {}
+    for node in topological_order(roots):  # children first
+        has_product[node] = is_matrix_product(node) or any(has_product[c] for c in matrix_children(node))
     hoisted, seen = [], set()
     stack = list(reversed(roots))
     while stack:
@@ -103,7 +99,7 @@ def hoistable_nodes(roots: list, inputs: set, previous: set) -> list:
         if node in seen:
             continue
         seen.add(node)
-        if (not reads_state[node] and batched[node] and has_product[node] and node.shape[1] == 1
+        if (not reads_state(node) and batched(node) and has_product[node] and node.shape[1] == 1
                 and not isinstance(node, MatrixSymbol)):
             hoisted.append(node)
             continue

@@ -12,10 +12,12 @@ import sympy
 from sympy import BlockMatrix, HadamardPower, HadamardProduct, MatrixSymbol, OneMatrix, ZeroMatrix
 
 import flux
-from flux import display, tanh, σ
-from flux.display import derivation_latex, derivation_text, expression_text, model_text
-from flux.printing import LatexPrinter, dimension_latex, identifier_latex
-from flux.nodes import Apply, LogSumExp, Softmax, Spread, Total
+from flux import tanh, σ
+from flux.show.layout import derivation_latex, derivation_text, model_text
+from flux.show.naming import lay_out
+from flux.show.names import dimension_latex, identifier_latex
+from flux.show.printers import LatexPrinter, expression_text
+from flux.maths.nodes import Apply, LogSumExp, Softmax, Spread, Total
 from models import GatedCell, Perceptron, TwoLayer, TwoTower, perceptron
 
 
@@ -234,7 +236,7 @@ def test_gates_and_kernels_are_untouched_by_naming():
     """Names are the display's only: the derivation (and so every kernel) still holds the plain expressions."""
     derivation = flux.LSTM.derivation
     before = (list(derivation.outputs), list(derivation.states), dict(derivation.gradients))
-    display.lay_out(derivation)
+    lay_out(derivation)
     assert (derivation.outputs, derivation.states, derivation.gradients) == before
     assert "σ(Ui·h + Wi·x + bi)" in expression_text(derivation.states[1][2])  # c: gates inline, no i[t]
 
@@ -286,7 +288,7 @@ def test_losses_read_as_l_of_their_inputs():
     text = derivation_text(flux.logitcrossentropy.derivation).splitlines()
     assert text[:3] == ["LogitCrossEntropy", "  ℓ(logits, target) = logsumexp(logits)·Σ(target) − Σ(logits ⊙ target)",
                         "                  Δ = ∂L/∂ℓ"]
-    assert model_text(flux.mse).startswith("MSE(float32)\n  ℓ(prediction, target) = ")
+    assert model_text(flux.mse).startswith("MSE\n  ℓ(prediction, target) = ")  # no dtype: it follows its input
     assert "ℓ" not in derivation_text(Perceptron.derivation)
 
 
@@ -302,7 +304,7 @@ def test_code_comments_and_docstrings_stay_one_safe_line():
 def test_generated_kernels_have_one_line_docstrings(model):
     import ast
 
-    from flux.kernels import generate_module_source
+    from flux.generate import generate_module_source
 
     source = generate_module_source(model.derivation, np.float32, "test")
     tree = ast.parse(source)

@@ -21,8 +21,8 @@ class sigmoid(sympy.Function):
         return sigmoid(self.args[0]) * (1 - sigmoid(self.args[0]))
 
 
-class step(sympy.Function):
-    """The Heaviside step with step(0) = 0: the derivative of relu."""
+class heaviside(sympy.Function):
+    """The Heaviside step function with heaviside(0) = 0: the derivative of relu."""
 
     def fdiff(self, argindex=1):
         return sympy.S.Zero
@@ -32,7 +32,7 @@ class relu(sympy.Function):
     """relu(z) = max(z, 0)."""
 
     def fdiff(self, argindex=1):
-        return step(relu(self.args[0]))  # step(relu z) = step(z): written through the output
+        return heaviside(relu(self.args[0]))  # heaviside(relu z) = heaviside(z): written through the output
 
 
 class sign(sympy.Function):
@@ -99,7 +99,7 @@ FUNCTIONS: dict[str, ElementwiseFunction] = {
         ElementwiseFunction("sqrt", sympy.sqrt, "np.sqrt({z})", r"\sqrt{{{z}}}"),
         ElementwiseFunction("abs", sympy.Abs, "np.abs({z})", r"\operatorname{abs}"),
         ElementwiseFunction("square", lambda z: z**2, "({z} * {z})", r"\operatorname{square}"),
-        ElementwiseFunction("step", step, "real({z} > real(0))", r"\operatorname{step}"),
+        ElementwiseFunction("heaviside", heaviside, "real({z} > real(0))", r"\operatorname{heaviside}"),
         ElementwiseFunction("sign", sign, "np.sign({z})", r"\operatorname{sign}"),
         # the losses' log, max(log z, −100): NaN stays NaN (np.maximum propagates it). Its derivative is 0 at and
         # below the clamp (z ≤ e^{−100}) and 1/z above it, taken as 1/max(z, smallest normal float) so it stays finite
@@ -117,6 +117,6 @@ FUNCTIONS: dict[str, ElementwiseFunction] = {
 # SymPy scalar function → our name, for turning a scalar derivative back into matrix nodes.
 SCALAR_TO_NAME: dict[type, str] = {
     sigmoid: "σ", sympy.tanh: "tanh", relu: "relu", softplus: "softplus", sympy.exp: "exp",
-    sympy.log: "log", sympy.Abs: "abs", step: "step", sign: "sign", sympy.sign: "sign",
+    sympy.log: "log", sympy.Abs: "abs", heaviside: "heaviside", sign: "sign", sympy.sign: "sign",
     clampedlog: "clampedlog", clampedlog_derivative: "clampedlog′",
 }

@@ -1,14 +1,9 @@
-"""The language layers are written in, and tracing: running `forward` on SymPy symbols.
+"""Tracing: running a model's `forward` on SymPy symbols, giving its per-sample maths (a `Trace`).
 
-    class Perceptron(flux.Model):
-        W = flux.param("m", "n")
-        b = flux.param("m")
-        def forward(self, x):
-            return σ(self.W * x + self.b)
-
-Declared dimensions are named, so the maths exists before any sizes do. Tracing gives every parameter a
-MatrixSymbol (W ∈ ℝ^{m×n}, b ∈ ℝ^{m×1}), every input a column vector x ∈ ℝ^{n_x×1} whose size is found by
-unification (`shapes.py`), and sub-models' symbols dotted names ("a.W") and suffixed dimensions (m_a).
+Every parameter becomes a MatrixSymbol (W ∈ ℝ^{m×n}, b ∈ ℝ^{m×1}), every input a column vector x ∈ ℝ^{n_x×1} whose
+size is found by unification (flux.trace.shapes), every state h[t−1] a symbol whose h[t] is what forward assigns;
+sub-models' symbols get dotted names ("a.W") and suffixed dimensions (m_a). While forward runs, `if` on a symbol and
+assignments to anything but a declared state are refused with a DefinitionError naming what the user wrote.
 """
 from __future__ import annotations
 
@@ -16,105 +11,8 @@ import inspect
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
-import numpy as np
-
-
-class DefinitionError(TypeError):
-    """A model's `forward` cannot be turned into maths flux can derive and compile."""
-
-
-class Declaration:
-    """A class-level declaration (parameter or state) whose per-instance value lives in instance.__dict__[store]."""
-
-    store = ""
-
-    def __set_name__(self, owner, name):
-        self.name = name
-
-    def __get__(self, instance, owner):
-        if instance is None:
-            return self
-        return instance.__dict__[self.store][self.name]
-
-
-class Param(Declaration):
-    """A declared parameter: `W = flux.param("m", "n")` is a matrix W ∈ ℝ^{m×n}; one dim gives a vector."""
-
-    store = "_params"
-
-    def __init__(self, *dims: str | int, init: str | None = None):
-        if len(dims) not in (1, 2):
-            raise TypeError(f"flux.param takes one or two dimensions, got {dims!r}")
-        if len(dims) == 2 and 1 in dims:  # the kernels would lay it out as a vector, not as the 2-D array given
-            raise TypeError(f"flux.param{dims!r}: a literal dimension 1 in a matrix parameter is not supported; "
-                            "declare a vector as flux.param('m'), or name the dimension (flux.param('m', 'k'))")
-        self.dims = tuple(dims)
-        self.init = init
-        self.name = ""
-
-    def __set__(self, instance, value):
-        instance._assign_param(self.name, value)
-
-    def __repr__(self):
-        return f"param({', '.join(map(repr, self.dims))})"
-
-
-class State(Declaration):
-    """A time-indexed state: read before assignment in `forward` it is h[t−1], assigned it becomes h[t]."""
-
-    store = "_states"
-
-    def __init__(self, *dims: str | int, learnable: bool = False):
-        if len(dims) != 1:
-            raise TypeError(f"flux.state takes one dimension (states are vectors), got {dims!r}")
-        self.dims = tuple(dims)
-        self.learnable = learnable
-        self.name = ""
-
-    def __set__(self, instance, value):
-        instance.__dict__["_states"][self.name] = value
-
-    def __repr__(self):
-        return f"state({self.dims[0]!r})"
-
-
-def param(*dims: str | int, init: str | None = None) -> Param:
-    """Declare a parameter with named dimensions: `W = flux.param("m", "n")`."""
-    return Param(*dims, init=init)
-
-
-def state(*dims: str | int, learnable: bool = False) -> State:
-    """Declare a recurrent state with a named dimension: `hidden = flux.state("h")`."""
-    return State(*dims, learnable=learnable)
-
-
-def hadamard(a, b):
-    """The elementwise (Hadamard) product a ⊙ b, on symbols or arrays."""
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return np.multiply(a, b)
-    from sympy import HadamardProduct
-
-    return HadamardProduct(a, b)
-
-
-def concat(*parts):
-    """Stack column vectors: [a; b; …] (per sample), on symbols or arrays (batch-first: along axis −1)."""
-    if all(isinstance(p, np.ndarray) for p in parts):
-        return np.concatenate(parts, axis=-1)
-    from sympy import BlockMatrix
-
-    return BlockMatrix([[p] for p in parts])
-
-
-def total(x):
-    """Σᵢ xᵢ per sample: a (1, 1) matrix."""
-    if isinstance(x, np.ndarray):
-        return x.sum(axis=-1, keepdims=True)
-    from .nodes import Total
-
-    return Total(x)
+from .language import DefinitionError
 
 
 @dataclass
@@ -126,6 +24,7 @@ class Trace:
     states: list  # (dotted name, h[t−1] symbol, h[t] expression)
     outputs: list  # expressions
     rigid_dims: set = field(default_factory=set)
+    loss: bool = False  # the model is a loss (its class says `is_loss = True`): shown as ℓ(prediction, target)
 
 
 def dim_symbol(dim: str | int, path: str):
@@ -161,8 +60,6 @@ def symbolic_view(model, path: str, trace: Trace):
         trace.states.append([prefix + name, previous, None])
     view.__dict__["_states"] = states
     view.__dict__["_tracing"] = True
-    from .model import submodels_of
-
     views = {name: symbolic_view(sub, prefix + name, trace) for name, sub in submodels_of(model)}
     view.__dict__["_subviews"] = views
     view.adopt_submodels(views)
@@ -174,7 +71,7 @@ def trace_forward(model, input_names: list[str] | None = None) -> Trace:
     import sympy
 
     cls = model if isinstance(model, type) else type(model)
-    trace = Trace(inputs=[], params={}, states=[], outputs=[])
+    trace = Trace(inputs=[], params={}, states=[], outputs=[], loss=bool(getattr(cls, "is_loss", False)))
     view = symbolic_view(model, "", trace)
     names = input_names or cls.input_names()
     taken = set(trace.params) | {record[0] for record in trace.states}
@@ -285,6 +182,8 @@ def signature_inputs(forward) -> list[str]:
     return [p.name for p in parameters if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
 
-def is_symbolic(value: Any) -> bool:
-    """True for SymPy objects (tracing), without importing SymPy on the numeric path."""
-    return type(value).__module__.startswith(("sympy", "flux.nodes"))
+def submodels_of(model) -> list:
+    """(name, sub-model) pairs of an instance, or (name, sub-model class) pairs of a class."""
+    if isinstance(model, type):
+        return list(model.declared_slots().items())
+    return model.named_submodels()

@@ -1,0 +1,177 @@
+"""The drivers of a recurrent module: `forward` and `backward`, the time loops that call the cell's kernels.
+
+    forward:  u = project(x) for all T·N rows; for t = 0…T−1: h_t = cell_forward(x_t, u_t, h_{t−1});
+              y = readout(x, h_{t−1}, h_t) for all T·N rows
+    backward: readout_backward for all rows (Δx, and the Δh_t each step adds to the Δh it carries);
+              for t = T−1…0: cell_backward; then the deferred parameter gradients and project_backward
+
+Each driver is printed from the `flux.generate.recurrent.RecurrentPlan` of the cell's kernels (their names,
+arguments and buffers), and returns text: nothing here writes into the plan.
+"""
+from __future__ import annotations
+
+from .sizes import dimension_code, size_codes
+
+DRIVER_INDENT = "    "
+
+
+def forward_driver(plan) -> str:
+    """`forward(x_seq…, h_initial…, params…)`: the hoisted terms, the time loop, then the outputs."""
+    I = DRIVER_INDENT
+    params = ", ".join(a.name for a in plan.params)
+    arguments = [f"{a.name}_seq" for a in plan.inputs] + [f"{s}_initial" for s in plan.states]
+    lines = [f"def forward({', '.join(arguments)}, {params}):",
+             f'{I}"""The time loop over t = 0…T−1 for the states; then the outputs, for all t at once."""',
+             f"{I}T = {plan.inputs[0].name}_seq.shape[0]",
+             f"{I}N = {plan.inputs[0].name}_seq.shape[1]"]
+    names = {a.symbol: a.name for a in plan.params}
+    for W, copy in plan.transposed.items():  # contiguous: a GEMM on a transposed view is twice as slow here
+        lines.append(f"{I}{copy.name} = np.ascontiguousarray({names[W]}.T)")
+    sources = size_sources(plan)
+    projected = plan.projected
+    if projected:
+        rows = ", ".join(f"rows({a.name}_seq)" for a in plan.inputs)
+        made = projected + plan.projection.kept
+        lines.append(f"{I}{', '.join(made)}{',' if len(made) == 1 else ''} = project({rows}, {params})"
+                     "  # the hoisted terms, for all T·N rows at once")
+        for u in projected:
+            lines.append(f"{I}{u}_seq = {u}.reshape((T, N, {u}.shape[1]))")
+    for state in plan.states:
+        lines.append(f"{I}{state}_seq = np.empty((T + 1, N, {state}_initial.shape[1]), dtype=real)")
+        lines.append(f"{I}{state}_seq[0] = {state}_initial")
+    for name, dim in zip(plan.kept, plan.kept_dims):
+        lines.append(f"{I}{name}_seq = np.empty((T, N, {dimension_code(dim, sources)}), dtype=real)")
+    cell_arguments = [f"{name}_seq[t]" for name in plan.cell_inputs]  # a state's [t] is h_{t−1}
+    lines.append(f"{I}for t in range(T):")
+    parameters = ", ".join([a.name for a in plan.params] + [copy.name for copy in plan.transposed.values()])
+    lines.append(f"{I * 2}cell_forward({', '.join(cell_arguments)}, {parameters}, "
+                 f"{', '.join(plan.cell_forward_destinations)})")
+    readout = plan.readout
+    made = readout.outputs + readout.kept
+    lines.append(f"{I}{', '.join(made)}{',' if len(made) == 1 else ''} = "
+                 f"readout({', '.join(readout_rows(plan))}, {params})  # the outputs, for all T·N rows at once")
+    for y in readout.outputs:
+        lines.append(f"{I}{y}_seq = {y}.reshape((T, N, {y}.shape[1]))")
+    returns = forward_returns(plan)
+    lines.append(f"{I}return {', '.join(returns)}{',' if len(returns) == 1 else ''}")
+    return "\n".join(lines) + "\n"
+
+
+def forward_returns(plan) -> list[str]:
+    """What `forward` returns: the outputs and states, then what `backward` reads (in the order it takes them)."""
+    return ([f"{n}_seq" for n in plan.readout.outputs] + [f"{s}_seq" for s in plan.states]
+            + [f"{n}_seq" for n in plan.kept] + [f"{u}_seq" for u in plan.projected]
+            + (plan.projection.kept if plan.projection else []) + plan.readout.kept)
+
+
+def backward_driver(plan) -> str:
+    """`backward(Δy_seq…, Δh_last…, x_seq…, params…, forward's returns…, grad_*…)` → ∂L/∂x_seq…, ∂L/∂h_initial…"""
+    I = DRIVER_INDENT
+    params = ", ".join(a.name for a in plan.params)
+    grads = ", ".join(f"grad_{a.name}" for a in plan.params)
+    output_deltas, state_deltas = plan.output_deltas, plan.state_deltas
+    arguments = ([f"{d}_seq" for d in output_deltas] + [f"{d}_last" for d in state_deltas]
+                 + [f"{a.name}_seq" for a in plan.inputs] + [params] + forward_returns(plan) + [grads])
+    lines = [f"def backward({', '.join(arguments)}):",
+             f'{I}"""The outputs\' VJP for all t at once; back through time, t = T−1…0, carrying ∂L/∂h; then the '
+             f'deferred parameter gradients."""',
+             f"{I}T = {plan.inputs[0].name}_seq.shape[0]",
+             f"{I}N = {plan.inputs[0].name}_seq.shape[1]"]
+    for delta in state_deltas:
+        lines.append(f"{I}{delta} = {delta}_last.copy()")
+    # the readout's VJP: ∂L/∂x, and the ∂L/∂h_{t−1}, ∂L/∂h_t that the loop adds to the Δh it carries
+    readout, n_in, n_states = plan.readout, len(plan.inputs), len(plan.states)
+    d_y = [f"rows({d}_seq)" for d in output_deltas]
+    read = [f"rows({y}_seq)" for y in readout.outputs_read]
+    returned = [f"from_readout{i}" for i in readout.leaf_gradients]
+    call = (f"readout_backward({', '.join(d_y + readout_rows(plan))}, {params}, "
+            f"{', '.join(readout.kept + read + [grads])})")
+    lines.append(f"{I}{', '.join(returned)}{',' if len(returned) == 1 else ''} = {call}" if returned
+                 else f"{I}{call}")
+    before_step, after_step = {}, {}  # state → the readout's per-step contribution to its Δ
+    for i in readout.leaf_gradients:
+        if i >= n_in:
+            state = plan.states[(i - n_in) % n_states]
+            lines.append(f"{I}from_readout{i}_seq = from_readout{i}.reshape((T, N, from_readout{i}.shape[1]))")
+            (after_step if i < n_in + n_states else before_step)[state] = f"from_readout{i}_seq[t]"
+    # buffers for the per-step gradients of inputs and hoisted terms, and for the deferred factors
+    for name, returned in plan.cell_gradients:
+        if name not in plan.states:  # a gradient the loop writes at every t needs no zeros first
+            lines.append(f"{I}grad_{name}_seq = np.{'empty' if returned else 'zeros'}({name}_seq.shape, dtype=real)")
+    sources = size_sources(plan, in_forward=False)
+    for name, dim in plan.factors:
+        lines.append(f"{I}{name}_seq = np.empty((T, N, {dimension_code(dim, sources)}), dtype=real)")
+    cell_arguments = state_deltas + [f"{name}_seq[t]" for name in plan.cell_inputs] + [params]
+    cell_arguments += plan.saved_buffers + [grads]
+    cell_arguments += [f"{n}_seq[t]" for n in plan.cell_backward_written]
+    returned = [f"{n}_t" for n in plan.cell_backward_returns]
+    lines.append(f"{I}for t in range(T - 1, -1, -1):")
+    for state, delta in zip(plan.states, state_deltas):
+        if state in before_step:
+            lines.append(f"{I * 2}{delta} += {before_step[state]}")
+    call = f"cell_backward({', '.join(cell_arguments)})"
+    lines.append(f"{I * 2}{', '.join(returned)}{',' if len(returned) == 1 else ''} = {call}" if returned
+                 else f"{I * 2}{call}")
+    returned_names = set(plan.cell_backward_returns)
+    for state, delta in zip(plan.states, state_deltas):
+        if f"grad_{state}" in returned_names:
+            lines.append(f"{I * 2}{delta} = grad_{state}_t")
+        else:
+            lines.append(f"{I * 2}{delta} = np.zeros_like({delta})")
+        if state in after_step:
+            lines.append(f"{I * 2}{delta} += {after_step[state]}")
+    if plan.gradient_factors:
+        factor_buffers = [factor_buffer(plan, n) for n in plan.gradient_factors]
+        lines.append(f"{I}gradients({', '.join(f'rows({b})' for b in factor_buffers)}, {params}, {grads})")
+    if plan.projection is not None:
+        projection = plan.projection
+        d_u = [f"rows(grad_{u}_seq)" for u in plan.projected]
+        xs = [f"rows({a.name}_seq)" for a in plan.inputs]
+        returned = [f"from_projection{i}" for i in projection.leaf_gradients]
+        read = [f"rows({u}_seq)" for u in projection.outputs_read]
+        call = f"project_backward({', '.join(d_u + xs)}, {params}, {', '.join(projection.kept + read + [grads])})"
+        if returned:
+            lines.append(f"{I}{', '.join(returned)}{',' if len(returned) == 1 else ''} = {call}")
+            for i in projection.leaf_gradients:
+                name = plan.inputs[i].name
+                lines.append(f"{I}grad_{name}_seq += from_projection{i}.reshape({name}_seq.shape)")
+        else:
+            lines.append(f"{I}{call}")
+    for i in readout.leaf_gradients:
+        if i < n_in:
+            name = plan.inputs[i].name
+            lines.append(f"{I}grad_{name}_seq += from_readout{i}.reshape({name}_seq.shape)")
+    results = [f"grad_{a.name}_seq" for a in plan.inputs] + state_deltas
+    lines.append(f"{I}return {', '.join(results)}{',' if len(results) == 1 else ''}")
+    return "\n".join(lines) + "\n"
+
+
+def readout_rows(plan) -> list[str]:
+    """The row stacks the readout reads, in the order of its leaves: inputs, h_{t−1}, h_t."""
+    return ([f"rows({a.name}_seq)" for a in plan.inputs] + [f"rows({s}_seq[:T])" for s in plan.states]
+            + [f"rows({s}_seq[1:])" for s in plan.states])
+
+
+def factor_buffer(plan, name: str) -> str:
+    """The time-major buffer holding a deferred factor: a stored forward value or a loop result."""
+    if name in plan.states:
+        return f"{name}_seq[:T]"
+    if name.startswith("new_") and name[4:] in plan.states:
+        return f"{name[4:]}_seq[1:]"
+    return f"{name}_seq"
+
+
+def size_sources(plan, in_forward: bool = True) -> dict:
+    """Where a driver reads each dimension: the parameters, the input sequences, the states."""
+    sources = dict(size_codes(plan.params))
+    for a in plan.inputs:
+        sources.setdefault(a.symbol.shape[0], f"{a.name}_seq.shape[2]")
+    for state, dim in zip(plan.states, plan.state_dims):
+        sources.setdefault(dim, f"{state}_initial.shape[1]" if in_forward else f"{state}_seq.shape[2]")
+    return sources
+
+
+ROWS_SOURCE = '''def rows(a):
+    """(T, N, k) → (T·N, k): every time step's batch stacked, one sample per row."""
+    return a.reshape((a.shape[0] * a.shape[1], a.shape[2]))
+'''

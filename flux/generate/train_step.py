@@ -1,0 +1,74 @@
+"""The fused training step's module: forward, loss, backward and the optimiser's update in one kernel.
+
+    train_step(x, target, θ…, scale, g…, state…, step_count, hyper…) → (mean loss, status)
+
+The objective ℓ(f(x), t) is one derivation; its loss is the batch mean (scale = 1/N per sample) and each gradient is
+Σₙ ∂ℓₙ/∂θ written into g. Before any parameter changes the kernel checks that the loss and every gradient are
+finite (status −1: the loss, k: gradient k; −2: all finite, updated). The optimiser's rule (SymPy maths from
+`Optimiser.rules()`, e.g. θ ← θ − η g) is printed into `update`, applied to every entry of each flattened θ.
+"""
+from __future__ import annotations
+
+import sympy
+from sympy.printing.pycode import pycode
+
+from .feedforward import identifier, shape_checks
+from .module import module_source
+from .printer import Argument, Result, describe, generate_kernel_source
+from ..maths.nodes import Generated
+
+
+def generate_step_source(derivation, rules, optimiser_name: str, dtype, key: str) -> str:
+    """The module text: shape helpers and `train_step(x, target, θ…, scale, g…, state…, step_count, hyper…)`."""
+    x, target = derivation.inputs
+    inputs = [Argument(x, "x", True), Argument(target, "target", True)]
+    params = [Argument(p, identifier(name), False) for name, p in derivation.params.items()]
+    (Δ,) = derivation.upstream
+    scale = Argument(Δ, "scale", True)
+    gradients = [f"grad_{a.name}" for a in params]
+    # the optimiser's arrays and numbers get prefixes no user's name can have (identifier() encodes opt_…, hyper_…)
+    states = [f"opt_{kind}_{a.name}" for a in params for kind in rules.state]
+    hyper = [f"hyper_{h}" for h in rules.hyperparameters]
+    results = [Result("loss", derivation.output.xreplace({}), mode="mean")]
+    results += [Result(g, derivation.gradients[a.symbol.name], mode="assign", into=g) for a, g in zip(params, gradients)]
+    epilogue = ["if not np.isfinite(loss):", "    return loss, -1"]
+    for k, g in enumerate(gradients):
+        epilogue += [f"if not all_finite({g}):", f"    return loss, {k}"]
+    symbol_names = {rules.theta: "θ", rules.gradient: "g", rules.step: "step_count"}
+    symbol_names.update({s: f"{name}_old" for name, s in rules.state.items()})
+    symbol_names.update({s: f"hyper_{name}" for name, s in rules.hyperparameters.items()})
+    printed = {target: scalar_code(expr, symbol_names) for target, expr in rules.updates.items()}
+    for a, g in zip(params, gradients):
+        states_of = ", ".join(f"opt_{s}_{a.name}.reshape(-1)" for s in rules.state)
+        epilogue.append(f"update({a.name}.reshape(-1), {g}.reshape(-1), {states_of + ', ' if states_of else ''}"
+                        f"step_count{''.join(', ' + h for h in hyper)})")
+    epilogue.append("return loss, -2")
+    kernel = generate_kernel_source(
+        "train_step", inputs + params + [scale] + [Argument(Generated(g, *a.symbol.shape), g, False)
+                                                     for a, g in zip(params, gradients)],
+        results, doc=f"one {optimiser_name} step on the batch mean of {describe(derivation.output, width=200)}",
+        extra_arguments=states + ["step_count"] + hyper, epilogue=epilogue,
+    )
+    docstring = f"flux fused training step for {derivation.name} with {optimiser_name} ({dtype.name}). Do not edit."
+    return module_source(key, docstring, dtype, helpers=[shape_checks(params, inputs)],
+                         kernels=[update_source(rules, printed, optimiser_name), kernel])
+
+
+def update_source(rules, printed: dict, optimiser_name: str) -> str:
+    """A kernel applying the optimiser's rule to every entry of one flattened parameter."""
+    states = list(rules.state)
+    hyper = [f"hyper_{h}" for h in rules.hyperparameters]
+    arguments = ", ".join(["θ_", "g_"] + [f"{s}_" for s in states] + ["step_count"] + hyper)
+    maths = "; ".join(f"{t} ← {sympy.sstr(e)}" for t, e in rules.updates.items())
+    lines = [f"def update({arguments}):", f'    """{optimiser_name}: {maths}"""',
+             "    for i in range(θ_.size):", "        θ = θ_[i]", "        g = g_[i]"]
+    lines += [f"        {s}_old = {s}_[i]" for s in states]
+    lines += [f"        {s}_[i] = {printed[s]}" for s in states]
+    lines.append(f"        θ_[i] = {printed['θ']}")
+    return "\n".join(lines)
+
+
+def scalar_code(expr, names: dict) -> str:
+    """Python code for a scalar SymPy expression with symbols renamed (math.sqrt etc.)."""
+    renamed = expr.xreplace({s: sympy.Symbol(n) for s, n in names.items()})
+    return pycode(renamed, fully_qualified_modules=True)

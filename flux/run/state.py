@@ -1,0 +1,119 @@
+"""A model's run-time state: ONE `RuntimeState` per model, its typed tapes, and the generations that invalidate caches.
+
+Everything a model computes while running — the tape of its last forward pass (a `ForwardTape`, `SequenceTape` or
+`ChainTape`), its compiled program, its flat parameter lists, whether it holds gradients, its ∂L/∂h₀ — lives in the
+model's `RuntimeState` (`runtime_of(model)`). It is created fresh on construction, load, pickling and copying, and
+is never saved: only declared parameters, states and configuration are data.
+
+Two global counters say when cached things are stale: the parameter generation (some parameter array was replaced,
+so every cached flat list is) and the configuration generation (some built model's attribute changed, so its maths,
+and its parents', may have).
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+# Threads: a feed-forward forward pass writes nothing shared (its tape is one atomic assignment naming its thread),
+# so several threads may call one model at once. `back` accumulates into shared gradient arrays, and a recurrent
+# call moves the carried state, so those are serialised per model; `back` refuses a tape another thread made.
+# A model without parameters (flux.tanh, flux.mse) is shared by design: it keeps one tape per thread.
+
+parameter_counter = [0]  # bumped whenever any parameter array is replaced, invalidating every cached flat list
+configuration_counter = [0]  # bumped whenever an attribute of a built model changes (read directly on the hot path)
+
+
+def parameters_replaced() -> None:
+    """A parameter array was replaced somewhere: every model's cached flat lists are stale."""
+    parameter_counter[0] += 1
+
+
+def parameter_generation() -> int:
+    return parameter_counter[0]
+
+
+def configuration_changed() -> None:
+    """An attribute forward may read changed on some model (`m.alpha = 3.0`, or on a sub-model): every model traces
+    itself again before its next call and keeps its program only if its maths is still the same."""
+    configuration_counter[0] += 1
+
+
+def configuration_generation() -> int:
+    return configuration_counter[0]
+
+
+class ForwardTape(NamedTuple):
+    """What one feed-forward pass leaves for `back`."""
+
+    arrays: list  # the checked (N, k) inputs
+    results: tuple  # the forward kernel's returns
+    single: bool  # one sample given as (features,)
+    thread: int  # the thread that made it
+    program: Any  # the forward's own program (its precision, whatever model.dtype is by the time of `back`)
+
+
+@dataclass
+class SequenceTape:
+    """What one forward pass over a sequence leaves for `back`."""
+
+    sequences: list  # time-major inputs (T, N, k)
+    results: tuple  # the forward driver's returns (METADATA["forward_returns"])
+    learnable_starts: list  # dotted names of states that started from their learnable initial value
+    stepped: bool  # made by `step`: Δ is (N, k) per output, not (N, T, k)
+    single: bool  # one sample given as (features,)
+    thread: int | None  # the thread of a whole-sequence call (`back` refuses another thread's); None for `step`
+
+
+class ChainTape(NamedTuple):
+    """An unfused Chain's forward pass: each layer's own tape, in order (a layer used twice has two)."""
+
+    tapes: list
+    thread: int
+
+
+class RuntimeState:
+    """A model's run-time state: never saved, never pickled, rebuilt empty whenever a model is built or copied."""
+
+    __slots__ = ("tape", "shared", "per_thread", "flat", "program", "maths", "configuration", "built", "has_grads",
+                 "state_grads", "lock")
+
+    def __init__(self) -> None:
+        self.tape: Any = None  # ForwardTape, SequenceTape or ChainTape of the last forward pass, or None
+        self.shared = False  # a parameter-free model, shared between models and threads: its tapes are per thread
+        self.per_thread: dict[int, Any] = {}  # a shared model's tapes, by thread
+        self.flat: tuple | None = None  # (generation, parameters, gradients) in kernel order
+        self.program: Any = None  # the compiled Program for the model's dtype, its parameter sizes checked
+        self.maths: Any = None  # the traced maths (flux.pipeline.Maths) the program was made for
+        self.configuration = -1  # the configuration generation `maths` and `program` were made in
+        self.built = False  # __init__ has finished: attribute changes from now on may change the maths
+        self.has_grads = False  # gradients accumulated since the last update
+        self.state_grads: dict | None = None  # ∂L/∂h₀ of the last back through a sequence
+        self.lock = threading.RLock()  # serialises back passes and recurrent calls (they write shared arrays)
+
+    # A shared model (no parameters) keeps its tapes per thread, so two threads sharing flux.mse never take each
+    # other's forward pass; a model with parameters keeps one (back refuses a tape another thread made).
+
+    def keep_tape(self, tape: Any) -> None:
+        if self.shared:
+            self.per_thread[threading.get_ident()] = tape
+        else:
+            self.tape = tape
+
+    def current_tape(self) -> Any:
+        return self.per_thread.get(threading.get_ident()) if self.shared else self.tape
+
+    def drop_tape(self) -> None:
+        """Forget the forward pass (this thread's, for a shared model)."""
+        if self.shared:
+            self.per_thread.pop(threading.get_ident(), None)
+        else:
+            self.tape = None
+
+
+def runtime_of(model) -> RuntimeState:
+    """The model's RuntimeState (made on first use for a model built without __init__, e.g. by flux.load)."""
+    runtime = model.__dict__.get("_runtime")
+    if runtime is None:
+        runtime = model.__dict__.setdefault("_runtime", RuntimeState())
+    return runtime

@@ -1,0 +1,1 @@
+"""The maths for people: names, LaTeX and text printers, the layout of derivations, notebook hooks."""

@@ -1,0 +1,117 @@
+"""The language layers are written in: declarations (param, state) and the operations forward may use.
+
+    class Perceptron(flux.Model):
+        W = flux.param("m", "n")
+        b = flux.param("m")
+        def forward(self, x):
+            return σ(self.W * x + self.b)
+
+Declared dimensions are named, so the maths exists before any sizes do: `param("m", "n")` is W ∈ ℝ^{m×n},
+`state("h")` a vector h[t] ∈ ℝ^{h}. `hadamard` (a ⊙ b), `concat` ([a; b]) and `total` (Σᵢ xᵢ) work on symbols while
+tracing (flux.trace.tracing) and on arrays otherwise. A forward that cannot become maths raises DefinitionError.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+class DefinitionError(TypeError):
+    """A model's `forward` cannot be turned into maths flux can derive and compile."""
+
+
+class Declaration:
+    """A class-level declaration (parameter or state) whose per-instance value lives in instance.__dict__[store]."""
+
+    store = ""
+
+    def __set_name__(self, owner, name):
+        self.name = name
+
+    def __get__(self, instance, owner):
+        if instance is None:
+            return self
+        return instance.__dict__[self.store][self.name]
+
+
+class Param(Declaration):
+    """A declared parameter: `W = flux.param("m", "n")` is a matrix W ∈ ℝ^{m×n}; one dim gives a vector."""
+
+    store = "_params"
+
+    def __init__(self, *dims: str | int):
+        if len(dims) not in (1, 2):
+            raise TypeError(f"flux.param takes one or two dimensions, got {dims!r}")
+        if len(dims) == 2 and 1 in dims:  # the kernels would lay it out as a vector, not as the 2-D array given
+            raise TypeError(f"flux.param{dims!r}: a literal dimension 1 in a matrix parameter is not supported; "
+                            "declare a vector as flux.param('m'), or name the dimension (flux.param('m', 'k'))")
+        self.dims = tuple(dims)
+        self.name = ""
+
+    def __set__(self, instance, value):
+        instance._assign_param(self.name, value)
+
+    def __repr__(self):
+        return f"param({', '.join(map(repr, self.dims))})"
+
+
+class State(Declaration):
+    """A time-indexed state: read before assignment in `forward` it is h[t−1], assigned it becomes h[t]."""
+
+    store = "_states"
+
+    def __init__(self, *dims: str | int, learnable: bool = False):
+        if len(dims) != 1:
+            raise TypeError(f"flux.state takes one dimension (states are vectors), got {dims!r}")
+        self.dims = tuple(dims)
+        self.learnable = learnable
+        self.name = ""
+
+    def __set__(self, instance, value):
+        instance.__dict__["_states"][self.name] = value
+
+    def __repr__(self):
+        return f"state({self.dims[0]!r})"
+
+
+def param(*dims: str | int) -> Param:
+    """Declare a parameter with named dimensions: `W = flux.param("m", "n")`."""
+    return Param(*dims)
+
+
+def state(*dims: str | int, learnable: bool = False) -> State:
+    """Declare a recurrent state with a named dimension: `hidden = flux.state("h")`."""
+    return State(*dims, learnable=learnable)
+
+
+def hadamard(a, b):
+    """The elementwise (Hadamard) product a ⊙ b, on symbols or arrays."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return np.multiply(a, b)
+    from sympy import HadamardProduct
+
+    return HadamardProduct(a, b)
+
+
+def concat(*parts):
+    """Stack column vectors: [a; b; …] (per sample), on symbols or arrays (batch-first: along axis −1)."""
+    if all(isinstance(p, np.ndarray) for p in parts):
+        return np.concatenate(parts, axis=-1)
+    from sympy import BlockMatrix
+
+    return BlockMatrix([[p] for p in parts])
+
+
+def total(x):
+    """Σᵢ xᵢ per sample: a (1, 1) matrix."""
+    if isinstance(x, np.ndarray):
+        return x.sum(axis=-1, keepdims=True)
+    from ..maths.nodes import Total
+
+    return Total(x)
+
+
+def is_symbolic(value: Any) -> bool:
+    """True for SymPy objects (tracing), without importing SymPy on the numeric path."""
+    return type(value).__module__.startswith(("sympy", "flux.maths.nodes"))

@@ -1,0 +1,97 @@
+"""The generators: one module template (imports read off the printed code), kernels, names."""
+import numpy as np
+
+from flux import cache
+from flux.generate.module import imports_for, module_source
+
+
+def test_imports_are_read_off_the_printed_code():
+    assert imports_for("real(1)") == "import numpy as np"
+    code = "@njit\ndef f(a):\n    return math.sqrt(fast_exp(a)) + all_finite(a)"
+    assert imports_for(code) == ("import math\n\nimport numpy as np\nfrom numba import njit\n\n"
+                                 "from flux.fastmath import all_finite, fast_exp")
+    assert "import math" not in imports_for('"""the maths."""\nx = np.e')  # `maths.` is not `math.`
+
+
+def test_every_module_has_the_markers_the_cache_checks():
+    text = module_source("k1", "doc", np.dtype(np.float32), metadata={"model": "M"},
+                         helpers=["def h():\n    return None\n"], kernels=["def k(a):\n    return np.tanh(a)\n"])
+    assert text.startswith(f"{cache.KEY_LINE}k1\n") and text.rstrip().endswith(cache.END)
+    assert '@njit(cache=True, nogil=True, error_model="numpy")\ndef k(a):' in text
+    namespace = {}
+    exec(compile(text.replace("@njit(", "@(lambda **options: lambda f: f)("), "<generated>", "exec"), namespace)
+    assert namespace["METADATA"] == {"model": "M"} and namespace["real"] is np.float32
+    assert namespace["k"](np.float32(0.0)) == 0.0 and namespace["h"]() is None
+
+
+def test_a_dimension_becomes_code_in_one_place():
+    import sympy
+
+    from flux.generate.printer import Argument
+    from flux.generate.sizes import dimension_code, size_codes
+
+    h, n = sympy.symbols("h n")
+    W, x = sympy.MatrixSymbol("W", h, n), sympy.MatrixSymbol("x", n, 1)
+    sources = size_codes([Argument(x, "x", True), Argument(W, "W", False)])
+    assert sources == {n: "x.shape[1]", h: "W.shape[0]"}
+    assert dimension_code(2 * h + n, sources) in ("2*W.shape[0] + x.shape[1]", "x.shape[1] + 2*W.shape[0]")
+    assert dimension_code(3, sources) == "3" and dimension_code(sympy.Symbol("k"), sources) is None
+
+
+def test_contiguous_transposes_rewrite_only_parameter_times_sample():
+    import sympy
+
+    from flux.derive.simplify import contiguous_transposes
+    from flux.maths.graph import Dependence
+
+    h, n = sympy.symbols("h n")
+    W, U = sympy.MatrixSymbol("W", h, n), sympy.MatrixSymbol("U", h, h)
+    x, b = sympy.MatrixSymbol("x", n, 1), sympy.MatrixSymbol("b", h, 1)
+    expr = W * x + U * b
+    rewritten, copies = contiguous_transposes(expr, {W: "W_T", U: "U_T"}, Dependence([x]))
+    assert list(copies) == [W] and copies[W].name == "W_T" and copies[W].shape == (n, h)
+    assert rewritten == sympy.Transpose(copies[W]) * x + U * b  # U·b reads no sample: left alone
+    assert rewritten.subs(copies[W], W.T).doit() == expr
+
+
+def test_the_drivers_are_printed_from_a_frozen_plan():
+    import dataclasses
+
+    import flux
+    from flux.generate.recurrent import CellWriter
+    from flux.generate.printer import Argument
+    from flux.generate.names import identifier
+    from flux.derive.recurrence import split_cell
+    from flux.generate.drivers import backward_driver, forward_driver
+    from flux.pipeline import derivation_of
+
+    cell = split_cell(derivation_of(flux.LSTM(3, 4, rng=0)))
+    params = [Argument(p, identifier(name), False) for name, p in cell.params.items()]
+    inputs = [Argument(x, identifier(x.name), True) for x in cell.inputs]
+    kernels, plan = CellWriter(cell, params, inputs).kernels()
+    assert any(k.startswith("def cell_forward(") for k in kernels)
+    assert any(k.startswith("def cell_backward(") for k in kernels)
+    before = dataclasses.asdict(plan)
+    texts = forward_driver(plan), backward_driver(plan)
+    assert dataclasses.asdict(plan) == before and (forward_driver(plan), backward_driver(plan)) == texts
+    try:
+        plan.kept = []
+    except dataclasses.FrozenInstanceError:
+        pass
+    else:
+        raise AssertionError("the plan is frozen")
+
+
+def test_one_pair_builder_for_feed_forward_models_and_row_kernels():
+    import flux
+    from flux.generate.kernel_pair import kernel_pair
+    from flux.generate.printer import Argument
+    from flux.pipeline import derivation_of
+
+    derivation = derivation_of(flux.Dense(3, 2, "tanh", rng=0))
+    params = [Argument(p, name, False) for name, p in derivation.params.items()]
+    inputs = [Argument(x, "x", True) for x in derivation.inputs]
+    pair = kernel_pair(derivation, ("f", "b"), inputs, params, ["y"], "kept", ("", "its VJP"))
+    assert pair.forward.startswith("def f(x, W, b):") and pair.outputs == ["y"] and pair.kept == []
+    assert pair.outputs_read == ["y"]  # tanh′ = 1 − y²: backward reads the output, not z
+    assert pair.backward.startswith("def b(Δ, x, W, b, y, grad_W, grad_b):") and pair.leaf_gradients == [0]
