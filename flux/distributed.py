@@ -34,6 +34,19 @@ class WorkerLost(RuntimeError):
     applied."""
 
 
+def _lost_worker_errors() -> tuple[type[BaseException], ...]:
+    """What Dask raises when a worker holding a model copy dies: its futures are cancelled (the copy cannot be
+    recomputed), a task was on it too often (KilledWorker), or a connection closed (CommClosedError, an OSError)."""
+    try:
+        from distributed import CancelledError, KilledWorker, TimeoutError as DaskTimeoutError
+    except ImportError:
+        return (OSError,)
+    return (CancelledError, KilledWorker, OSError, TimeoutError, DaskTimeoutError)
+
+
+LOST = _lost_worker_errors()
+
+
 def require_distributed():
     """The `distributed` module (Dask's scheduler and workers), or ImportError saying what to install."""
     try:
@@ -105,15 +118,19 @@ class DataParallelStep:
         N = len(x)
         bounds = np.linspace(0, N, len(self.workers) + 1).round().astype(int)
         shards = [(worker, slice(a, b)) for worker, a, b in zip(self.workers, bounds[:-1], bounds[1:]) if b > a]
-        params = self._broadcast({name: p for name, p in self.model.params.items()}, [w for w, _ in shards])
-        futures = [self.client.submit(shard_gradient, self.replicas[worker], self.loss, params, x[rows], t[rows],
-                                      (rows.stop - rows.start) / N, workers=[worker], allow_other_workers=False,
-                                      pure=False)
-                   for worker, rows in shards]
+        futures = []
         try:
-            results = self._gather(futures, [w for w, _ in shards])
+            params = self._broadcast({name: p for name, p in self.model.params.items()}, [w for w, _ in shards])
+            futures = [params] + [
+                self.client.submit(shard_gradient, self.replicas[worker], self.loss, params, x[rows], t[rows],
+                                   (rows.stop - rows.start) / N, workers=[worker], allow_other_workers=False,
+                                   pure=False)
+                for worker, rows in shards]
+            results = self.client.gather(futures[1:])
+        except LOST as error:
+            raise self._lost(error, futures[1:], [w for w, _ in shards]) from error
         finally:
-            for future in futures + [params]:
+            for future in futures:
                 future.release()
         value = float(sum(part for part, _ in results))
         grads = {name: sum(g[name] for _, g in results) for name in results[0][1]}
@@ -139,21 +156,17 @@ class DataParallelStep:
         [future] = self.client.scatter([params], workers=workers, broadcast=True, hash=False)
         return future
 
-    def _gather(self, futures: list, workers: list[str]) -> list:
-        distributed = require_distributed()
-        lost = (distributed.CancelledError, distributed.KilledWorker, OSError)
-        try:
-            return self.client.gather(futures)
-        except lost as error:
-            dead = [w for w, f in zip(workers, futures) if f.status in ("cancelled", "lost", "error")] or workers
-            epoch, batch = divmod(self.calls - 1, self.batches_per_epoch)
-            done = (f"its last complete update ({self.updates} in this call of train)" if self.updates
-                    else "they were before train was called (no update completed)")
-            self.broken = (f"train: the Dask worker {dead[0]} was lost during epoch {epoch + 1}, batch {batch + 1} "
-                           f"({type(error).__name__}: {error}); nothing of that batch was applied: "
-                           f"{type(self.model).__name__}'s parameters and the optimiser's state are as after {done}. "
-                           "Call train again (with a healthy cluster) to continue from here.")
-            raise WorkerLost(self.broken) from error
+    def _lost(self, error: BaseException, futures: list, workers: list[str]) -> WorkerLost:
+        """The error for a worker lost during this batch; this step refuses every later call."""
+        dead = [w for w, f in zip(workers, futures) if f.status in ("cancelled", "lost", "error")] or workers
+        epoch, batch = divmod(self.calls - 1, self.batches_per_epoch)
+        done = (f"its last complete update ({self.updates} in this call of train)" if self.updates
+                else "they were before train was called (no update completed)")
+        self.broken = (f"train: the Dask worker {dead[0]} was lost during epoch {epoch + 1}, batch {batch + 1} "
+                       f"({type(error).__name__}: {error}); nothing of that batch was applied: "
+                       f"{type(self.model).__name__}'s parameters and the optimiser's state are as after {done}. "
+                       "Call train again (with a healthy cluster) to continue from here.")
+        return WorkerLost(self.broken)
 
     def _update(self, value: float, grads: dict[str, np.ndarray]) -> None:
         """One optimiser update from the summed gradients, after checking they are finite (else nothing changes)."""
