@@ -34,7 +34,7 @@ class WorkerLost(RuntimeError):
     applied."""
 
 
-def _lost_worker_errors() -> tuple[type[BaseException], ...]:
+def lost_worker_errors() -> tuple[type[BaseException], ...]:
     """What Dask raises when a worker holding a model copy dies: its futures are cancelled (the copy cannot be
     recomputed), a task was on it too often (KilledWorker), or a connection closed (CommClosedError, an OSError)."""
     try:
@@ -42,9 +42,6 @@ def _lost_worker_errors() -> tuple[type[BaseException], ...]:
     except ImportError:
         return (OSError,)
     return (CancelledError, KilledWorker, OSError, TimeoutError, DaskTimeoutError)
-
-
-LOST = _lost_worker_errors()
 
 
 def require_distributed():
@@ -118,19 +115,24 @@ class DataParallelStep:
         N = len(x)
         bounds = np.linspace(0, N, len(self.workers) + 1).round().astype(int)
         shards = [(worker, slice(a, b)) for worker, a, b in zip(self.workers, bounds[:-1], bounds[1:]) if b > a]
-        futures = []
+        params = dict(self.model.params)
+        direct = self.client.direct_to_workers is not False  # straight to the workers unless the client says not
+        futures, tasks = [], []
         try:
-            params = self._broadcast({name: p for name, p in self.model.params.items()}, [w for w, _ in shards])
-            futures = [params] + [
-                self.client.submit(shard_gradient, self.replicas[worker], self.loss, params, x[rows], t[rows],
-                                   (rows.stop - rows.start) / N, workers=[worker], allow_other_workers=False,
-                                   pure=False)
-                for worker, rows in shards]
-            results = self.client.gather(futures[1:])
-        except LOST as error:
-            raise self._lost(error, futures[1:], [w for w, _ in shards]) from error
+            for worker, rows in shards:
+                [batch] = self.client.scatter([(params, x[rows], t[rows])], workers=[worker], hash=False,
+                                              direct=direct)
+                futures.append(batch)
+                tasks.append(self.client.submit(shard_gradient_of_batch, self.replicas[worker], self.loss, batch,
+                                                (rows.stop - rows.start) / N, workers=[worker],
+                                                allow_other_workers=False, pure=False))
+            results = self.client.gather(tasks, direct=direct)
+        except Exception as error:
+            if isinstance(error, lost_worker_errors()):
+                raise self._lost(error, tasks, [w for w, _ in shards]) from error
+            raise
         finally:
-            for future in futures:
+            for future in futures + tasks:
                 future.release()
         value = float(sum(part for part, _ in results))
         grads = {name: sum(g[name] for _, g in results) for name in results[0][1]}
@@ -151,10 +153,6 @@ class DataParallelStep:
         self.workers = sorted(self.client.nthreads())
         for worker in self.workers:
             [self.replicas[worker]] = self.client.scatter([self.model], workers=[worker], hash=False)
-
-    def _broadcast(self, params: dict[str, np.ndarray], workers: list[str]):
-        [future] = self.client.scatter([params], workers=workers, broadcast=True, hash=False)
-        return future
 
     def _lost(self, error: BaseException, futures: list, workers: list[str]) -> WorkerLost:
         """The error for a worker lost during this batch; this step refuses every later call."""
@@ -181,6 +179,11 @@ class DataParallelStep:
         params = self.model.params
         self.optimiser.check_parameters(self.model, params)
         self.optimiser.apply_gradients(name, params, grads)
+
+
+def shard_gradient_of_batch(model, loss, batch: tuple, share: float) -> tuple[float, dict[str, np.ndarray]]:
+    """On a worker: `shard_gradient` of batch = (parameters, x, t), sent to that worker in one message."""
+    return shard_gradient(model, loss, *batch, share)
 
 
 def shard_gradient(model, loss, params: dict[str, np.ndarray], x: np.ndarray, t: np.ndarray,
