@@ -202,6 +202,20 @@ def test_data_parallel_training_equals_single_process_training(two_workers):
     assert history["loss"][-1] < history["loss"][0]
 
 
+def test_data_parallel_training_of_a_recurrent_model_equals_single_process_training(two_workers):
+    """Sequences (N, T, features) are sharded along N; each worker runs its shard's time loop."""
+    rng = np.random.default_rng(5)
+    X, Y = rng.standard_normal((40, 6, 3)), rng.standard_normal((40, 6, 2))
+    single = flux.Recurrent(3, 5, 2, rng=0, dtype=np.float64)
+    parallel = copy.deepcopy(single)
+    options = dict(epochs=3, batch_size=16, rng=1, progress=False)
+    expected = flux.train(single, flux.mse, (X, Y), flux.Adam(1e-2), **options)
+    history = flux.train(parallel, flux.mse, (X, Y), flux.Adam(1e-2), client=two_workers, **options)
+    for name, p in single.params.items():
+        np.testing.assert_allclose(parallel.params[name], p, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(history["loss"], expected["loss"], rtol=1e-10)
+
+
 def test_each_worker_computes_its_share_of_the_batch_gradient(two_workers):
     """Σ_k shard_gradient_k = ∂L/∂θ of the whole batch's mean loss (and Σ_k share·L_k = L), shards of unequal size."""
     X, labels = classification(7)
