@@ -12,6 +12,8 @@ float32, for
 All variants start from the same parameters; their losses on the first batch are compared. Timing is interleaved:
 in each round every variant runs a block of steps of about `--seconds`, the median over rounds is reported. The
 break-even batch size is the smallest measured batch at which the workers are faster than the best single process.
+Last, a sweep: 4 independent trainings one after another in this process vs `client.map` over the workers.
+The load average is printed before and after: other processes on the machine change every figure.
 """
 from __future__ import annotations
 
@@ -53,7 +55,8 @@ def run(batches: list[int], n_workers: int, rounds: int, seconds: float, note: s
     cores = os.cpu_count() or 1
     print(f"data-parallel training, MLP 784-1024-10 relu, logit cross-entropy, SGD, float32; {cores} cores; "
           f"{n_workers} Dask workers × 1 thread; median of {rounds} rounds"
-          + ("; re-executed without OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE" if note else ""))
+          + ("; re-executed without OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE" if note else "")
+          + "; load average before: " + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
     rng = np.random.default_rng(0)
     X = rng.standard_normal((max(batches), 784)).astype(np.float32)
     T = flux.onehot(rng.integers(0, 10, max(batches)), 10).astype(np.float32)
@@ -100,11 +103,59 @@ def run(batches: list[int], n_workers: int, rounds: int, seconds: float, note: s
             print(f"{batch:>6}  " + "  ".join(f"{results[batch][name]:>14,.0f} samples/s" for name in variants)
                   + f"   {results[batch][f'{n_workers} workers'] / best:>6.2f}×")
         parallel.close()
+        sweep(client, n_workers, rounds)
     even = [b for b in batches if results[b][f"{n_workers} workers"] >= max(
         v for name, v in results[b].items() if name.startswith("1 process"))]
     print(f"break-even batch size: {min(even) if even else f'none up to {max(batches)}'} "
-          f"(the smallest measured batch at which {n_workers} workers beat the best single process)")
+          f"(the smallest measured batch at which {n_workers} workers beat the best single process); "
+          "load average after: " + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
     return results
+
+
+def sweep(client, n_workers: int, rounds: int, runs: int = 4, steps: int = 150) -> dict[str, float]:
+    """Wall time of `runs` independent trainings (784-1024-10, batch 256, `steps` fused steps each): one after
+    another in this process (BLAS on 1 thread, and on every core) vs client.map over the workers."""
+    from threadpoolctl import threadpool_limits
+
+    client.gather(client.map(fit_for_sweep, range(n_workers), steps=2, pure=False))  # workers load the kernels
+    fit_for_sweep(0, steps=2)
+    cores = os.cpu_count() or 1
+    times: dict[str, list[float]] = {"1 thread": [], f"{cores} threads": [], "workers": []}
+    for _ in range(max(1, rounds // 2)):
+        for threads in (1, cores):
+            start = time.perf_counter()
+            with threadpool_limits(threads, user_api="blas"):
+                expected = [fit_for_sweep(seed, steps) for seed in range(runs)]
+            times["1 thread" if threads == 1 else f"{cores} threads"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        swept = client.gather(client.map(fit_for_sweep, range(runs), steps=steps, pure=False))
+        times["workers"].append(time.perf_counter() - start)
+        # the same final losses (float32; BLAS on 1 thread vs every core sums in another order)
+        assert all(abs(a - b) <= 1e-4 * abs(b) for a, b in zip(swept, expected)), (swept, expected)
+    median = {name: statistics.median(values) for name, values in times.items()}
+    best = min(median["1 thread"], median[f"{cores} threads"])
+    print(f"sweep of {runs} trainings (784-1024-10, batch 256, {steps} steps each): in turn in 1 process "
+          f"{median['1 thread']:.2f} s (1 thread), {median[f'{cores} threads']:.2f} s ({cores} threads); "
+          f"client.map on {n_workers} workers {median['workers']:.2f} s: {best / median['workers']:.2f}× the best "
+          "(same final losses to 1e-4)")
+    return median
+
+
+def fit_for_sweep(seed: int, steps: int) -> float:
+    """One run of a sweep: a fresh model trained for `steps` fused steps on fixed random data; its last loss."""
+    import numpy as np
+
+    import flux
+
+    rng = np.random.default_rng(100 + seed)
+    x = rng.standard_normal((256, 784)).astype(np.float32)
+    t = flux.onehot(rng.integers(0, 10, 256), 10).astype(np.float32)
+    model = flux.Chain(flux.Dense(784, 1024, "relu", rng=np.random.default_rng(seed)),
+                       flux.Dense(1024, 10, rng=np.random.default_rng(seed + 1)))
+    step = flux.compile_step(model, flux.logitcrossentropy, flux.SGD(0.01))
+    for _ in range(steps - 1):
+        step(x, t)
+    return float(step(x, t))
 
 
 def model_784_1024_10():
