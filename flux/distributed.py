@@ -19,6 +19,16 @@ the on-disk cache (`$FLUX_CACHE_DIR`) rather than deriving them again.
 
 Nothing of a batch is applied until every shard's gradient has arrived: a worker lost mid-epoch makes `train`
 raise `WorkerLost`, with the model and the optimiser as they were after the last complete update.
+
+The kernel cache across processes and machines. Workers on one machine share `$FLUX_CACHE_DIR` (inherited from the
+process that starts them): a model compiled once is loaded, not derived, by every later worker; several compiling
+the same model at once all succeed, each module being written to a temporary file and renamed into place. On a
+cluster whose home directories are one shared (network) filesystem the same holds — renames are atomic there too,
+generated modules depend only on the maths, the dtype and flux's generator, and numba keys its machine code by CPU —
+so at worst a machine compiles again, never runs another's code; the cache must belong to the user running the
+workers and not be writable by group or others, as everywhere (else flux warns and compiles in a private
+temporary directory). A node-local directory (`FLUX_CACHE_DIR=/local/disk/flux`, set in the workers'
+environment) avoids network round trips at start-up.
 """
 from __future__ import annotations
 
@@ -110,15 +120,15 @@ class DataParallelStep:
         self.calls += 1
         if self.broken:
             raise WorkerLost(self.broken)
-        if not self.replicas:
-            self._send_model()
         N = len(x)
-        bounds = np.linspace(0, N, len(self.workers) + 1).round().astype(int)
-        shards = [(worker, slice(a, b)) for worker, a, b in zip(self.workers, bounds[:-1], bounds[1:]) if b > a]
         params = dict(self.model.params)
         direct = self.client.direct_to_workers is not False  # straight to the workers unless the client says not
-        futures, tasks = [], []
+        futures, tasks, shards = [], [], []
         try:
+            if not self.replicas:
+                self._send_model()
+            bounds = np.linspace(0, N, len(self.workers) + 1).round().astype(int)
+            shards = [(worker, slice(a, b)) for worker, a, b in zip(self.workers, bounds[:-1], bounds[1:]) if b > a]
             for worker, rows in shards:
                 [batch] = self.client.scatter([(params, x[rows], t[rows])], workers=[worker], hash=False,
                                               direct=direct)
@@ -157,10 +167,11 @@ class DataParallelStep:
     def _lost(self, error: BaseException, futures: list, workers: list[str]) -> WorkerLost:
         """The error for a worker lost during this batch; this step refuses every later call."""
         dead = [w for w, f in zip(workers, futures) if f.status in ("cancelled", "lost", "error")] or workers
+        who = f"the Dask worker {dead[0]}" if dead else "a Dask worker"
         epoch, batch = divmod(self.calls - 1, self.batches_per_epoch)
         done = (f"its last complete update ({self.updates} in this call of train)" if self.updates
                 else "they were before train was called (no update completed)")
-        self.broken = (f"train: the Dask worker {dead[0]} was lost during epoch {epoch + 1}, batch {batch + 1} "
+        self.broken = (f"train: {who} was lost during epoch {epoch + 1}, batch {batch + 1} "
                        f"({type(error).__name__}: {error}); nothing of that batch was applied: "
                        f"{type(self.model).__name__}'s parameters and the optimiser's state are as after {done}. "
                        "Call train again (with a healthy cluster) to continue from here.")

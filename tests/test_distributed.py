@@ -234,11 +234,11 @@ def test_each_worker_computes_its_share_of_the_batch_gradient(two_workers):
 _shards_seen: dict = {}
 
 
-class LossThatKillsAWorker:
-    """flux.mse, except that the worker at `address` dies (os._exit, as if killed) on its `at`-th shard."""
+class LossThatFailsOnAWorker:
+    """flux.mse, except that on its `at`-th shard the worker at `address` dies (os._exit, as if killed) or raises."""
 
-    def __init__(self, address: str, at: int, token: str):
-        self.address, self.at, self.token = address, at, token
+    def __init__(self, address: str, at: int, token: str, how: str):
+        self.address, self.at, self.token, self.how = address, at, token, how
 
     def value_and_gradient(self, y, t):
         try:
@@ -248,19 +248,25 @@ class LossThatKillsAWorker:
         if address == self.address:
             _shards_seen[self.token] = _shards_seen.get(self.token, 0) + 1
             if _shards_seen[self.token] == self.at:
-                os._exit(1)
+                if self.how == "dies":
+                    os._exit(1)
+                raise ValueError("a fault injected into the shard")
         return flux.mse.value_and_gradient(y, t)
 
 
-def test_a_worker_killed_mid_epoch_raises_and_leaves_the_last_complete_update(two_workers):
+@pytest.mark.parametrize("how, error, message", [
+    ("dies", WorkerLost, r"worker .* was lost during epoch 1, batch 3.*as after its last complete update \(2 in "
+                         r"this call"),
+    ("raises", ValueError, "a fault injected into the shard"),
+])
+def test_a_worker_failing_mid_epoch_raises_and_leaves_the_last_complete_update(two_workers, how, error, message):
     rng = np.random.default_rng(3)
     X, Y = rng.standard_normal((80, 4)), rng.standard_normal((80, 3))
     model, optimiser = small_mlp(), flux.Momentum(0.05)
     reference, reference_optimiser = copy.deepcopy(model), flux.Momentum(0.05)
     victim = sorted(two_workers.nthreads())[1]
-    loss = LossThatKillsAWorker(victim, at=3, token=f"{os.getpid()}-{time.time()}")
-    with pytest.raises(WorkerLost, match=r"worker .* was lost during epoch 1, batch 3.*as after "
-                                                          r"its last complete update \(2 in this call"):
+    loss = LossThatFailsOnAWorker(victim, at=3, token=f"{os.getpid()}-{time.time()}", how=how)
+    with pytest.raises(error, match=message):
         flux.train(model, loss, (X, Y), optimiser, epochs=2, batch_size=16, rng=9, progress=False,
                    client=two_workers)
     # the same two complete batches, in one process
@@ -272,7 +278,9 @@ def test_a_worker_killed_mid_epoch_raises_and_leaves_the_last_complete_update(tw
     assert optimiser.step_count == reference_optimiser.step_count == 2
     for name, p in reference.params.items():
         np.testing.assert_allclose(model.params[name], p, rtol=1e-12, atol=1e-15)
-    # the cluster heals (the nanny restarts the worker) and training continues from where it stopped
+        np.testing.assert_allclose(optimiser.state["v"][name], reference_optimiser.state["v"][name], rtol=1e-12,
+                                   atol=1e-15)
+    # the cluster heals (a nanny restarts a killed worker) and training continues from where it stopped
     two_workers.wait_for_workers(2, timeout=60)
     flux.train(model, flux.mse, (X, Y), optimiser, epochs=1, batch_size=16, rng=10, progress=False,
                client=two_workers)
