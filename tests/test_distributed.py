@@ -301,7 +301,8 @@ def test_without_dask_client_says_what_to_install(monkeypatch):
 
 
 @pytest.mark.parametrize("bad, error, message", [
-    ("tcp://127.0.0.1:8786", TypeError, r"client must be a dask.distributed.Client .*got 'tcp://127.0.0.1:8786' \(str\)"),
+    ("tcp://127.0.0.1:8786", TypeError,
+     r"client must be a dask.distributed.Client .*got 'tcp://127.0.0.1:8786' \(str\)"),
     (42, TypeError, r"client must be a dask.distributed.Client .*\(int\)"),
 ])
 def test_a_client_that_is_not_a_dask_client_is_refused(bad, error, message):
