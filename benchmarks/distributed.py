@@ -9,6 +9,7 @@ float32, for
 * k Dask workers (a LocalCluster of k processes, 1 thread each): `flux.distributed.DataParallelStep`, the step
   `flux.train(..., client=)` uses — shards' gradients on the workers, their sum and one update on the driver,
   the parameters sent to every worker each step.
+Needs `threadpoolctl` (installed with scikit-learn, in the test extra) to set this process's BLAS threads.
 All variants start from the same parameters; their losses on the first batch are compared. Timing is interleaved:
 in each round every variant runs a block of steps of about `--seconds`, the median over rounds is reported. The
 break-even batch size is the smallest measured batch at which the workers are faster than the best single process.
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
 def run(batches: list[int], n_workers: int, rounds: int, seconds: float, note: str | None = None) -> dict:
     """Measure every variant at every batch size; print the table; return {batch: {variant: samples/s}}."""
     import numpy as np
-    from threadpoolctl import threadpool_info, threadpool_limits
+    from threadpoolctl import threadpool_info
     from distributed import Client, LocalCluster
 
     import flux
@@ -79,25 +80,20 @@ def run(batches: list[int], n_workers: int, rounds: int, seconds: float, note: s
         check = abs(fused(X[:64], T[:64]) - parallel(X[:64], T[:64]))
         print(f"same maths: |loss(1 process) − loss(workers)| after one step = {check:.1e}")
 
-        def in_one_process(threads: int):
-            def step(x, t):
-                with threadpool_limits(threads, user_api="blas"):
-                    return fused(x, t)
-            return step
-
-        variants = {"1 process, 1 thread": in_one_process(1), f"1 process, {cores} threads": in_one_process(cores),
-                    f"{n_workers} workers": parallel}
+        # (step, BLAS threads of this process while it runs); the workers have their own single-threaded BLAS
+        variants = {"1 process, 1 thread": (fused, 1), f"1 process, {cores} threads": (fused, cores),
+                    f"{n_workers} workers": (parallel, cores)}
         results: dict[int, dict[str, float]] = {}
         header = f"{'batch':>6}  " + "  ".join(f"{name:>22}" for name in variants) + "   workers ÷ best 1 process"
         print(header + "\n" + "─" * len(header))
         for batch in batches:
             x, t = X[:batch], T[:batch]
             per_step = {name: [] for name in variants}
-            counts = {name: max(1, round(seconds / timed(step, x, t, 2))) for name, step in variants.items()}
+            counts = {name: max(1, round(seconds / timed(*variant, x, t, 2))) for name, variant in variants.items()}
             names = list(variants)
             for r in range(rounds):
                 for name in names[r % len(names):] + names[:r % len(names)]:
-                    per_step[name].append(timed(variants[name], x, t, counts[name]))
+                    per_step[name].append(timed(*variants[name], x, t, counts[name]))
             results[batch] = {name: batch / statistics.median(times) for name, times in per_step.items()}
             best = max(v for name, v in results[batch].items() if name.startswith("1 process"))
             print(f"{batch:>6}  " + "  ".join(f"{results[batch][name]:>14,.0f} samples/s" for name in variants)
@@ -173,12 +169,15 @@ def copy_of(model):
     return copy.deepcopy(model)
 
 
-def timed(step, x, t, count: int) -> float:
-    """Seconds per call of step(x, t), over `count` consecutive calls."""
-    start = time.perf_counter()
-    for _ in range(count):
-        step(x, t)
-    return (time.perf_counter() - start) / count
+def timed(step, threads: int, x, t, count: int) -> float:
+    """Seconds per call of step(x, t), over `count` consecutive calls, with this process's BLAS on `threads`."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(threads, user_api="blas"):
+        start = time.perf_counter()
+        for _ in range(count):
+            step(x, t)
+        return (time.perf_counter() - start) / count
 
 
 if __name__ == "__main__":
