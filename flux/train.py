@@ -25,7 +25,7 @@ def train(model, loss, data: tuple[np.ndarray, np.ndarray], optimiser, *, epochs
           shuffle: bool = True, rng: int | np.random.Generator | None = None,
           validation: tuple[np.ndarray, np.ndarray] | None = None, callbacks: Iterable = (),
           progress: bool | None = None, metrics: Sequence[str | Callable] | None = None,
-          step: Step | None = None) -> History:
+          step: Step | None = None, client: Any = None) -> History:
     """Train `model` on `data = (X, Y)` for `epochs` passes of mini-batches; return the per-epoch History.
 
     For each batch (x, t): y = model(x), L = loss(y, t), then the optimiser applies ∂L/∂θ. The epoch's `loss` is the
@@ -38,7 +38,24 @@ def train(model, loss, data: tuple[np.ndarray, np.ndarray], optimiser, *, epochs
     only on a terminal or in a notebook, never when the CI environment variable is set; False turns it off.
     A callback is any object with some of `on_train_begin(model)`, `on_epoch_end(epoch, logs) -> bool | None`
     (True stops training) and `on_train_end(model)`.
+
+    `client` (a dask.distributed.Client) trains data-parallel on its workers: each batch's gradient is the sum of
+    its shards' gradients, Σ_k (n_k/N)·∂L_k/∂θ, then one update (flux/distributed.py; `pip install -e ".[dask]"`).
     """
+    if client is not None:  # the same loop, with each batch's gradient computed shard by shard on the workers
+        from .distributed import DataParallelStep, checked_client
+
+        if step is not None:
+            raise TypeError("train: pass step= or client=, not both (client= builds its own data-parallel step)")
+        rows = len(_training_arrays(data, "data")[0])
+        batches = -(-rows // batch_size) if isinstance(batch_size, int) and batch_size > 0 else 1
+        parallel = DataParallelStep(checked_client(client), model, loss, optimiser, batches_per_epoch=batches)
+        try:  # the step sends the model to the workers on its first call, after everything below is checked
+            return train(model, loss, data, optimiser, epochs=epochs, batch_size=batch_size, shuffle=shuffle, rng=rng,
+                         validation=validation, callbacks=callbacks, progress=progress, metrics=metrics,
+                         step=parallel)
+        finally:
+            parallel.close()
     # Everything is checked before the first update, so a mistake found here leaves the model untouched.
     X, Y = _training_arrays(data, "data")
     validation = _training_arrays(validation, "validation") if validation is not None else None
