@@ -29,6 +29,7 @@ CASES = {
     "rnn": "(d) Elman RNN 32→64→32 σ, T=50, batch 16, MSE on all y_t",
     "lstm": "(e) LSTM 32→64, T=50, batch 16, MSE on all h_t",
     "startup": "(f) start-up, fresh processes",
+    "distributed": "(g) data-parallel MLP 784-1024-10, batch 1024: 1 process vs 2 Dask workers",
 }
 # (row label, module in benchmarks/, function name pattern); a missing floor function means "no floor row"
 VARIANTS = [
@@ -73,6 +74,10 @@ def main() -> None:
 
     sections = []
     for case in args.case or list(CASES):
+        if case == "distributed":
+            print(f"… {CASES[case]}", file=sys.stderr, flush=True)
+            sections.append((case, CASES[case], data_parallel_results(threads, quick=args.quick)))
+            continue
         if case == "startup":
             from .startup import startup_results
 
@@ -98,6 +103,27 @@ def main() -> None:
     print_table(sections)
     print_targets(sections)
     print(f"\nload      {harness.load_text()} at the end (other processes on the machine add noise to every row)")
+
+
+def data_parallel_results(threads: int, *, quick: bool) -> list:
+    """Case (g): `benchmarks.distributed` at batch 1024 (it prints its own detailed table first), as rows of time per
+    step; the single process with this run's thread count is the flux row the ratios refer to."""
+    from .harness import Result
+
+    batch = 1024
+    try:
+        from .distributed import run as run_distributed
+
+        measured = run_distributed([batch], 2, rounds=3 if quick else 7, seconds=0.2 if quick else 0.5)[batch]
+    except ImportError as error:  # Dask is an optional extra
+        return [Result("flux, 2 Dask workers", status="n/a", note=f"{error} (pip install -e \".[dask]\")")]
+    rows = []
+    for name, samples_per_second in measured.items():
+        step = batch / samples_per_second
+        rows.append(Result(f"flux, {name}", median=step, q1=step, q3=step, best=step, note="median of rounds",
+                           is_flux=name == f"1 process, {threads} thread{'s' if threads > 1 else ''}",
+                           comparable=False))
+    return rows
 
 
 def clear_blas_overrides() -> str:
