@@ -12,23 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flux import cache
-from flux import pipeline as program
+from conftest import forget_compiled_programs
 from models import perceptron
 
 TESTS = Path(__file__).resolve().parent
 x = np.random.default_rng(0).standard_normal((4, 5))
-
-
-@pytest.fixture
-def private_cache(tmp_path, monkeypatch):
-    """A fresh, empty FLUX_CACHE_DIR and empty in-memory caches, so this test compiles from scratch."""
-    directory = tmp_path / "cache"
-    monkeypatch.setenv("FLUX_CACHE_DIR", str(directory))
-    monkeypatch.setattr(cache, "_fallback_directory", None)
-    monkeypatch.setattr(program, "_programs", {})
-    monkeypatch.setattr(program, "_derivations", {})
-    return directory
 
 
 def reference():
@@ -55,11 +43,6 @@ def assert_correct(results):
 
 def generated_files(directory: Path) -> list[Path]:
     return sorted(directory.glob("perceptron_float64_*.py"))
-
-
-def forget_compiled_programs(monkeypatch):
-    monkeypatch.setattr(program, "_programs", {})
-    monkeypatch.setattr(program, "_derivations", {})
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "syntax error", "another model's key", "empty"])

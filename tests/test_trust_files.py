@@ -16,7 +16,7 @@ import pytest
 
 import flux
 from flux import cache
-from flux import pipeline as program
+from conftest import forget_compiled_programs
 from models import Perceptron, perceptron
 
 TESTS = Path(__file__).resolve().parent
@@ -258,21 +258,6 @@ def test_save_as_root_keeps_the_files_owner(tmp_path):
 # ---- item 9: the compile cache is trusted only when no one else could have written it -----------------------------
 
 x = np.random.default_rng(0).standard_normal((4, 5))
-
-
-@pytest.fixture
-def private_cache(tmp_path, monkeypatch):
-    """A fresh FLUX_CACHE_DIR (not yet created) and empty in-memory caches, so each run imports from disk."""
-    directory = tmp_path / "cache"
-    monkeypatch.setenv("FLUX_CACHE_DIR", str(directory))
-    monkeypatch.setattr(cache, "_fallback_directory", None)
-    forget_compiled_programs(monkeypatch)
-    return directory
-
-
-def forget_compiled_programs(monkeypatch):
-    monkeypatch.setattr(program, "_programs", {})
-    monkeypatch.setattr(program, "_derivations", {})
 
 
 def reference():
