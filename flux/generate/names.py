@@ -13,8 +13,8 @@ import unicodedata
 # Names generated code uses for itself. A user's name becomes a code name only if it cannot be one of these, nor
 # one of them with a prefix or suffix the generators add (grad_W, hidden_seq, W_T, …); otherwise it is encoded.
 GENERATED_NAMES = {
-    "N", "T", "n", "j", "r", "c", "t", "i", "acc", "shift", "real", "np", "njit", "math", "rows", "x", "target",
-    "scale", "loss", "step_count", "update", "θ", "g", "forward", "backward", "project", "project_backward", "readout",
+    "N", "T", "n", "j", "r", "c", "t", "i", "acc", "shift", "real", "np", "njit", "math", "rows", "scale",
+    "loss", "step_count", "update", "θ", "g", "forward", "backward", "project", "project_backward", "readout",
     "readout_backward", "cell_forward", "cell_backward", "gradients", "input_sizes", "check_params", "state_sizes",
     "METADATA", "fast_exp", "fast_sigmoid", "fast_tanh", "all_finite", "grad", "new", "from", "opt", "hyper",
 }

@@ -21,7 +21,7 @@ from ..maths.nodes import Generated
 def generate_step_source(derivation, rules, optimiser_name: str, dtype, key: str) -> str:
     """The module text: shape helpers and `train_step(x, target, θ…, scale, g…, state…, step_count, hyper…)`."""
     x, target = derivation.inputs
-    inputs = [Argument(x, "x", True), Argument(target, "target", True)]
+    inputs = [Argument(x, identifier(x.name), True), Argument(target, identifier(target.name), True)]
     params = [Argument(p, identifier(name), False) for name, p in derivation.params.items()]
     (Δ,) = derivation.upstream
     scale = Argument(Δ, "scale", True)
@@ -37,7 +37,7 @@ def generate_step_source(derivation, rules, optimiser_name: str, dtype, key: str
     symbol_names = {rules.theta: "θ", rules.gradient: "g", rules.step: "step_count"}
     symbol_names.update({s: f"{name}_old" for name, s in rules.state.items()})
     symbol_names.update({s: f"hyper_{name}" for name, s in rules.hyperparameters.items()})
-    printed = {target: scalar_code(expr, symbol_names) for target, expr in rules.updates.items()}
+    printed = {updated: scalar_code(expr, symbol_names) for updated, expr in rules.updates.items()}
     for a, g in zip(params, gradients):
         states_of = ", ".join(f"opt_{s}_{a.name}.reshape(-1)" for s in rules.state)
         epilogue.append(f"update({a.name}.reshape(-1), {g}.reshape(-1), {states_of + ', ' if states_of else ''}"
