@@ -53,7 +53,7 @@ def elementwise(name, f=None) -> Elementwise:
     if not isinstance(name, str) or not name.isidentifier():
         raise TypeError(f"flux.elementwise needs a name that is an identifier, got {name!r}")
     definition = sympy.sympify(f(Z))
-    if not isinstance(definition, sympy.Expr) or not definition.free_symbols <= {Z}:
+    if not isinstance(definition, sympy.Expr) or definition.is_Matrix or not definition.free_symbols <= {Z}:
         raise TypeError(f"the elementwise function {name!r} must map a scalar z to a scalar expression in z, "
                         f"got {definition!r}")
     check_numba_form(name, definition, Z)
