@@ -154,3 +154,8 @@ def test_applyfunc_inside_forward():
     np.testing.assert_allclose(model(X), scipy.special.erf(z) + z * np.arctan(z), rtol=1e-12)
     assert flux.gradcheck(model, X) < 1e-6
     assert r"\operatorname{erf}" in flux.latex(Applied)
+
+
+def test_built_ins_state_their_equation():
+    for name in ["erf", "gelu", "silu", "swish", "elu", "leakyrelu", "softsign"]:
+        assert getattr(flux, name).__doc__.startswith(f"{name}(z) =") or name == "swish"

@@ -8,10 +8,12 @@ class Elementwise(Model):
     """y = f(x), applied to every entry; f is a built-in of `flux.maths.elementwise.FUNCTIONS` named by `function`,
     or, made by `flux.elementwise`, the scalar SymPy expression `definition` in z shown as `function`."""
 
-    def __init__(self, function: str, definition=None):
+    def __init__(self, function: str, definition=None, doc: str | None = None):
         super().__init__()
         self.function = function
         self.definition = definition
+        if doc is not None:
+            self.__doc__ = doc  # the function's equation, shown by help() in a notebook (`gelu?`)
 
     def forward(self, x):
         from ..maths.elementwise import register
@@ -86,12 +88,12 @@ log = Elementwise("log")
 sqrt = Elementwise("sqrt")
 abs = Elementwise("abs")
 square = Elementwise("square")
-erf = Elementwise("erf")
-gelu = Elementwise("gelu")  # z·(1 + erf(z/√2))/2, exact (not the tanh approximation)
-silu = swish = Elementwise("silu")  # z·σ(z)
-elu = Elementwise("elu")  # e^z − 1 for z < 0, z otherwise (α = 1)
-leakyrelu = Elementwise("leakyrelu")  # z/100 for z < 0, z otherwise (slope 0.01)
-softsign = Elementwise("softsign")  # z/(1 + |z|)
+erf = Elementwise("erf", doc="erf(z) = (2/√π) ∫₀ᶻ e^{−t²} dt, the error function.")
+gelu = Elementwise("gelu", doc="gelu(z) = z·(1 + erf(z/√2))/2 = z·Φ(z), exact (not the tanh approximation).")
+silu = swish = Elementwise("silu", doc="silu(z) = swish(z) = z·σ(z).")
+elu = Elementwise("elu", doc="elu(z) = e^z − 1 for z < 0, z otherwise (α = 1).")
+leakyrelu = Elementwise("leakyrelu", doc="leakyrelu(z) = z/100 for z < 0, z otherwise (slope 0.01).")
+softsign = Elementwise("softsign", doc="softsign(z) = z/(1 + |z|).")
 
 # Activations by name, as Keras takes them (Dense(4, 3, "relu")); both spellings of σ.
 BY_NAME: dict[str, Elementwise] = {
