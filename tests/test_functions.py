@@ -9,6 +9,7 @@ import sympy
 
 import flux
 from flux import Dense
+from tests.test_show import katex_node_path  # noqa: F401  (the session fixture: KaTeX for node)
 
 RNG = np.random.default_rng(14)
 X = RNG.normal(size=(5, 3)) * 1.5
@@ -159,3 +160,30 @@ def test_applyfunc_inside_forward():
 def test_built_ins_state_their_equation():
     for name in ["erf", "gelu", "silu", "swish", "elu", "leakyrelu", "softsign"]:
         assert getattr(flux, name).__doc__.startswith(f"{name}(z) =") or name == "swish"
+
+
+def function_latex() -> list[str]:
+    """The LaTeX of a Dense layer's derivation with each built-in, a user's Piecewise and an applyfunc model."""
+    user = flux.elementwise("bump", USER_FUNCTIONS["bump"][0])
+    models = [Dense(3, 2, name) for name in sorted(REFERENCES)] + [Dense(3, 2, user)]
+    return [flux.latex(m.derivation) for m in models] + [flux.latex(Applied.derivation)]
+
+
+def test_function_latex_is_ascii_and_typesets_in_katex_and_mathtext(katex_node_path):
+    import json
+    import os
+    import subprocess
+    from pathlib import Path
+
+    blocks = function_latex()
+    assert all(block.isascii() for block in blocks), blocks
+    result = subprocess.run(["node", str(Path(__file__).with_name("katex_render.js"))], input=json.dumps(blocks),
+                            capture_output=True, text=True, check=True, timeout=120,
+                            env={**os.environ, "NODE_PATH": katex_node_path})
+    failures = [(block, error) for block, error in zip(blocks, json.loads(result.stdout)) if error]
+    assert not failures, failures
+    mathtext = pytest.importorskip("matplotlib.mathtext")
+    parser = mathtext.MathTextParser("path")
+    for line in (line for block in blocks for line in block.splitlines()):
+        if "aligned" not in line and r"\begin" not in line:
+            parser.parse(f"${line.rstrip(' ').rstrip(chr(92)).replace('&', '')}$")

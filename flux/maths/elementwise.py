@@ -93,7 +93,9 @@ Y = sympy.Symbol("y", real=True)
 
 
 def operator_name(name: str) -> str:
-    return rf"\operatorname{{{name}}}"
+    """\\operatorname{gelu}; a derivative's prime outside it, in ASCII (\\operatorname{elu}')."""
+    base = name.rstrip("′")
+    return rf"\operatorname{{{base}}}" + "'" * (len(name) - len(base))
 
 
 BUILT_IN: list[ElementwiseFunction] = [
