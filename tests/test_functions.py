@@ -187,3 +187,20 @@ def test_function_latex_is_ascii_and_typesets_in_katex_and_mathtext(katex_node_p
     for line in (line for block in blocks for line in block.splitlines()):
         if "aligned" not in line and r"\begin" not in line:
             parser.parse(f"${line.rstrip(' ').rstrip(chr(92)).replace('&', '')}$")
+
+
+def test_applyfunc_with_no_numba_form_is_refused_when_traced():
+    class Refused(flux.Model):
+        def forward(self, x):
+            return x.applyfunc(sympy.zeta)
+
+    with pytest.raises(TypeError, match="zeta"):
+        Refused.derivation
+
+
+def test_user_functions_in_float32_kernels():
+    bump = flux.elementwise("bump", USER_FUNCTIONS["bump"][0])
+    x = away_from_user_kinks(X).astype(np.float32)
+    y = bump(x)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y, USER_FUNCTIONS["bump"][1](x.astype(np.float64)), rtol=1e-6)
