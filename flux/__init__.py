@@ -2,7 +2,10 @@
 from .checks import GradientCheckError, gradcheck
 from .show.layout import latex
 from .io import load, load_optimiser, register, save
-from .layers.activations import Elementwise, abs, exp, log, relu, sigmoid, softmax, softplus, sqrt, square, tanh, σ
+from .layers.activations import (
+    Elementwise, abs, elementwise, elu, erf, exp, gelu, leakyrelu, log, relu, sigmoid, silu, softmax, softplus, softsign,
+    sqrt, square, swish, tanh, σ,
+)
 from .layers.basic import Chain, Concat, Dense, Parallel, split
 from .layers.recurrent import GRU, LSTM, Recurrent
 from .losses import (
@@ -21,6 +24,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Model", "param", "state", "hadamard", "concat", "total", "latex",
     "σ", "sigmoid", "tanh", "relu", "softplus", "exp", "log", "sqrt", "square", "Elementwise",
+    "elementwise", "erf", "gelu", "silu", "swish", "elu", "leakyrelu", "softsign",
     "softmax", "Dense", "Chain", "Parallel", "Concat", "split", "Recurrent", "LSTM", "GRU",
     "Loss", "mse", "crossentropy", "logitcrossentropy", "binarycrossentropy", "logitbinarycrossentropy",
     "loss_and_grad", "onehot",

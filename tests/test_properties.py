@@ -40,8 +40,8 @@ LONG_SETTINGS = settings(max_examples=300, deadline=None, print_blob=True,
 TOLERANCE = 1e-6
 
 SQUASH = ["σ", "tanh"]
-SMOOTH = ["σ", "tanh", "softplus"]
-KINKED = ["relu", "abs"]  # kinks at 0: random float64 values land within ε of them with probability ~1e-6
+SMOOTH = ["σ", "tanh", "softplus", "erf", "gelu", "silu", "softsign"]
+KINKED = ["relu", "abs", "elu", "leakyrelu"]  # kinks at 0: random float64 values land within ε of them with probability ~1e-6
 POSITIVE = ["σ", "softplus", "exp∘tanh"]  # wrappers whose output is > 0: the arguments of log, sqrt, x^{∘½}
 
 
@@ -188,7 +188,9 @@ def evaluate(tree, model, leaves: dict):
 
 
 FUNCTION_OBJECTS = {"σ": flux.σ, "tanh": flux.tanh, "relu": flux.relu, "softplus": flux.softplus, "exp": flux.exp,
-                    "log": flux.log, "sqrt": flux.sqrt, "abs": flux.abs, "square": flux.square}
+                    "log": flux.log, "sqrt": flux.sqrt, "abs": flux.abs, "square": flux.square,
+                    "erf": flux.erf, "gelu": flux.gelu, "silu": flux.silu, "softsign": flux.softsign, "elu": flux.elu,
+                    "leakyrelu": flux.leakyrelu}
 
 
 def test_the_generators_reach_every_elementwise_function():

@@ -19,7 +19,7 @@ from sympy import (
 from sympy.matrices.expressions.matexpr import MatrixExpr
 from sympy.matrices.expressions.slice import MatrixSlice
 
-from ..maths.elementwise import FUNCTIONS, SCALAR_TO_NAME, Y, Z
+from ..maths.elementwise import FUNCTIONS, SCALAR_TO_NAME, Y, Z, register
 from ..maths.graph import matrix_children, topological_order
 from ..maths.nodes import Apply, LogSumExp, Softmax, Spread, Total
 
@@ -76,8 +76,12 @@ def _transpose(node, Δ):
 @vjp(Apply)
 def _apply(node, Δ):
     """y = f(z) elementwise  ⇒  ∂L/∂z = Δ ⊙ f′(z), with f′ written through y where it can be."""
-    derivative = FUNCTIONS[node.function].derivative
-    local = elementwise_matrix(derivative, {Z: node.argument, Y: node}, node.shape)
+    function = FUNCTIONS[node.function]
+    try:
+        local = elementwise_matrix(function.derivative, {Z: node.argument, Y: node}, node.shape)
+    except TypeError:  # f′ uses a function no node expresses (Piecewise, erf′ …): f′ becomes one elementwise node
+        derivative = function.derivative.subs(Y, function.definition)
+        local = Apply(register(function.name + "′", derivative), node.argument)
     return [HadamardProduct(Δ, local).doit()]
 
 
@@ -165,18 +169,17 @@ def elementwise_matrix(expr: sympy.Expr, values: dict[sympy.Symbol, MatrixExpr],
     """The matrix expression that applies the scalar expression `expr` elementwise, symbols → matrices."""
     if expr in values:
         return values[expr]
-    if expr.is_Number:
+    if expr.is_number:  # 2, 1/2, π, √2: a constant matrix
         return ZeroMatrix(*shape) if expr == 0 else expr * OneMatrix(*shape)
-    parts = [elementwise_matrix(a, values, shape) for a in expr.args]
     if isinstance(expr, sympy.Add):
-        return MatAdd(*parts).doit()
+        return MatAdd(*[elementwise_matrix(a, values, shape) for a in expr.args]).doit()
     if isinstance(expr, sympy.Mul):
-        coefficient, rest = expr.as_coeff_Mul()
+        coefficient, rest = expr.as_independent(*values, as_Add=False)
         rest_parts = [elementwise_matrix(a, values, shape) for a in sympy.Mul.make_args(rest)]
         product = rest_parts[0] if len(rest_parts) == 1 else HadamardProduct(*rest_parts).doit()
         return product if coefficient == 1 else coefficient * product
     if isinstance(expr, sympy.Pow) and expr.exp.is_Number:
-        return HadamardPower(parts[0], expr.exp)
-    if type(expr) in SCALAR_TO_NAME:
-        return Apply(SCALAR_TO_NAME[type(expr)], parts[0])
+        return HadamardPower(elementwise_matrix(expr.base, values, shape), expr.exp)
+    if type(expr) in SCALAR_TO_NAME and len(expr.args) == 1:
+        return Apply(SCALAR_TO_NAME[type(expr)], elementwise_matrix(expr.args[0], values, shape))
     raise TypeError(f"flux cannot write the elementwise expression {expr} as matrix operations")

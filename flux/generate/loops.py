@@ -14,7 +14,8 @@ import sympy
 from sympy.matrices.expressions.matexpr import MatrixExpr
 
 from .forms import INDENT, describe, form, is_scalar
-from ..maths.elementwise import FUNCTIONS
+from ..maths.elementwise import FUNCTIONS, Z
+from .scalars import scalar_code
 from ..maths.graph import matrix_children
 
 
@@ -111,7 +112,10 @@ class ElementwiseLoops:
         return f"({code} ** {self.number(power)})"
 
     def _element_Apply(self, node, index):
-        return FUNCTIONS[node.function].code.format(z=self.element(node.argument, index))
+        function, argument = FUNCTIONS[node.function], self.element(node.argument, index)
+        if function.code:
+            return function.code.format(z=argument)
+        return scalar_code(function.definition, {Z: argument})
 
     def _element_Spread(self, node, index):
         return self.element(node.argument, ("n", "0") if self.batched(node) else ("0",))

@@ -5,19 +5,65 @@ from ..model import Model
 
 
 class Elementwise(Model):
-    """y = f(x), applied to every entry; f is one of `flux.maths.elementwise.FUNCTIONS`."""
+    """y = f(x), applied to every entry; f is a built-in of `flux.maths.elementwise.FUNCTIONS` named by `function`,
+    or, made by `flux.elementwise`, the scalar SymPy expression `definition` in z shown as `function`."""
 
-    def __init__(self, function: str):
+    def __init__(self, function: str, definition=None, doc: str | None = None):
         super().__init__()
         self.function = function
+        self.definition = definition
+        if doc is not None:
+            self.__doc__ = doc  # the function's equation, shown by help() in a notebook (`gelu?`)
 
     def forward(self, x):
+        from ..maths.elementwise import register
         from ..maths.nodes import Apply
 
-        return Apply(self.function, x)
+        # a user's function is keyed by its name and definition: two "gelu"s never share a kernel
+        return Apply(self.function if self.definition is None else register(self.function, self.definition), x)
+
+    @property
+    def equation(self) -> str:
+        """The function's definition, f(z) = …, as text (`flux.latex(f)` shows the derivation)."""
+        from ..maths.elementwise import FUNCTIONS
+
+        definition = FUNCTIONS[self.function].definition if self.definition is None else self.definition
+        return f"{self.function}(z) = {definition}"
 
     def __repr__(self) -> str:
         return self.function
+
+
+def elementwise(name, f=None) -> Elementwise:
+    """Your own elementwise function from a scalar SymPy expression: y = f(x) on every entry.
+
+        gelu = flux.elementwise("gelu", lambda z: z * (1 + sympy.erf(z / sympy.sqrt(2))) / 2)
+
+    or as a decorator, `@flux.elementwise` on `def gelu(z): …` (named after the function) or
+    `@flux.elementwise("gelu")`. It is a model with no parameters, like `flux.tanh`; its derivative is SymPy's.
+    A function with no numba form is refused here, naming it.
+    """
+    if callable(name) and f is None:
+        return elementwise(name.__name__, name)
+    if f is None:
+        return lambda function: elementwise(name, function)
+    import sympy
+
+    from ..generate.scalars import check_numba_form
+    from ..maths.elementwise import Z, register
+
+    if not isinstance(name, str) or not name.isidentifier():
+        raise TypeError(f"flux.elementwise needs a name that is an identifier, got {name!r}")
+    definition = sympy.sympify(f(Z))
+    if not isinstance(definition, sympy.Expr) or definition.is_Matrix or not definition.free_symbols <= {Z}:
+        raise TypeError(f"the elementwise function {name!r} must map a scalar z to a scalar expression in z, "
+                        f"got {definition!r}")
+    check_numba_form(name, definition, Z)
+    from ..maths.elementwise import FUNCTIONS, Y
+
+    function = FUNCTIONS[register(name, definition)]
+    check_numba_form(name + "′", function.derivative.subs(Y, definition), Z)
+    return Elementwise(name, definition)
 
 
 class SoftmaxFunction(Elementwise):
@@ -42,11 +88,18 @@ log = Elementwise("log")
 sqrt = Elementwise("sqrt")
 abs = Elementwise("abs")
 square = Elementwise("square")
+erf = Elementwise("erf", doc="erf(z) = (2/√π) ∫₀ᶻ e^{−t²} dt, the error function.")
+gelu = Elementwise("gelu", doc="gelu(z) = z·(1 + erf(z/√2))/2 = z·Φ(z), exact (not the tanh approximation).")
+silu = swish = Elementwise("silu", doc="silu(z) = swish(z) = z·σ(z).")
+elu = Elementwise("elu", doc="elu(z) = e^z − 1 for z < 0, z otherwise (α = 1).")
+leakyrelu = Elementwise("leakyrelu", doc="leakyrelu(z) = z/100 for z < 0, z otherwise (slope 0.01).")
+softsign = Elementwise("softsign", doc="softsign(z) = z/(1 + |z|).")
 
 # Activations by name, as Keras takes them (Dense(4, 3, "relu")); both spellings of σ.
 BY_NAME: dict[str, Elementwise] = {
     "sigmoid": σ, "σ": σ, "tanh": tanh, "relu": relu, "softplus": softplus, "softmax": softmax, "exp": exp,
-    "log": log, "sqrt": sqrt, "abs": abs, "square": square,
+    "log": log, "sqrt": sqrt, "abs": abs, "square": square, "erf": erf, "gelu": gelu, "silu": silu, "swish": swish,
+    "elu": elu, "leakyrelu": leakyrelu, "softsign": softsign,
 }
 
 # NumPy/math/SciPy function names → flux's function with the same maths, for the error that suggests it.

@@ -7,6 +7,7 @@ overflows (σ′ written as e^{−z}/(1 + e^{−z})² is NaN at z = −800).
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Callable
@@ -66,12 +67,13 @@ class softplus(sympy.Function):
 
 @dataclass(frozen=True)
 class ElementwiseFunction:
-    """One elementwise function: scalar SymPy maths, numba code for one element, and LaTeX."""
+    """One elementwise function: its scalar SymPy maths and its LaTeX; numba code comes from the scalar printer
+    (flux.generate.scalars) unless `code` gives a faster or more stable form."""
 
-    name: str
+    name: str  # the name it is shown by
     scalar: Callable[[sympy.Expr], sympy.Expr]
-    code: str  # numba code of f({z}); `real` is the kernel's float type, fast_* come from flux.fastmath
     latex: str  # the function's LaTeX name, or a template in {z} when it is not written f(z)
+    code: str = ""  # numba code of f({z}); `real` is the kernel's float type, fast_* come from flux.fastmath
     text: str = ""  # a unicode template in {z} ({z_atom}: parenthesised unless atomic) when it is not name(z)
 
     @cached_property
@@ -80,43 +82,79 @@ class ElementwiseFunction:
         output = self.scalar(Z)
         return sympy.diff(output, Z).subs(output, Y)
 
+    @property
+    def definition(self) -> sympy.Expr:
+        """f(z) as a scalar expression in Z."""
+        return self.scalar(Z)
+
 
 Z = sympy.Symbol("z", real=True)
 Y = sympy.Symbol("y", real=True)
 
-FUNCTIONS: dict[str, ElementwiseFunction] = {
-    f.name: f
-    for f in [
-        ElementwiseFunction("σ", sigmoid, "fast_sigmoid({z})", r"\sigma"),
-        ElementwiseFunction("tanh", sympy.tanh, "fast_tanh({z})", r"\tanh"),
-        ElementwiseFunction("relu", relu, "np.maximum({z}, real(0))", r"\operatorname{relu}"),
-        ElementwiseFunction(
-            "softplus", softplus, "(np.maximum({z}, real(0)) + np.log1p(fast_exp(-np.abs({z}))))",
-            r"\operatorname{softplus}",
-        ),
-        ElementwiseFunction("exp", sympy.exp, "fast_exp({z})", r"\exp"),
-        ElementwiseFunction("log", sympy.log, "np.log({z})", r"\log"),
-        ElementwiseFunction("sqrt", sympy.sqrt, "np.sqrt({z})", r"\sqrt{{{z}}}"),
-        ElementwiseFunction("abs", sympy.Abs, "np.abs({z})", r"\operatorname{abs}"),
-        ElementwiseFunction("square", lambda z: z**2, "({z} * {z})", r"\operatorname{square}"),
-        ElementwiseFunction("heaviside", heaviside, "real({z} > real(0))", r"\operatorname{heaviside}"),
-        ElementwiseFunction("sign", sign, "np.sign({z})", r"\operatorname{sign}"),
-        # the losses' log, max(log z, −100): NaN stays NaN (np.maximum propagates it). Its derivative is 0 at and
-        # below the clamp (z ≤ e^{−100}) and 1/z above it, taken as 1/max(z, smallest normal float) so it stays finite
-        # in float32, where 1/z overflows for subnormal z and a zero target's 0·∞ would make the gradient NaN.
-        ElementwiseFunction("clampedlog", clampedlog, "np.maximum(np.log({z}), real(-100))",
-                            r"\max(\log({z}), -100)", "max(log({z}), −100)"),
-        ElementwiseFunction(
-            "clampedlog′", clampedlog_derivative,
-            "(real(0) if {z} <= real(3.720075976020836e-44) else real(1) / np.maximum({z}, real(np.finfo(real).tiny)))",
-            r"\frac{{[{z} > e^{{-100}}]}}{{{z}}}", "([{z} > e⁻¹⁰⁰]/{z_atom})",
-        ),
-    ]
+
+def operator_name(name: str) -> str:
+    """\\operatorname{gelu}; a derivative's prime outside it, in ASCII (\\operatorname{elu}')."""
+    base = name.rstrip("′")
+    return rf"\operatorname{{{base}}}" + "'" * (len(name) - len(base))
+
+
+BUILT_IN: list[ElementwiseFunction] = [
+    ElementwiseFunction("σ", sigmoid, r"\sigma", "fast_sigmoid({z})"),
+    ElementwiseFunction("tanh", sympy.tanh, r"\tanh", "fast_tanh({z})"),
+    ElementwiseFunction("relu", relu, operator_name("relu"), "np.maximum({z}, real(0))"),
+    ElementwiseFunction("softplus", softplus, operator_name("softplus"),
+                        "(np.maximum({z}, real(0)) + np.log1p(fast_exp(-np.abs({z}))))"),
+    ElementwiseFunction("exp", sympy.exp, r"\exp", "fast_exp({z})"),
+    ElementwiseFunction("log", sympy.log, r"\log", "np.log({z})"),
+    ElementwiseFunction("sqrt", sympy.sqrt, r"\sqrt{{{z}}}", "np.sqrt({z})"),
+    ElementwiseFunction("abs", sympy.Abs, operator_name("abs"), "np.abs({z})"),
+    ElementwiseFunction("square", lambda z: z**2, operator_name("square"), "({z} * {z})"),
+    ElementwiseFunction("heaviside", heaviside, operator_name("heaviside"), "real({z} > real(0))"),
+    ElementwiseFunction("sign", sign, operator_name("sign"), "np.sign({z})"),
+    # the losses' log, max(log z, −100): NaN stays NaN (np.maximum propagates it). Its derivative is 0 at and
+    # below the clamp (z ≤ e^{−100}) and 1/z above it, taken as 1/max(z, smallest normal float) so it stays finite
+    # in float32, where 1/z overflows for subnormal z and a zero target's 0·∞ would make the gradient NaN.
+    ElementwiseFunction("clampedlog", clampedlog, r"\max(\log({z}), -100)", "np.maximum(np.log({z}), real(-100))",
+                        "max(log({z}), −100)"),
+    ElementwiseFunction(
+        "clampedlog′", clampedlog_derivative, r"\frac{{[{z} > e^{{-100}}]}}{{{z}}}",
+        "(real(0) if {z} <= real(3.720075976020836e-44) else real(1) / np.maximum({z}, real(np.finfo(real).tiny)))",
+        "([{z} > e⁻¹⁰⁰]/{z_atom})",
+    ),
+    # written as a user writes them (flux.elementwise); code, derivative and display follow from the maths
+    ElementwiseFunction("erf", sympy.erf, operator_name("erf")),
+    ElementwiseFunction("gelu", lambda z: z * (1 + sympy.erf(z / sympy.sqrt(2))) / 2, operator_name("gelu")),
+    ElementwiseFunction("silu", lambda z: z * sigmoid(z), operator_name("silu")),
+    ElementwiseFunction("elu", lambda z: sympy.Piecewise((sympy.exp(z) - 1, z < 0), (z, True)), operator_name("elu")),
+    ElementwiseFunction("leakyrelu", lambda z: sympy.Piecewise((z / 100, z < 0), (z, True)),
+                        operator_name("leakyrelu")),
+    ElementwiseFunction("softsign", lambda z: z / (1 + sympy.Abs(z)), operator_name("softsign")),
+]
+
+# key → function. Built-ins are keyed by their name; a user's function by its name and a hash of its definition
+# (see `register`), so two functions with one name never share a node, a derivation or a kernel.
+FUNCTIONS: dict[str, ElementwiseFunction] = {f.name: f for f in BUILT_IN}
+
+# SymPy scalar function → our key, for turning a scalar derivative back into matrix nodes.
+SCALAR_TO_NAME: dict[type, str] = {
+    **{f.scalar: f.name for f in BUILT_IN if isinstance(f.scalar, type)}, sympy.sign: "sign",
 }
 
-# SymPy scalar function → our name, for turning a scalar derivative back into matrix nodes.
-SCALAR_TO_NAME: dict[type, str] = {
-    sigmoid: "σ", sympy.tanh: "tanh", relu: "relu", softplus: "softplus", sympy.exp: "exp",
-    sympy.log: "log", sympy.Abs: "abs", heaviside: "heaviside", sign: "sign", sympy.sign: "sign",
-    clampedlog: "clampedlog", clampedlog_derivative: "clampedlog′",
-}
+# SymPy scalar function → the numba template of a built-in that has one (σ inside silu prints as fast_sigmoid).
+SCALAR_CODE: dict[type, str] = {f.scalar: f.code for f in BUILT_IN if isinstance(f.scalar, type) and f.code}
+
+
+def register(name: str, definition: sympy.Expr) -> str:
+    """The key of the elementwise function z ↦ `definition` (a scalar expression in Z) shown as `name`.
+
+    The key holds a hash of the definition's exact SymPy form: it is part of every traced expression that applies
+    the function, hence of the kernel's identity, so redefining "gelu" gives a new key and a new kernel.
+    """
+    definition = sympy.sympify(definition)
+    if type(definition) in SCALAR_TO_NAME and definition.args == (Z,):
+        return SCALAR_TO_NAME[type(definition)]
+    digest = hashlib.sha256(f"{name}\n{sympy.srepr(definition)}".encode()).hexdigest()[:16]
+    key = f"{name}#{digest}"
+    if key not in FUNCTIONS:
+        FUNCTIONS[key] = ElementwiseFunction(name, sympy.Lambda(Z, definition), operator_name(name))
+    return key

@@ -313,7 +313,8 @@ class TextPrinter(Printer):
     def _print_Apply(self, expr: Any) -> str:
         from ..maths.elementwise import FUNCTIONS
 
-        template = FUNCTIONS[expr.function].text or expr.function + "({z})"
+        function = FUNCTIONS[expr.function]
+        template = function.text or function.name + "({z})"
         return template.format(z=self._print(expr.argument), z_atom=self.group(expr.argument, POWER))
 
     def _print_OneMatrix(self, expr: Any) -> str:

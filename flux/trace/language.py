@@ -115,3 +115,28 @@ def total(x):
 def is_symbolic(value: Any) -> bool:
     """True for SymPy objects (tracing), without importing SymPy on the numeric path."""
     return type(value).__module__.startswith(("sympy", "flux.maths.nodes"))
+
+
+def applied_functions_as_nodes(expr):
+    """`x.applyfunc(f)` (SymPy's ElementwiseApplyFunction), with f a SymPy function or a lambda on scalars, as the
+    node `flux.elementwise` makes: keyed by the function's name and definition, refused if it has no numba form."""
+    from sympy.matrices.expressions.applyfunc import ElementwiseApplyFunction
+
+    if not expr.has(ElementwiseApplyFunction):
+        return expr
+    from ..generate.scalars import check_numba_form
+    from ..maths.elementwise import Z, register
+    from ..maths.nodes import Apply
+
+    def rebuild(node):
+        if isinstance(node, ElementwiseApplyFunction):
+            function = node.function
+            name = getattr(function, "__name__", "f") if isinstance(function, type) else "f"
+            definition = function(Z)
+            check_numba_form(name, definition, Z)
+            return Apply(register(name, definition), rebuild(node.expr))
+        if not node.args or not node.has(ElementwiseApplyFunction):
+            return node
+        return node.func(*[rebuild(a) for a in node.args])
+
+    return rebuild(expr)

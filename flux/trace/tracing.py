@@ -12,7 +12,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from .language import DefinitionError
+from .language import DefinitionError, applied_functions_as_nodes
 
 
 @dataclass
@@ -86,6 +86,7 @@ def trace_forward(model, input_names: list[str] | None = None) -> Trace:
         except Exception as error:
             raise DefinitionError(f"{cls.__name__}.forward cannot be traced: {type(error).__name__}: {error}") from error
     outputs = list(result) if isinstance(result, (tuple, list)) else [result]
+    outputs = [applied_functions_as_nodes(o) if isinstance(o, sympy.MatrixExpr) else o for o in outputs]
     for out in outputs:
         if not isinstance(out, sympy.MatrixExpr):
             raise DefinitionError(
