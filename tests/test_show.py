@@ -162,6 +162,7 @@ NODES = [  # (expression, LaTeX, text)
     (HadamardProduct(Spread(s * Total(z).T, m), Softmax(z)) - HadamardProduct(Spread(s, m), y),
      r"s (\mathbf{1}^{\top} z) \operatorname{softmax}(z) - s y", "s·Σ(z)·softmax(z) − s·y"),
     (Spread(-LogSumExp(z).T * s, m), r"-\operatorname{logsumexp}(z) s \mathbf{1}", "−logsumexp(z)·s·1"),
+    (HadamardProduct(-z - y, Δ) + y, r"y - \Delta \odot (y + z)", "y − Δ ⊙ (y + z)"),  # −(a + b), not (−a − b)
     # numbers: the shortest form that reads back as the same float
     (HadamardPower(z + sympy.Float(1e-5) * OneMatrix(m, 1), sympy.Float(-0.5)),
      r"(z + 10^{-5} \mathbf{1})^{-0.5}", "(z + 1e-5)^(−0.5)"),
@@ -332,6 +333,12 @@ def test_loss_latex_has_one_coefficient_and_no_broadcast():
     assert flux.latex(flux.logitcrossentropy.derivation).splitlines()[-2] == (
         r"\frac{\partial L}{\partial \mathrm{logits}} &= \Delta (\mathbf{1}^{\top} \mathrm{target}) "
         r"\operatorname{softmax}(\mathrm{logits}) - \Delta \mathrm{target}")
+
+
+def test_a_negated_sum_in_a_hadamard_product_reads_with_one_minus():
+    text = derivation_text(flux.GRU.derivation)
+    assert "δ₁[t] = ((Δ[t] + Δ_h[t]) ⊙ n[t] − (Δ[t] + Δ_h[t]) ⊙ h[t−1]) ⊙ z[t] ⊙ (1 − z[t])" in text
+    assert text.splitlines()[-1].endswith(" + δ₂[t] ⊙ r[t] − (Δ[t] + Δ_h[t]) ⊙ z[t]") and "(−Δ" not in text
 
 
 def test_the_targets_gradient_is_shown_on_request():

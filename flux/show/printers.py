@@ -109,8 +109,8 @@ class Printer:
             return 1
         return 2 if self.precedence(factor) > HADAMARD else 3
 
-    def _print_MatAdd(self, expr: Any) -> str:
-        terms = [(self.is_negative(t), self.term_rank(t), i, t) for i, t in enumerate(expr.args)]
+    def _print_MatAdd(self, expr: Any, flip: bool = False) -> str:
+        terms = [(self.is_negative(t) != flip, self.term_rank(t), i, t) for i, t in enumerate(expr.args)]
         text = ""
         for negative, _, _, term in sorted(terms, key=lambda x: x[:3]):
             body = self.magnitude(term)
@@ -119,9 +119,11 @@ class Printer:
         return text
 
     def is_negative(self, term: Any) -> bool:
-        """A product with a negative coefficient, or a ⊙ product with an odd number of such factors."""
+        """A product with a negative coefficient, a ⊙ product of an odd number of them, a sum of them (−(Δ + Δ_h))."""
         if term in self.names:
             return False
+        if type(term).__name__ == "MatAdd":
+            return all(map(self.is_negative, term.args))
         multiple = scaled(term, self.names)
         if multiple is not None:
             return is_negative_number(multiple.coefficient) != (sum(map(self.is_negative, multiple.vectors)) % 2 == 1)
@@ -170,7 +172,9 @@ class Printer:
             ordered[k] = factor
         parts = []
         for _, factor in ordered:
-            if self.is_negative(factor) and type(factor).__name__ == "MatMul":
+            if self.is_negative(factor) and type(factor).__name__ == "MatAdd":
+                parts.append(f"({self._print_MatAdd(factor, flip=True)})")
+            elif self.is_negative(factor) and type(factor).__name__ == "MatMul":
                 coefficient, matrices = factor.as_coeff_matrices()
                 text = self.product(-coefficient, matrices)
                 simple = coefficient == -1 and len(matrices) == 1 and self.precedence(matrices[0]) > PRODUCT
@@ -193,9 +197,6 @@ class Printer:
         parts += [self.group(s, PRODUCT) for s in upstream_first]
         parts.append(self.hadamard_product(multiple.vectors) if multiple.vectors else self.ones)
         return self.product_separator.join(parts)
-
-    def is_column(self, expr: Any) -> bool:
-        return expr.shape[1] == 1
 
 
 class LatexPrinter(Printer):
@@ -250,7 +251,7 @@ class LatexPrinter(Printer):
 
     def _print_HadamardPower(self, expr: Any) -> str:
         base, exponent = expr.args
-        power = self.scalar(exponent) if self.is_column(base) else rf"\circ {self.scalar(exponent)}"
+        power = self.scalar(exponent) if base.shape[1] == 1 else rf"\circ {self.scalar(exponent)}"
         return self.superscripted(base, power, joins_name=False)
 
     def _print_Apply(self, expr: Any) -> str:
@@ -336,7 +337,7 @@ class TextPrinter(Printer):
         base, exponent = expr.args
         text = scalar_text(exponent)
         power = text.translate(SUPERSCRIPTS) if text.lstrip("-").isdigit() else f"^({text.replace('-', '−')})"
-        return self.group(base, POWER) + ("" if self.is_column(base) else "∘") + power
+        return self.group(base, POWER) + ("" if base.shape[1] == 1 else "∘") + power
 
     def _print_Apply(self, expr: Any) -> str:
         from ..maths.elementwise import FUNCTIONS
