@@ -15,6 +15,10 @@ gradient stays finite. From logits, logitcrossentropy and logitbinarycrossentrop
 crossentropy and logitcrossentropy also take integer class labels as targets (as PyTorch's cross_entropy and
 Keras' sparse losses do): an integer array shaped like the prediction without its last axis, e.g. (N,) for
 (N, k) predictions, is read as `onehot(labels, k)`.
+
+A loss's derivation shows its gradient with respect to the prediction, as a textbook does (`print(flux.mse.derivation)`:
+∂L/∂prediction = (2/n_prediction)·Δ·(prediction − target)); the target's is shown on request:
+`flux.latex(flux.mse.derivation, wrt="all")`, `flux.show.layout.derivation_text(flux.mse.derivation, wrt="all")`.
 """
 from __future__ import annotations
 

@@ -130,6 +130,7 @@ m, n = sympy.symbols("m n", positive=True, integer=True)
 W, x, y, z, Δ = MatrixSymbol("W", m, n), MatrixSymbol("x", n, 1), MatrixSymbol("y", m, 1), \
     MatrixSymbol("z", m, 1), MatrixSymbol("Δ", m, 1)
 A = MatrixSymbol("a.W", m, n)
+s = MatrixSymbol("s", 1, 1)  # a per-sample scalar
 
 NODES = [  # (expression, LaTeX, text)
     (W * x + MatrixSymbol("b", m, 1), "W x + b", "W·x + b"),
@@ -155,6 +156,19 @@ NODES = [  # (expression, LaTeX, text)
     (z[0:2, :], "z_{0:2}", "z[0:2]"),
     (MatrixSymbol("Δ_1", m, 1)[0:2, :], r"(\Delta_1)_{0:2}", "Δ_1[0:2]"),
     (BlockMatrix([[z], [y]]), r"\begin{bmatrix}z \\ y\end{bmatrix}", "[z; y]"),
+    # issue 14: a broadcast s·1 ⊙ v is the scalar multiple s·v, one coefficient, a scalar its own transpose
+    (HadamardProduct(Spread(-s, m), z), r"-s z", "−s·z"),
+    (2 * HadamardProduct(Spread(s / n, m), z - y), r"\frac{2}{n} s (z - y)", "(2/n)·s·(z − y)"),
+    (HadamardProduct(Spread(s * Total(z).T, m), Softmax(z)) - HadamardProduct(Spread(s, m), y),
+     r"s (\mathbf{1}^{\top} z) \operatorname{softmax}(z) - s y", "s·Σ(z)·softmax(z) − s·y"),
+    (Spread(-LogSumExp(z).T * s, m), r"-\operatorname{logsumexp}(z) s \mathbf{1}", "−logsumexp(z)·s·1"),
+    (HadamardProduct(-z - y, Δ) + y, r"y - \Delta \odot (y + z)", "y − Δ ⊙ (y + z)"),  # −(a + b), not (−a − b)
+    # numbers: the shortest form that reads back as the same float
+    (HadamardPower(z + sympy.Float(1e-5) * OneMatrix(m, 1), sympy.Float(-0.5)),
+     r"(z + 10^{-5} \mathbf{1})^{-0.5}", "(z + 1e-5)^(−0.5)"),
+    (sympy.Float(0.5) * z, "0.5 z", "0.5·z"),
+    (sympy.Float(-100.0) * z, "-100 z", "−100·z"),
+    (sympy.Float(1.5e-7) * z, r"1.5 \cdot 10^{-7} z", "1.5e-7·z"),
 ]
 
 
@@ -292,6 +306,83 @@ def test_losses_read_as_l_of_their_inputs():
     assert "ℓ" not in derivation_text(Perceptron.derivation)
 
 
+LOSSES = [flux.mse, flux.crossentropy, flux.logitcrossentropy, flux.binarycrossentropy, flux.logitbinarycrossentropy]
+
+LOSS_GRADIENTS = {  # issue 14: no broadcast artefacts, one coefficient, the prediction's gradient only
+    "mse": "∂L/∂prediction = (2/n_prediction)·Δ·(prediction − target)",
+    "crossentropy": "∂L/∂prediction = −Δ·([prediction > e⁻¹⁰⁰]/prediction) ⊙ target",
+    "logitcrossentropy": "∂L/∂logits = Δ·Σ(target)·softmax(logits) − Δ·target",
+    "binarycrossentropy": "∂L/∂prediction = (1/n_prediction)·Δ·([1 − prediction > e⁻¹⁰⁰]/(1 − prediction)) ⊙ "
+                          "(1 − target) − (1/n_prediction)·Δ·([prediction > e⁻¹⁰⁰]/prediction) ⊙ target",
+    "logitbinarycrossentropy": "∂L/∂logits = (1/n_logits)·Δ·σ(logits) − (1/n_logits)·Δ·target",
+}
+
+
+@pytest.mark.parametrize("name", LOSS_GRADIENTS)
+def test_losses_gradients_read_like_a_textbook(name):
+    lines = [line.strip() for line in derivation_text(getattr(flux, name).derivation).splitlines()]
+    assert lines[-1] == LOSS_GRADIENTS[name]
+    assert sum(line.startswith("∂L/∂") for line in lines) == 1  # ∂L/∂target only on request
+    assert "·1)" not in "\n".join(lines) and "((" not in lines[-1]
+
+
+def test_loss_latex_has_one_coefficient_and_no_broadcast():
+    assert flux.latex(flux.mse.derivation).splitlines()[-2] == (
+        r"\frac{\partial L}{\partial \mathrm{prediction}} &= \frac{2}{n_{\mathrm{prediction}}} \Delta "
+        r"(\mathrm{prediction} - \mathrm{target})")
+    assert flux.latex(flux.logitcrossentropy.derivation).splitlines()[-2] == (
+        r"\frac{\partial L}{\partial \mathrm{logits}} &= \Delta (\mathbf{1}^{\top} \mathrm{target}) "
+        r"\operatorname{softmax}(\mathrm{logits}) - \Delta \mathrm{target}")
+
+
+def test_a_negated_sum_in_a_hadamard_product_reads_with_one_minus():
+    text = derivation_text(flux.GRU.derivation)
+    assert "δ₁[t] = ((Δ[t] + Δ_h[t]) ⊙ n[t] − (Δ[t] + Δ_h[t]) ⊙ h[t−1]) ⊙ z[t] ⊙ (1 − z[t])" in text
+    assert text.splitlines()[-1].endswith(" + δ₂[t] ⊙ r[t] − (Δ[t] + Δ_h[t]) ⊙ z[t]") and "(−Δ" not in text
+
+
+def test_the_targets_gradient_is_shown_on_request():
+    derivation = flux.logitcrossentropy.derivation
+    lines = derivation_text(derivation, wrt="all").splitlines()
+    assert lines[-2:] == ["         ∂L/∂logits = Δ·Σ(target)·softmax(logits) − Δ·target",
+                          "         ∂L/∂target = Δ·logsumexp(logits)·1 − Δ·logits"]
+    assert derivation_text(derivation, wrt="target").splitlines()[-1].strip().startswith("∂L/∂target = ")
+    assert r"\partial \mathrm{target}}" in flux.latex(derivation, wrt="all")
+    assert r"\partial \mathrm{target}}" not in flux.latex(derivation)
+    assert derivation_text(flux.mse.derivation, wrt="all").splitlines()[-1].strip() == \
+        "∂L/∂target = −(2/n_prediction)·Δ·(prediction − target)"
+    with pytest.raises(ValueError, match="wrt='bias'.*'logits', 'target'"):
+        derivation_text(derivation, wrt="bias")
+    assert derivation_text(Perceptron.derivation) == derivation_text(Perceptron.derivation, wrt="all")
+
+
+SYMPY_PRINTS = [  # (expression, its str): SymPy's own printers on flux's nodes
+    (Apply("σ", W * x), "σ(W*x)"),
+    (Total(z), "total(z)"),
+    (Spread(Total(z), m), "total(z)*ones(m, 1)"),
+    (Softmax(z), "softmax(z)"),
+    (LogSumExp(z), "logsumexp(z)"),
+    (Apply("tanh", z) + Spread(LogSumExp(z), m), "tanh(z) + logsumexp(z)*ones(m, 1)"),
+]
+
+
+@pytest.mark.parametrize("expr, text", SYMPY_PRINTS, ids=[t for _, t in SYMPY_PRINTS])
+def test_sympys_own_printers_show_flux_nodes(expr, text):
+    assert str(expr) == text
+    assert "Apply" not in sympy.latex(expr) and "Spread" not in sympy.latex(expr)
+    assert "Apply" not in sympy.pretty(expr) and "Spread" not in sympy.pretty(expr)
+
+
+def test_sympy_prints_a_derived_gradient_sensibly():
+    gradient = flux.logitcrossentropy.derivation.gradients["logits"]
+    assert str(gradient) == ("HadamardProduct(target, (-Δ)*ones(n_logits, 1)) + "
+                             "HadamardProduct(softmax(logits), (Δ*total(target).T)*ones(n_logits, 1))")
+    assert sympy.latex(Apply("σ", W * x)) == r"\sigma\left(W x\right)"
+    assert sympy.latex(Total(z)) == r"\mathbf{1}^{\top} z"
+    assert sympy.pretty(Apply("σ", z)) == "σ(z)"
+    assert sympy.pretty(Spread(Total(z), m)) == "(Σ(z))⋅1"
+
+
 def test_code_comments_and_docstrings_stay_one_safe_line():
     nasty = MatrixSymbol('a\nb\r\u2028c\x0c"""\\N{x}\x00', m, 1)
     text = expression_text(nasty + y)
@@ -328,10 +419,12 @@ def emitted_latex() -> list[str]:
     chain = flux.Chain(flux.Dense(4, 8, σ), flux.Dense(8, 2, tanh))
     instances = [perceptron(), flux.Dense(3, 2), chain, flux.LSTM(3, 4), flux.GRU(3, 4), flux.Recurrent(3, 4, 2),
                  flux.LSTM(1, 16), flux.Chain(flux.LSTM(3, 4), flux.Dense(4, 1)), flux.Chain(flux.Dense(3, 4), flux.GRU(4, 4)),
-                 flux.logitcrossentropy, flux.mse, flux.crossentropy, flux.binarycrossentropy]
+                 *LOSSES]
     classes = MODELS + RECURRENT_CLASSES + [OneGroup]
     blocks = [flux.latex(cls) for cls in classes] + [flux.latex(cls.derivation) for cls in classes]
     blocks += [flux.latex(model) for model in instances] + [flux.latex(model.derivation) for model in instances]
+    blocks += [flux.latex(loss.derivation, wrt="all") for loss in LOSSES]
+    blocks += [sympy.latex(expr) for expr, _ in SYMPY_PRINTS]
     return blocks + [latex for _, latex, _ in NODES]
 
 

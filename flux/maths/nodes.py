@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sympy
 from sympy.core.symbol import Str
+from sympy.printing.precedence import PRECEDENCE
 from sympy.matrices.expressions.matexpr import MatrixExpr, MatrixSymbol
 
 
@@ -38,6 +39,20 @@ class Apply(MatrixExpr):
 
         return FUNCTIONS[self.function].scalar(self.argument._entry(i, j, **kwargs))
 
+    # SymPy's own printers (str, sympy.latex, pprint); flux's are in flux.show.printers
+    def _sympystr(self, printer) -> str:
+        return f"{self.function}({printer._print(self.argument)})"
+
+    def _latex(self, printer) -> str:
+        from .elementwise import FUNCTIONS
+
+        function = getattr(FUNCTIONS.get(self.function), "latex", rf"\operatorname{{{self.function}}}")
+        argument = printer._print(self.argument)
+        return function.format(z=argument) if "{z}" in function else rf"{function}\left({argument}\right)"
+
+    def _pretty(self, printer):
+        return called(printer, self.function, self.argument)
+
 
 class UnaryNode(MatrixExpr):
     """A node of one matrix argument."""
@@ -57,6 +72,15 @@ class Total(UnaryNode):
     def shape(self):
         return (sympy.S.One, sympy.S.One)
 
+    def _sympystr(self, printer) -> str:  # flux's own spelling: flux.total(z)
+        return f"total({printer._print(self.argument)})"
+
+    def _latex(self, printer) -> str:
+        return r"\mathbf{1}^{\top} " + printer.parenthesize(self.argument, PRECEDENCE["Mul"])
+
+    def _pretty(self, printer):
+        return called(printer, "Σ", self.argument)
+
 
 class Spread(MatrixExpr):
     """s·1: a (1, 1) matrix s repeated into a column of k equal entries."""
@@ -72,6 +96,18 @@ class Spread(MatrixExpr):
     def shape(self):
         return (self.args[1], sympy.S.One)
 
+    def _sympystr(self, printer) -> str:  # s times a column of ones: s*ones(k, 1)
+        return f"{printer.parenthesize(self.argument, PRECEDENCE['Mul'])}*ones({printer._print(self.args[1])}, 1)"
+
+    def _latex(self, printer) -> str:
+        return printer.parenthesize(self.argument, PRECEDENCE["Mul"]) + r" \mathbf{1}"
+
+    def _pretty(self, printer):
+        from sympy.printing.pretty.stringpict import prettyForm
+
+        form = printer._print(self.argument)
+        return prettyForm(*prettyForm(*form.parens()).right("⋅1"))
+
 
 class Softmax(UnaryNode):
     """softmax(z) = e^{z − max z} / 1ᵀe^{z − max z}, computed max-shifted so it never overflows."""
@@ -79,6 +115,15 @@ class Softmax(UnaryNode):
     @property
     def shape(self):
         return self.argument.shape
+
+    def _sympystr(self, printer) -> str:
+        return f"softmax({printer._print(self.argument)})"
+
+    def _latex(self, printer) -> str:
+        return rf"\operatorname{{softmax}}\left({printer._print(self.argument)}\right)"
+
+    def _pretty(self, printer):
+        return called(printer, "softmax", self.argument)
 
 
 class LogSumExp(UnaryNode):
@@ -88,6 +133,15 @@ class LogSumExp(UnaryNode):
     def shape(self):
         return (sympy.S.One, sympy.S.One)
 
+    def _sympystr(self, printer) -> str:
+        return f"logsumexp({printer._print(self.argument)})"
+
+    def _latex(self, printer) -> str:
+        return rf"\operatorname{{logsumexp}}\left({printer._print(self.argument)}\right)"
+
+    def _pretty(self, printer):
+        return called(printer, "logsumexp", self.argument)
+
 
 class Generated(MatrixSymbol):
     """A matrix symbol flux makes for its own code (a kept forward value, a hoisted term, h_t as a leaf).
@@ -95,3 +149,14 @@ class Generated(MatrixSymbol):
     Its name is the code name of the array holding it; being its own class, it never equals a symbol the user
     named, whatever the user called their inputs and parameters (SymPy symbols are equal by class and name).
     """
+
+    def _latex(self, printer) -> str:  # the array's name in code, set as code: \mathtt{y\_0}
+        return r"\mathtt{" + self.name.replace("_", r"\_") + "}"
+
+
+def called(printer, function: str, argument):
+    """f(argument) for SymPy's pretty printer."""
+    from sympy.printing.pretty.stringpict import prettyForm
+
+    form = printer._print(argument)
+    return prettyForm(*prettyForm(*form.parens()).left(function))

@@ -23,15 +23,19 @@ from .printers import LatexPrinter, Printer, TextPrinter
 # ---- public --------------------------------------------------------------------------------------------
 
 
-def latex(obj: Any) -> str:
+def latex(obj: Any, wrt: str | None = None) -> str:
     r"""The maths of a model class, a model, a derivation or a matrix expression as LaTeX: an `aligned` block
-    (\begin{aligned} … \end{aligned}), to be put inside $$ … $$ or an equation environment."""
+    (\begin{aligned} … \end{aligned}), to be put inside $$ … $$ or an equation environment.
+
+    `wrt` (a derivation's): which gradients to show. By default all of them, but a loss's with respect to its
+    prediction only (ℓ(prediction, target): ∂L/∂prediction); "all" adds ∂L/∂target; an input's or parameter's
+    name shows that one only."""
     if isinstance(obj, type) and callable(getattr(obj, "declared_params", None)):  # a flux.Model class
         return aligned(class_rows(obj))
     if callable(getattr(obj, "declared_params", None)):  # a flux.Model
         return aligned(model_rows(obj))
     if all(hasattr(obj, field) for field in ("outputs", "upstream", "gradients")):  # a Derivation
-        return derivation_latex(obj)
+        return derivation_latex(obj, wrt)
     if type(obj).__module__.startswith(("sympy", "flux.maths.nodes")):
         return LatexPrinter().doprint(obj)
     raise TypeError(f"flux.latex takes a model class, a model, a derivation or a matrix expression, "
@@ -59,15 +63,17 @@ def model_latex(model: Any) -> str | None:
         return None
 
 
-def derivation_latex(derivation: Any) -> str:
-    """The equations, the upstream gradients and every derived gradient, as an `aligned` block."""
-    sheet = lay_out(derivation)
+def derivation_latex(derivation: Any, wrt: str | None = None) -> str:
+    """The equations, the upstream gradients and the derived gradients (`wrt`: as in `latex`), as an `aligned`
+    block."""
+    sheet = lay_out(derivation, wrt=wrt)
     return aligned(derivation_rows(sheet, LatexPrinter(sheet.names)))
 
 
-def derivation_text(derivation: Any) -> str:
-    """The maths and gradients for a terminal: `y = σ(W·x + b)`, `∂L/∂W = (Δ ⊙ y ⊙ (1 − y))·xᵀ`, …"""
-    sheet = lay_out(derivation)
+def derivation_text(derivation: Any, wrt: str | None = None) -> str:
+    """The maths and gradients for a terminal: `y = σ(W·x + b)`, `∂L/∂W = (Δ ⊙ y ⊙ (1 − y))·xᵀ`, …; `wrt`:
+    which gradients, as in `latex` (a loss's: its prediction's only unless "all")."""
+    sheet = lay_out(derivation, wrt=wrt)
     printer = TextPrinter(sheet.names)
     shapes = ", ".join(f"{printer.name(n)}: {printer.shape(s)}" for _, n, s in sheet.params)
     title = f"{sheet.title}({shapes})" if shapes else sheet.title

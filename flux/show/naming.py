@@ -52,9 +52,10 @@ class Sheet:
     gradients: list  # (Name of the variable, ∂L/∂variable)
 
 
-def lay_out(derivation: Any, loss: bool | None = None) -> Sheet:
+def lay_out(derivation: Any, loss: bool | None = None, wrt: str | None = None) -> Sheet:
     """Name the quantities of a derivation (the rules are in this module's docstring); `loss`: its output is a
-    loss ℓ (by default: when the derivation is a flux.losses.Loss class's)."""
+    loss ℓ (by default: when the derivation is a flux.losses.Loss class's); `wrt`: which gradients to show (see
+    `shown_gradients`)."""
     derivation = with_products_unified(derivation)
     t = "t" if derivation.states else ""
     names: dict = {}
@@ -90,7 +91,7 @@ def lay_out(derivation: Any, loss: bool | None = None) -> Sheet:
 
     gradients = [(names[s], derivation.gradients[s.name]) for s in
                  list(derivation.params.values()) + derivation.inputs + [p for _, p, _ in derivation.states]
-                 if s.name in derivation.gradients]
+                 if s.name in shown_gradients(derivation, loss, wrt)]
     forward = []
     for name, z_name, expr in values:
         argument = expr.argument if type(expr).__name__ == "Apply" else None
@@ -120,6 +121,18 @@ def lay_out(derivation: Any, loss: bool | None = None) -> Sheet:
     for _, expr in forward:  # names list values in the order of their equations (⊙ products follow it)
         names[expr] = names.pop(expr)
     return Sheet(derivation.name, names, params, forward, upstream, intermediates, gradients)
+
+
+def shown_gradients(derivation: Any, loss: bool, wrt: str | None) -> set:
+    """The gradients shown: by default every one, but a loss's with respect to its prediction only (its first
+    input: ∂L/∂target is rarely wanted); "all": every one; a variable's name: that one."""
+    if wrt == "all" or (wrt is None and not loss):
+        return set(derivation.gradients)
+    wanted = derivation.inputs[0].name if wrt is None else wrt
+    if wanted not in derivation.gradients:
+        raise ValueError(f"wrt={wrt!r}: {derivation.name} has gradients with respect to "
+                         f"{', '.join(map(repr, derivation.gradients))} (or 'all')")
+    return {wanted}
 
 
 def with_products_unified(derivation: Any) -> Any:

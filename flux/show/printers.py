@@ -11,6 +11,7 @@ products put the upstream factor first and parenthesised sums last (Δ ⊙ y ⊙
 the order of their equations (i_t ⊙ g_t). HadamardPower of a column vector prints as an ordinary power
 (1 − y²: a vector has no other square); of a matrix as W^{∘2}.
 
+Broadcasts, coefficients and numbers read as a textbook writes them (−Δ·t, (2/n)·Δ·(ŷ − t), 1e-5): `scalars.py`.
 Generated code quotes `expression_text`, which never breaks a comment or a docstring line.
 
 SymPy is imported inside functions only, so `import flux` stays free of it.
@@ -21,6 +22,7 @@ import unicodedata
 from typing import Any
 
 from .names import SUPERSCRIPTS, Name, dimension_latex, is_leaf, leaf_name, matrix_args, script, walk
+from .scalars import Scaled, is_negative_number, is_number, is_scalar, scalar_latex, scalar_text, scaled
 
 ADD, HADAMARD, PRODUCT, POWER, ATOM = range(5)  # how tightly a node binds
 
@@ -52,6 +54,8 @@ class Printer:
         return self._print_node(expr) if name is None else self.name(name)
 
     def _print_node(self, expr: Any) -> str:
+        if type(expr).__name__ == "Transpose" and is_scalar(expr.arg):  # a scalar is its own transpose: Σ(t)
+            return self._print(expr.arg)
         for klass in type(expr).__mro__:
             method = getattr(self, f"_print_{klass.__name__}", None)
             if method is not None:
@@ -105,8 +109,8 @@ class Printer:
             return 1
         return 2 if self.precedence(factor) > HADAMARD else 3
 
-    def _print_MatAdd(self, expr: Any) -> str:
-        terms = [(self.is_negative(t), self.term_rank(t), i, t) for i, t in enumerate(expr.args)]
+    def _print_MatAdd(self, expr: Any, flip: bool = False) -> str:
+        terms = [(self.is_negative(t) != flip, self.term_rank(t), i, t) for i, t in enumerate(expr.args)]
         text = ""
         for negative, _, _, term in sorted(terms, key=lambda x: x[:3]):
             body = self.magnitude(term)
@@ -115,15 +119,23 @@ class Printer:
         return text
 
     def is_negative(self, term: Any) -> bool:
-        """A product with a negative coefficient, or a ⊙ product with an odd number of such factors."""
+        """A product with a negative coefficient, a ⊙ product of an odd number of them, a sum of them (−(Δ + Δ_h))."""
         if term in self.names:
             return False
+        if type(term).__name__ == "MatAdd":
+            return all(map(self.is_negative, term.args))
+        multiple = scaled(term, self.names)
+        if multiple is not None:
+            return is_negative_number(multiple.coefficient) != (sum(map(self.is_negative, multiple.vectors)) % 2 == 1)
         if type(term).__name__ == "HadamardProduct":
             return sum(self.is_negative(f) for f in term.args) % 2 == 1
         return type(term).__name__ == "MatMul" and bool(term.as_coeff_matrices()[0].is_negative)
 
     def magnitude(self, term: Any) -> str:
         """A term without its minus sign: −Δ ⊙ x prints as Δ ⊙ x."""
+        multiple = scaled(term, self.names)
+        if multiple is not None:
+            return self.scalar_multiple(multiple)
         if type(term).__name__ == "HadamardProduct" and term not in self.names:
             return self.hadamard_product(term.args)
         if not self.is_negative(term):
@@ -132,6 +144,8 @@ class Printer:
         return self.product(-coefficient, factors)
 
     def _print_MatMul(self, expr: Any) -> str:
+        if scaled(expr, self.names) is not None:
+            return self.signed(expr)
         coefficient, factors = expr.as_coeff_matrices()
         if coefficient.is_negative:
             return self.minus + self.product(-coefficient, factors)
@@ -145,6 +159,8 @@ class Printer:
         return body if coefficient == 1 else self.scalar_factor(coefficient) + self.product_separator + body
 
     def _print_HadamardProduct(self, expr: Any) -> str:
+        if scaled(expr, self.names) is not None:
+            return self.signed(expr)
         return (self.minus if self.is_negative(expr) else "") + self.hadamard_product(expr.args)
 
     def hadamard_product(self, factors: tuple) -> str:
@@ -156,7 +172,9 @@ class Printer:
             ordered[k] = factor
         parts = []
         for _, factor in ordered:
-            if self.is_negative(factor) and type(factor).__name__ == "MatMul":
+            if self.is_negative(factor) and type(factor).__name__ == "MatAdd":
+                parts.append(f"({self._print_MatAdd(factor, flip=True)})")
+            elif self.is_negative(factor) and type(factor).__name__ == "MatMul":
                 coefficient, matrices = factor.as_coeff_matrices()
                 text = self.product(-coefficient, matrices)
                 simple = coefficient == -1 and len(matrices) == 1 and self.precedence(matrices[0]) > PRODUCT
@@ -165,8 +183,20 @@ class Printer:
                 parts.append(self.group(factor, PRODUCT))
         return self.hadamard.join(parts)
 
-    def is_column(self, expr: Any) -> bool:
-        return expr.shape[1] == 1
+    def _print_Spread(self, expr: Any) -> str:  # a broadcast s·1
+        return self.signed(expr)
+
+    def signed(self, expr: Any) -> str:
+        return (self.minus if self.is_negative(expr) else "") + self.magnitude(expr)
+
+    def scalar_multiple(self, multiple: Scaled) -> str:
+        """c·s₁·s₂·(v₁ ⊙ v₂) without its sign: (2/n)·Δ·(ŷ − t); a broadcast alone keeps its 1 (Δ·s·1)."""
+        coefficient = -multiple.coefficient if is_negative_number(multiple.coefficient) else multiple.coefficient
+        parts = [] if coefficient == 1 else [self.scalar_factor(coefficient)]
+        upstream_first = sorted(multiple.scalars, key=lambda s: self.factor_rank(s) != 0)
+        parts += [self.group(s, PRODUCT) for s in upstream_first]
+        parts.append(self.hadamard_product(multiple.vectors) if multiple.vectors else self.ones)
+        return self.product_separator.join(parts)
 
 
 class LatexPrinter(Printer):
@@ -174,6 +204,7 @@ class LatexPrinter(Printer):
     σ(W x + b), Δ ⊙ y ⊙ (1 − y) as \Delta \odot y \odot (\mathbf{1} - y), xᵀ as x^{\top}."""
 
     separator = r",\quad "
+    ones = r"\mathbf{1}"
 
     def name(self, name: Any) -> str:
         return name if isinstance(name, str) else name.latex()
@@ -197,7 +228,7 @@ class LatexPrinter(Printer):
 
         value = sympy.sympify(value)
         symbols = {s: dimension_latex(s.name) for s in value.free_symbols if isinstance(s, sympy.Symbol)}
-        return sympy.latex(value, symbol_names=symbols)
+        return scalar_latex(value, symbols)
 
     def scalar_factor(self, value: Any) -> str:
         return self.scalar(value)
@@ -220,7 +251,7 @@ class LatexPrinter(Printer):
 
     def _print_HadamardPower(self, expr: Any) -> str:
         base, exponent = expr.args
-        power = self.scalar(exponent) if self.is_column(base) else rf"\circ {self.scalar(exponent)}"
+        power = self.scalar(exponent) if base.shape[1] == 1 else rf"\circ {self.scalar(exponent)}"
         return self.superscripted(base, power, joins_name=False)
 
     def _print_Apply(self, expr: Any) -> str:
@@ -240,9 +271,6 @@ class LatexPrinter(Printer):
 
     def _print_Total(self, expr: Any) -> str:
         return r"\mathbf{1}^{\top} " + self.group(expr.argument, HADAMARD)
-
-    def _print_Spread(self, expr: Any) -> str:
-        return self.group(expr.argument, PRODUCT) + r" \mathbf{1}"
 
     def _print_Softmax(self, expr: Any) -> str:
         return rf"\operatorname{{softmax}}({self._print(expr.argument)})"
@@ -272,6 +300,7 @@ class TextPrinter(Printer):
     minus = "−"
     product_separator = "·"
     hadamard = " ⊙ "
+    ones = "1"
 
     def name(self, name: Any) -> str:
         return name if isinstance(name, str) else name.text
@@ -287,8 +316,8 @@ class TextPrinter(Printer):
         return str(rows) if cols == 1 else f"{rows}×{cols}"
 
     def scalar_factor(self, value: Any) -> str:
-        text = str(value)
-        return f"({text})" if not text.isalnum() else text
+        text = scalar_text(value)
+        return text if text.isalnum() or is_number(text) else f"({text})"
 
     def precedence(self, expr: Any) -> int:
         return ATOM if type(expr).__name__ == "Total" and expr not in self.names else super().precedence(expr)
@@ -306,9 +335,9 @@ class TextPrinter(Printer):
 
     def _print_HadamardPower(self, expr: Any) -> str:
         base, exponent = expr.args
-        text = str(exponent)
-        power = text.translate(SUPERSCRIPTS) if text.lstrip("-").isdigit() else f"^({text})"
-        return self.group(base, POWER) + ("" if self.is_column(base) else "∘") + power
+        text = scalar_text(exponent)
+        power = text.translate(SUPERSCRIPTS) if text.lstrip("-").isdigit() else f"^({text.replace('-', '−')})"
+        return self.group(base, POWER) + ("" if base.shape[1] == 1 else "∘") + power
 
     def _print_Apply(self, expr: Any) -> str:
         from ..maths.elementwise import FUNCTIONS
@@ -320,6 +349,12 @@ class TextPrinter(Printer):
     def _print_OneMatrix(self, expr: Any) -> str:
         return "1"
 
+    def product(self, coefficient: Any, factors: list) -> str:
+        """c·1, a constant column, is the number c (as 1 is 1): z + 1e-5."""
+        if len(factors) == 1 and type(factors[0]).__name__ == "OneMatrix" and factors[0] not in self.names:
+            return self.scalar_factor(coefficient)
+        return super().product(coefficient, factors)
+
     def _print_ZeroMatrix(self, expr: Any) -> str:
         return "0"
 
@@ -328,9 +363,6 @@ class TextPrinter(Printer):
 
     def _print_Total(self, expr: Any) -> str:
         return f"Σ({self._print(expr.argument)})"
-
-    def _print_Spread(self, expr: Any) -> str:
-        return self.group(expr.argument, PRODUCT) + "·1"
 
     def _print_Softmax(self, expr: Any) -> str:
         return f"softmax({self._print(expr.argument)})"
