@@ -293,7 +293,6 @@ class LatexPrinter(Printer):
         return r"\begin{bmatrix}" + r" \\ ".join(rows) + r"\end{bmatrix}"
 
 
-
 class TextPrinter(Printer):
     """Matrix expressions as one line of unicode: σ(W·x + b), (Δ ⊙ y ⊙ (1 − y))·xᵀ, Wᵀ·δ."""
 
