@@ -204,3 +204,29 @@ def test_user_functions_in_float32_kernels():
     y = bump(x)
     assert y.dtype == np.float32
     np.testing.assert_allclose(y, USER_FUNCTIONS["bump"][1](x.astype(np.float64)), rtol=1e-6)
+
+
+class SoftsignCell(flux.Model):
+    """h_t = softsign(W x_t + U h_{t−1}), softsign written with applyfunc inside the state update."""
+
+    W = flux.param("h", "n")
+    U = flux.param("h", "h")
+    hidden = flux.state("h")
+
+    def forward(self, x):
+        self.hidden = (self.W * x + self.U * self.hidden).applyfunc(lambda z: z / (1 + sympy.Abs(z)))
+        return self.hidden
+
+
+def test_applyfunc_in_a_recurrent_state_update_is_derived_and_compiled():
+    rng = np.random.default_rng(7)
+    cell = SoftsignCell(W=rng.standard_normal((3, 2)), U=0.5 * rng.standard_normal((3, 3)), dtype=np.float64)
+    xs = rng.standard_normal((2, 4, 2))
+    h, expected = np.zeros((2, 3)), []
+    for t in range(4):
+        z = xs[:, t] @ cell.W.T + h @ cell.U.T
+        h = z / (1 + np.abs(z))
+        expected.append(h)
+    np.testing.assert_allclose(cell(xs), np.stack(expected, axis=1), rtol=1e-12)
+    assert flux.gradcheck(cell, xs) < 1e-6
+

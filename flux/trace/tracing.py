@@ -106,7 +106,7 @@ def trace_forward(model, input_names: list[str] | None = None) -> Trace:
                 f"self.{attribute}: a state is h[t−1] when read and must be given its h[t] by "
                 f"`self.{attribute} = …`"
                 + (f" (in the sub-model {name.rpartition('.')[0]})" if "." in name else ""))
-        record[2] = new
+        record[2] = applied_functions_as_nodes(new) if isinstance(new, sympy.MatrixExpr) else new
     return trace
 
 
