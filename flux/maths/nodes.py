@@ -109,38 +109,39 @@ class Spread(MatrixExpr):
         return prettyForm(*prettyForm(*form.parens()).right("⋅1"))
 
 
-class Softmax(UnaryNode):
+class NamedFunction(UnaryNode):
+    """A node SymPy's own printers show as `name(argument)` (softmax(z), logsumexp(z))."""
+
+    printed_name = ""
+
+    def _sympystr(self, printer) -> str:
+        return f"{self.printed_name}({printer._print(self.argument)})"
+
+    def _latex(self, printer) -> str:
+        return rf"\operatorname{{{self.printed_name}}}\left({printer._print(self.argument)}\right)"
+
+    def _pretty(self, printer):
+        return called(printer, self.printed_name, self.argument)
+
+
+class Softmax(NamedFunction):
     """softmax(z) = e^{z − max z} / 1ᵀe^{z − max z}, computed max-shifted so it never overflows."""
+
+    printed_name = "softmax"
 
     @property
     def shape(self):
         return self.argument.shape
 
-    def _sympystr(self, printer) -> str:
-        return f"softmax({printer._print(self.argument)})"
 
-    def _latex(self, printer) -> str:
-        return rf"\operatorname{{softmax}}\left({printer._print(self.argument)}\right)"
-
-    def _pretty(self, printer):
-        return called(printer, "softmax", self.argument)
-
-
-class LogSumExp(UnaryNode):
+class LogSumExp(NamedFunction):
     """logΣexp(z) = max z + log 1ᵀe^{z − max z}, a (1, 1) matrix, computed max-shifted."""
+
+    printed_name = "logsumexp"
 
     @property
     def shape(self):
         return (sympy.S.One, sympy.S.One)
-
-    def _sympystr(self, printer) -> str:
-        return f"logsumexp({printer._print(self.argument)})"
-
-    def _latex(self, printer) -> str:
-        return rf"\operatorname{{logsumexp}}\left({printer._print(self.argument)}\right)"
-
-    def _pretty(self, printer):
-        return called(printer, "logsumexp", self.argument)
 
 
 class Generated(MatrixSymbol):
