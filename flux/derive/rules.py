@@ -13,12 +13,13 @@ from typing import Callable, Iterable
 
 import sympy
 from sympy import (
-    BlockMatrix, HadamardPower, HadamardProduct, Identity, MatAdd, MatMul, MatrixSymbol, OneMatrix, Transpose,
+    BlockMatrix, HadamardPower, HadamardProduct, Identity, MatAdd, MatMul, MatPow, MatrixSymbol, OneMatrix, Transpose,
     ZeroMatrix,
 )
 from sympy.matrices.expressions.matexpr import MatrixExpr
 from sympy.matrices.expressions.slice import MatrixSlice
 
+from ..maths.broadcast import without_scalar_factors
 from ..maths.elementwise import FUNCTIONS, SCALAR_TO_NAME, Y, Z, register
 from ..maths.graph import matrix_children, topological_order
 from ..maths.nodes import Apply, LogSumExp, Softmax, Spread, Total
@@ -66,6 +67,16 @@ def _hadamard_power(node, Δ):
     base, power = node.args
     local = base if power == 2 else HadamardPower(base, power - 1)
     return [power * HadamardProduct(Δ, local).doit()]
+
+
+@vjp(MatPow)
+def _matrix_power(node, Δ):
+    """y = Aᵖ (p a positive integer)  ⇒  ∂L/∂A = Σₖ (Aᵀ)ᵏ Δ (Aᵀ)^{p−1−k}."""
+    base, power = node.args
+    if not (power.is_Integer and power >= 1):
+        raise TypeError(f"flux differentiates only positive integer powers of a matrix, not {node}")
+    return [MatAdd(*[MatMul(*[base.T] * k, Δ, *[base.T] * (int(power) - 1 - k)).doit()
+                     for k in range(int(power))]).doit()]
 
 
 @vjp(Transpose)
@@ -157,8 +168,8 @@ def backward_expressions(
             raise TypeError(f"flux cannot differentiate {type(node).__name__} nodes (in {node})")
         Δ = functools.reduce(operator.add, adjoints[node])
         for child, gradient in zip(matrix_children(node), rule(node, Δ)):
-            if gradient is not None and depends.get(child, False):
-                adjoints.setdefault(child, []).append(gradient)
+            if gradient is not None and depends.get(child, False):  # W·x·Δᵀ as (Δ·1) ⊙ (W·x): BLAS-ready
+                adjoints.setdefault(child, []).append(without_scalar_factors(gradient))
     return {
         s.name: functools.reduce(operator.add, adjoints[s]) if s in adjoints else ZeroMatrix(*s.shape)
         for s in wrt

@@ -66,6 +66,15 @@ class Statements:
         self.emit(f"{name} = np.sum({a} * {b}, axis=1).reshape((N, 1))")
         return name
 
+    def _statement_MatPow(self, node):
+        base, power = node.args
+        if self.batched(base) or not (power.is_Integer and power >= 1):
+            raise CodegenError(f"only positive integer powers of a parameter matrix are supported: {node}")
+        name = self.temporary()
+        matrix = f"np.ascontiguousarray({self.array(base)})"
+        self.emit(f"{name} = np.linalg.matrix_power({matrix}, {int(power)})  # {describe(node, self.arrays)}")
+        return name
+
     def _statement_Total(self, node):
         argument = node.argument
         self.prepare(argument)

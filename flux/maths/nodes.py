@@ -83,10 +83,13 @@ class Total(UnaryNode):
 
 
 class Spread(MatrixExpr):
-    """s·1: a (1, 1) matrix s repeated into a column of k equal entries."""
+    """s·1: a (1, 1) matrix s repeated into a column of k equal entries (or, with `cols`, a k×c matrix: s times
+    a matrix, which tracing keeps only until a product with a vector makes it s·(W·x))."""
 
-    def __new__(cls, argument: MatrixExpr, rows):
-        return MatrixExpr.__new__(cls, argument, sympy.sympify(rows))
+    def __new__(cls, argument: MatrixExpr, rows, cols=1):
+        cols = sympy.sympify(cols)
+        extra = () if cols == 1 else (cols,)
+        return MatrixExpr.__new__(cls, argument, sympy.sympify(rows), *extra)
 
     @property
     def argument(self) -> MatrixExpr:
@@ -94,7 +97,7 @@ class Spread(MatrixExpr):
 
     @property
     def shape(self):
-        return (self.args[1], sympy.S.One)
+        return (self.args[1], self.args[2] if len(self.args) > 2 else sympy.S.One)
 
     def _sympystr(self, printer) -> str:  # s times a column of ones: s*ones(k, 1)
         return f"{printer.parenthesize(self.argument, PRECEDENCE['Mul'])}*ones({printer._print(self.args[1])}, 1)"

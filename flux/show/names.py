@@ -150,3 +150,15 @@ def walk(expr: Any, names: dict, top: bool = False):
     if (top or expr not in names) and matrix_args(expr):
         for child in matrix_args(expr):
             yield from walk(child, names)
+
+
+def code_safe(text: str) -> str:
+    """Text that can stand on one line of a comment or a docstring: every line break (any that str.splitlines
+    knows) and other whitespace a space, other control characters dropped, a backslash as ∖, a double quote as '."""
+    kept = []
+    for character in text:
+        if character.isspace() or len(f"a{character}b".splitlines()) > 1:
+            kept.append(" ")
+        elif unicodedata.category(character) not in ("Cc", "Cf", "Cs", "Co", "Cn"):
+            kept.append({"\\": "∖", '"': "'"}.get(character, character))
+    return "".join(kept)

@@ -1,27 +1,24 @@
 r"""Printers for flux's maths: LaTeX for notebooks and papers, one line of unicode for terminals and code comments.
 
-The shape of SymPy's printers: one `_print_<Node>` method per node type, found along the node's class hierarchy
-(a subclass node needs no new method), as in the numba printer in `flux/generate/printer.py`. Adding a node means
-one method in each printer. `Printer` holds what both share: dispatch, reading order and parentheses. How a
-quantity is named is decided before printing (`names.py`, `naming.py`); a printer takes a map node → Name.
+The shape of SymPy's printers: one `_print_<Node>` method per node type, found along the node's class hierarchy,
+as in the numba printer (`flux/generate/printer.py`); adding a node means one method in each printer. `Printer`
+holds what both share: dispatch, reading order and parentheses. Names are decided before printing (`names.py`,
+`naming.py`); a printer takes a map node → Name.
 
 Reading order. Sums put terms of inputs (and sub-models' values) first, then of states, then other products,
 then bare parameters and constants, and subtractions last (W_{xh} x_t + W_{hh} h_{t−1} + b_h, 1 − y); ⊙
 products put the upstream factor first and parenthesised sums last (Δ ⊙ y ⊙ (1 − y)), and named values in
 the order of their equations (i_t ⊙ g_t). HadamardPower of a column vector prints as an ordinary power
-(1 − y²: a vector has no other square); of a matrix as W^{∘2}.
-
+(1 − y²: a vector has no other square); of a matrix as W^{∘2}; a matrix power as W².
 Broadcasts, coefficients and numbers read as a textbook writes them (−Δ·t, (2/n)·Δ·(ŷ − t), 1e-5): `scalars.py`.
-Generated code quotes `expression_text`, which never breaks a comment or a docstring line.
-
-SymPy is imported inside functions only, so `import flux` stays free of it.
+Generated code quotes `expression_text`, which never breaks a comment or a docstring line. SymPy is imported
+inside functions only, so `import flux` stays free of it.
 """
 from __future__ import annotations
 
-import unicodedata
 from typing import Any
 
-from .names import SUPERSCRIPTS, Name, dimension_latex, is_leaf, leaf_name, matrix_args, script, walk
+from .names import SUPERSCRIPTS, Name, code_safe, dimension_latex, is_leaf, leaf_name, matrix_args, script, walk
 from .scalars import Scaled, is_negative_number, is_number, is_scalar, scalar_latex, scalar_text, scaled
 
 ADD, HADAMARD, PRODUCT, POWER, ATOM = range(5)  # how tightly a node binds
@@ -74,7 +71,7 @@ class Printer:
         if kind == "MatAdd" or kind == "MatMul" and expr.as_coeff_matrices()[0].is_negative:
             return ADD
         return {"HadamardProduct": HADAMARD, "MatMul": PRODUCT, "Spread": PRODUCT, "Total": PRODUCT,
-                "Transpose": POWER, "HadamardPower": POWER}.get(kind, ATOM)
+                "Transpose": POWER, "HadamardPower": POWER, "MatPow": POWER}.get(kind, ATOM)
 
     def leaf_kinds(self, expr: Any) -> set:
         kinds = set()
@@ -251,8 +248,11 @@ class LatexPrinter(Printer):
 
     def _print_HadamardPower(self, expr: Any) -> str:
         base, exponent = expr.args
-        power = self.scalar(exponent) if base.shape[1] == 1 else rf"\circ {self.scalar(exponent)}"
+        elementwise = base.shape[1] != 1 and type(expr).__name__ == "HadamardPower"  # W^{∘2}, not the matrix W²
+        power = rf"\circ {self.scalar(exponent)}" if elementwise else self.scalar(exponent)
         return self.superscripted(base, power, joins_name=False)
+
+    _print_MatPow = _print_HadamardPower
 
     def _print_Apply(self, expr: Any) -> str:
         from ..maths.elementwise import FUNCTIONS
@@ -336,7 +336,9 @@ class TextPrinter(Printer):
         base, exponent = expr.args
         text = scalar_text(exponent)
         power = text.translate(SUPERSCRIPTS) if text.lstrip("-").isdigit() else f"^({text.replace('-', '−')})"
-        return self.group(base, POWER) + ("" if base.shape[1] == 1 else "∘") + power
+        return self.group(base, POWER) + ("∘" if base.shape[1] != 1 and type(expr).__name__ == "HadamardPower" else "") + power
+
+    _print_MatPow = _print_HadamardPower
 
     def _print_Apply(self, expr: Any) -> str:
         from ..maths.elementwise import FUNCTIONS
@@ -387,14 +389,3 @@ def expression_text(expr: Any, names: dict | None = None) -> str:
     double quotes (whatever a symbol's name holds)."""
     return code_safe(TextPrinter(names).doprint(expr))
 
-
-def code_safe(text: str) -> str:
-    """Text that can stand on one line of a comment or a docstring: every line break (any that str.splitlines
-    knows) and other whitespace a space, other control characters dropped, a backslash as ∖, a double quote as '."""
-    kept = []
-    for character in text:
-        if character.isspace() or len(f"a{character}b".splitlines()) > 1:
-            kept.append(" ")
-        elif unicodedata.category(character) not in ("Cc", "Cf", "Cs", "Co", "Cn"):
-            kept.append({"\\": "∖", '"': "'"}.get(character, character))
-    return "".join(kept)

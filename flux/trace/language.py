@@ -86,12 +86,25 @@ def state(*dims: str | int, learnable: bool = False) -> State:
 
 
 def hadamard(a, b):
-    """The elementwise (Hadamard) product a ⊙ b, on symbols or arrays."""
+    """The elementwise (Hadamard) product a ⊙ b, on symbols or arrays; a number or a per-sample scalar (1×1)
+    broadcasts against a vector."""
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         return np.multiply(a, b)
-    from sympy import HadamardProduct
+    from ..maths.broadcast import hadamard
 
-    return HadamardProduct(a, b)
+    return hadamard(a, b)
+
+
+def hadamard_power(x, p):
+    """x^{∘p}: every entry to the power p (a number), on symbols or arrays; `x ** p` on a vector is the same."""
+    if isinstance(x, np.ndarray):
+        return np.power(x, p)
+    from ..maths.broadcast import BroadcastError, elementwise_power
+
+    try:
+        return elementwise_power(x, p)
+    except BroadcastError as error:
+        raise DefinitionError(str(error)) from None
 
 
 def concat(*parts):
@@ -110,6 +123,28 @@ def total(x):
     from ..maths.nodes import Total
 
     return Total(x)
+
+
+def mean(x):
+    """(1/n)·Σᵢ xᵢ per sample, for x ∈ ℝⁿ: a (1, 1) matrix (a per-sample scalar)."""
+    if isinstance(x, np.ndarray):
+        return x.mean(axis=-1, keepdims=True)
+    from sympy import MatMul, S
+
+    from ..maths.nodes import Total
+
+    return MatMul(S.One / x.shape[0], Total(x)).doit()
+
+
+def norm(x):
+    """‖x‖ = √(Σᵢ xᵢ²) per sample: a (1, 1) matrix (a per-sample scalar)."""
+    if isinstance(x, np.ndarray):
+        return np.sqrt((x * x).sum(axis=-1, keepdims=True))
+    from sympy import HadamardPower
+
+    from ..maths.nodes import Apply, Total
+
+    return Apply("sqrt", Total(HadamardPower(x, 2)))
 
 
 def is_symbolic(value: Any) -> bool:

@@ -33,6 +33,8 @@ class DimensionClasses:
         a, b = self.find(a), self.find(b)
         if a == b:
             return
+        if {a, b} & {sympy.S.One} and (a.is_Symbol or b.is_Symbol):
+            self.pinned(a if a.is_Symbol else b, where, what)
         if isinstance(a, sympy.Symbol) and isinstance(b, sympy.Symbol):
             if a in self.rigid and b in self.rigid:
                 self.mismatch(a, b, where, what)
@@ -50,6 +52,13 @@ class DimensionClasses:
         raise DefinitionError(
             f"{self.model_name}: shape mismatch in `{sympy.sstr(where)}`: {what} ({a} vs {b}); "
             "declared dimensions with different names may differ, so they cannot be combined here"
+        )
+
+    def pinned(self, dim, where, what) -> None:
+        raise DefinitionError(
+            f"{self.model_name}: `{sympy.sstr(where)}` would fix the size {dim} to 1 ({what}); the maths never "
+            "fixes a size: a per-sample scalar is a 1×1 expression (flux.total, flux.mean, flux.norm, xᵀy) and "
+            "broadcasts against vectors by itself (for an elementwise product use flux.hadamard)"
         )
 
     def representatives(self, dims) -> dict:

@@ -86,7 +86,7 @@ def trace_forward(model, input_names: list[str] | None = None) -> Trace:
         except Exception as error:
             raise DefinitionError(f"{cls.__name__}.forward cannot be traced: {type(error).__name__}: {error}") from error
     outputs = list(result) if isinstance(result, (tuple, list)) else [result]
-    outputs = [applied_functions_as_nodes(o) if isinstance(o, sympy.MatrixExpr) else o for o in outputs]
+    outputs = [as_nodes(o) for o in outputs]
     for out in outputs:
         if not isinstance(out, sympy.MatrixExpr):
             raise DefinitionError(
@@ -106,8 +106,20 @@ def trace_forward(model, input_names: list[str] | None = None) -> Trace:
                 f"self.{attribute}: a state is h[t−1] when read and must be given its h[t] by "
                 f"`self.{attribute} = …`"
                 + (f" (in the sub-model {name.rpartition('.')[0]})" if "." in name else ""))
-        record[2] = applied_functions_as_nodes(new) if isinstance(new, sympy.MatrixExpr) else new
+        record[2] = as_nodes(new)
     return trace
+
+
+def as_nodes(expr):
+    """A traced expression in flux's nodes: `x.applyfunc(f)` as an elementwise node, SymPy's MatPow and Inverse of
+    vectors (from sympy.sqrt(xᵀx), 1/s) as elementwise powers."""
+    import sympy
+
+    from ..maths.broadcast import normal_form, without_scalar_factors
+
+    if not isinstance(expr, sympy.MatrixExpr):
+        return expr
+    return without_scalar_factors(normal_form(applied_functions_as_nodes(expr)))
 
 
 def attribute_snapshots(view, path: str) -> list:
@@ -154,8 +166,11 @@ def locate(view, dotted: str):
 
 @contextmanager
 def refusing_truth_tests(model_name: str):
-    """While tracing, `if` on a symbolic value raises instead of silently taking one branch."""
+    """While tracing, `if` on a symbolic value raises instead of silently taking one branch, and + − × ÷ ** broadcast
+    numbers and per-sample scalars (flux.trace.operators)."""
     from sympy.matrices.expressions.matexpr import MatrixExpr
+
+    from .operators import broadcasting_operators
 
     def refuse(self):
         raise DefinitionError(
@@ -164,7 +179,7 @@ def refusing_truth_tests(model_name: str):
             "hadamard products instead"
         )
 
-    with _tracing:
+    with _tracing, broadcasting_operators():
         MatrixExpr.__bool__ = refuse
         try:
             yield
