@@ -3,8 +3,7 @@ from .checks import GradientCheckError, gradcheck
 from .show.layout import latex
 from .io import load, load_optimiser, register, save
 from .layers.activations import (
-    Elementwise, abs, elementwise, elu, erf, exp, gelu, leakyrelu, log, relu, sigmoid, silu, softmax, softplus, softsign,
-    sqrt, square, swish, tanh, σ,
+    Elementwise, abs, elementwise, exp, log, relu, sigmoid, softmax, softplus, sqrt, square, tanh, σ,
 )
 from .layers.basic import Chain, Concat, Dense, Parallel, split
 from .layers.recurrent import GRU, LSTM, Recurrent
@@ -32,3 +31,14 @@ __all__ = [
     "Optimiser", "SGD", "Momentum", "Nesterov", "RMSProp", "Adam",
     "compile_step", "TrainStep", "train", "History", "EarlyStopping", "save", "load", "load_optimiser", "register",
 ]
+
+
+def __getattr__(name: str):
+    """flux.erf, flux.gelu, …: every function of flux's table of elementwise functions (flux.maths.elementwise),
+    made on first use (reading the table imports SymPy, which `import flux` does not)."""
+    from .layers.activations import function_named
+
+    function = None if name.startswith("__") else function_named(name)
+    if function is None:
+        raise AttributeError(f"module 'flux' has no attribute {name!r}")
+    return function

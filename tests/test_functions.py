@@ -230,3 +230,32 @@ def test_applyfunc_in_a_recurrent_state_update_is_derived_and_compiled():
     np.testing.assert_allclose(cell(xs), np.stack(expected, axis=1), rtol=1e-12)
     assert flux.gradcheck(cell, xs) < 1e-6
 
+
+
+def test_a_new_built_in_is_one_table_entry(monkeypatch):
+    """Adding an entry to flux.maths.elementwise.BUILT_IN (here `mish`, patched in) is all it takes: flux.mish,
+    Dense(…, "mish"), its derivative, code and LaTeX follow."""
+    import flux.layers.activations as activations
+    from flux.maths import elementwise
+
+    entry = elementwise.ElementwiseFunction(
+        "mish", lambda z: z * sympy.tanh(elementwise.softplus(z)), elementwise.operator_name("mish"),
+        doc="mish(z) = z·tanh(softplus(z)).")
+    monkeypatch.setitem(elementwise.FUNCTIONS, "mish", entry)
+    monkeypatch.setattr(activations, "_from_table", {})
+    reference = X * np.tanh(np.log1p(np.exp(X)))
+    np.testing.assert_allclose(flux.mish(X), reference, rtol=1e-12)
+    assert flux.mish.__doc__.startswith("mish(z)")
+    dense = Dense(3, 2, "mish", dtype=np.float64)
+    assert flux.gradcheck(dense, X) < 1e-6
+    assert r"\operatorname{mish}" in flux.latex(dense.derivation)
+
+
+def test_every_table_function_is_an_attribute_and_an_activation_name():
+    for name in ("erf", "gelu", "silu", "swish", "elu", "leakyrelu", "softsign"):
+        assert isinstance(getattr(flux, name), flux.Elementwise)
+        assert Dense(2, 2, name).activation is getattr(flux, name)
+    with pytest.raises(AttributeError):
+        flux.no_such_function
+    with pytest.raises(ValueError, match="'gelu'"):
+        Dense(2, 2, "no_such_function")

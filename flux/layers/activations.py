@@ -88,19 +88,39 @@ log = Elementwise("log")
 sqrt = Elementwise("sqrt")
 abs = Elementwise("abs")
 square = Elementwise("square")
-erf = Elementwise("erf", doc="erf(z) = (2/√π) ∫₀ᶻ e^{−t²} dt, the error function.")
-gelu = Elementwise("gelu", doc="gelu(z) = z·(1 + erf(z/√2))/2 = z·Φ(z), exact (not the tanh approximation).")
-silu = swish = Elementwise("silu", doc="silu(z) = swish(z) = z·σ(z).")
-elu = Elementwise("elu", doc="elu(z) = e^z − 1 for z < 0, z otherwise (α = 1).")
-leakyrelu = Elementwise("leakyrelu", doc="leakyrelu(z) = z/100 for z < 0, z otherwise (slope 0.01).")
-softsign = Elementwise("softsign", doc="softsign(z) = z/(1 + |z|).")
 
-# Activations by name, as Keras takes them (Dense(4, 3, "relu")); both spellings of σ.
+# Activations by name, as Keras takes them (Dense(4, 3, "relu")); both spellings of σ. Every other entry of
+# flux's table of elementwise functions (erf, gelu, silu, elu, leakyrelu, softsign, …) is found by `function_named`.
 BY_NAME: dict[str, Elementwise] = {
     "sigmoid": σ, "σ": σ, "tanh": tanh, "relu": relu, "softplus": softplus, "softmax": softmax, "exp": exp,
-    "log": log, "sqrt": sqrt, "abs": abs, "square": square, "erf": erf, "gelu": gelu, "silu": silu, "swish": swish,
-    "elu": elu, "leakyrelu": leakyrelu, "softsign": softsign,
+    "log": log, "sqrt": sqrt, "abs": abs, "square": square,
 }
+ALIASES = {"swish": "silu"}
+_from_table: dict[str, Elementwise] = {}
+
+
+def function_named(name: str) -> Elementwise | None:
+    """flux's elementwise function called `name` (flux.gelu, Dense(…, "gelu")), or None: the ones above, else an
+    entry of flux.maths.elementwise's table, read on demand (it needs SymPy), so a new built-in is one table entry."""
+    if name in BY_NAME or name in _from_table:
+        return BY_NAME.get(name) or _from_table[name]
+    if not name.isidentifier() or name.startswith("_"):
+        return None
+    from ..maths.elementwise import FUNCTIONS
+
+    entry = FUNCTIONS.get(ALIASES.get(name, name))
+    if entry is None:
+        return None
+    _from_table[name] = Elementwise(entry.name, doc=entry.doc or None)
+    return _from_table[name]
+
+
+def function_names() -> list[str]:
+    """Every name `function_named` knows."""
+    from ..maths.elementwise import FUNCTIONS
+
+    return list(BY_NAME) + [n for n in [*FUNCTIONS, *ALIASES] if n not in BY_NAME and n.isidentifier()]
+
 
 # NumPy/math/SciPy function names → flux's function with the same maths, for the error that suggests it.
 NUMPY_EQUIVALENTS: dict[str, str] = {"absolute": "abs", "fabs": "abs", "expit": "sigmoid"}

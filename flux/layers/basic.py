@@ -164,15 +164,16 @@ def as_activation(activation: Any, layer: str) -> Any:
 
     if activation is None or isinstance(activation, Model):
         return activation
-    known = activations.BY_NAME
     if isinstance(activation, str):
-        if activation not in known:
+        function = activations.function_named(activation)
+        if function is None:
             raise ValueError(f"{layer}: unknown activation {activation!r}; flux's functions are "
-                             f"{', '.join(repr(name) for name in known)} (or pass None for none)")
-        return known[activation]
+                             f"{', '.join(map(repr, activations.function_names()))} (or pass None for none)")
+        return function
     if isinstance(activation, np.ufunc) or getattr(activation, "__module__", None) in ("math", "numpy", "cmath"):
         name = getattr(activation, "__name__", repr(activation))
         flux_name = activations.NUMPY_EQUIVALENTS.get(name, name)
+        known = activations.function_names()
         advice = (f"use flux.{flux_name}" if flux_name in known else
                   f"use one of flux's functions ({', '.join(known)}) or write it with them")
         raise TypeError(f"{layer}: the activation {name} is a NumPy/math function, which computes on numbers and "

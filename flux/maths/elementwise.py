@@ -1,6 +1,7 @@
 """The elementwise functions flux knows: one entry each, with its maths, its code and its LaTeX.
 
-Adding a function means adding one `ElementwiseFunction` to `FUNCTIONS`. Its derivative is never written by hand:
+Adding a function means adding one `ElementwiseFunction` to `BUILT_IN`: it is then `flux.<name>` and
+`Dense(…, "<name>")` too (flux.layers.activations reads this table on demand). Its derivative is never written by hand:
 it is SymPy's scalar derivative of `scalar`, rewritten through the forward output y = f(z) wherever f(z)
 appears (σ′ = y(1 − y), tanh′ = 1 − y²), so the backward pass reuses what forward computed and never
 overflows (σ′ written as e^{−z}/(1 + e^{−z})² is NaN at z = −800).
@@ -75,6 +76,7 @@ class ElementwiseFunction:
     latex: str  # the function's LaTeX name, or a template in {z} when it is not written f(z)
     code: str = ""  # numba code of f({z}); `real` is the kernel's float type, fast_* come from flux.fastmath
     text: str = ""  # a unicode template in {z} ({z_atom}: parenthesised unless atomic) when it is not name(z)
+    doc: str = ""  # the equation `help(flux.<name>)` shows
 
     @cached_property
     def derivative(self) -> sympy.Expr:
@@ -121,14 +123,18 @@ BUILT_IN: list[ElementwiseFunction] = [
         "(real(0) if {z} <= real(3.720075976020836e-44) else real(1) / np.maximum({z}, real(np.finfo(real).tiny)))",
         "([{z} > e⁻¹⁰⁰]/{z_atom})",
     ),
-    # written as a user writes them (flux.elementwise); code, derivative and display follow from the maths
-    ElementwiseFunction("erf", sympy.erf, operator_name("erf")),
-    ElementwiseFunction("gelu", lambda z: z * (1 + sympy.erf(z / sympy.sqrt(2))) / 2, operator_name("gelu")),
-    ElementwiseFunction("silu", lambda z: z * sigmoid(z), operator_name("silu")),
-    ElementwiseFunction("elu", lambda z: sympy.Piecewise((sympy.exp(z) - 1, z < 0), (z, True)), operator_name("elu")),
+    # written as a user writes them (flux.elementwise); code, derivative, display and `flux.<name>` follow from this
+    ElementwiseFunction("erf", sympy.erf, operator_name("erf"),
+                        doc="erf(z) = (2/√π) ∫₀ᶻ e^{−t²} dt, the error function."),
+    ElementwiseFunction("gelu", lambda z: z * (1 + sympy.erf(z / sympy.sqrt(2))) / 2, operator_name("gelu"),
+                        doc="gelu(z) = z·(1 + erf(z/√2))/2 = z·Φ(z), exact (not the tanh approximation)."),
+    ElementwiseFunction("silu", lambda z: z * sigmoid(z), operator_name("silu"), doc="silu(z) = swish(z) = z·σ(z)."),
+    ElementwiseFunction("elu", lambda z: sympy.Piecewise((sympy.exp(z) - 1, z < 0), (z, True)), operator_name("elu"),
+                        doc="elu(z) = e^z − 1 for z < 0, z otherwise (α = 1)."),
     ElementwiseFunction("leakyrelu", lambda z: sympy.Piecewise((z / 100, z < 0), (z, True)),
-                        operator_name("leakyrelu")),
-    ElementwiseFunction("softsign", lambda z: z / (1 + sympy.Abs(z)), operator_name("softsign")),
+                        operator_name("leakyrelu"), doc="leakyrelu(z) = z/100 for z < 0, z otherwise (slope 0.01)."),
+    ElementwiseFunction("softsign", lambda z: z / (1 + sympy.Abs(z)), operator_name("softsign"),
+                        doc="softsign(z) = z/(1 + |z|)."),
 ]
 
 # key → function. Built-ins are keyed by their name; a user's function by its name and a hash of its definition
