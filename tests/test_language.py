@@ -173,3 +173,22 @@ def test_language_latex_typesets_in_katex(models, katex_node_path):
                             env={**os.environ, "NODE_PATH": katex_node_path})
     failures = [(block, error) for block, error in zip(blocks, json.loads(result.stdout)) if error]
     assert not failures, failures
+
+
+def test_broadcasts_inside_a_recurrent_cell_gradcheck():
+    class Cell(flux.Model):
+        Wz = flux.param("h", "x")
+        Uz = flux.param("h", "h")
+        Wh = flux.param("h", "x")
+        h = flux.state("h")
+
+        def forward(self, x):
+            z = flux.σ(self.Wz * x + self.Uz * self.h)
+            candidate = flux.tanh(self.Wh * x) / (1 + flux.norm(self.h))
+            self.h = hadamard(1 - z, self.h) + hadamard(z, candidate) - 0.1 * flux.mean(self.h)
+            return self.h
+
+    rng = np.random.default_rng(3)
+    cell = Cell(Wz=rng.normal(size=(4, 3)) / 2, Uz=rng.normal(size=(4, 4)) / 2, Wh=rng.normal(size=(4, 3)) / 2,
+                dtype=np.float64)
+    assert flux.gradcheck(cell, rng.normal(size=(2, 5, 3)), initial={"h": rng.normal(size=(2, 4))}) < 1e-6
