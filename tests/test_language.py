@@ -141,6 +141,17 @@ def test_a_per_sample_scalar_against_a_matrix_is_a_definition_error():
         Spread.derivation
 
 
+def test_a_per_sample_scalar_times_a_matrix_must_meet_a_vector():
+    class Scaled(flux.Model):
+        W = flux.param("n", "n")
+
+        def forward(self, x):
+            return self.W * x + flux.norm(x) * self.W
+
+    with pytest.raises(flux.DefinitionError, match="matrix per sample"):
+        Scaled.derivation
+
+
 def test_matrix_inverse_and_roots_are_refused_with_the_elementwise_alternative():
     class Inverse(flux.Model):
         W = flux.param("n", "n")

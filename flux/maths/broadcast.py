@@ -199,3 +199,11 @@ def attach(scalar: MatrixExpr, factors: list) -> MatrixExpr:
             return MatMul(*factors).doit() if len(factors) > 1 else factors[0]
     raise BroadcastError(f"a per-sample scalar {scalar} times the matrix {MatMul(*factors)} would make a matrix "
                          "per sample")
+
+
+def refuse_matrices_per_sample(expr) -> None:
+    """A per-sample scalar times a matrix (s·W) must meet a vector (s·W·x) before it is a result."""
+    for node in sympy.preorder_traversal(expr):
+        if isinstance(node, Spread) and node.shape[1] != 1:
+            raise BroadcastError(f"the per-sample scalar {node.argument} times a matrix is a matrix per sample; "
+                                 f"multiply it by a vector (s·W·x) before it leaves forward")

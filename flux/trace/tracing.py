@@ -115,11 +115,16 @@ def as_nodes(expr):
     vectors (from sympy.sqrt(xᵀx), 1/s) as elementwise powers."""
     import sympy
 
-    from ..maths.broadcast import normal_form, without_scalar_factors
+    from ..maths.broadcast import BroadcastError, normal_form, refuse_matrices_per_sample, without_scalar_factors
 
     if not isinstance(expr, sympy.MatrixExpr):
         return expr
-    return without_scalar_factors(normal_form(applied_functions_as_nodes(expr)))
+    expr = without_scalar_factors(normal_form(applied_functions_as_nodes(expr)))
+    try:
+        refuse_matrices_per_sample(expr)
+    except BroadcastError as error:
+        raise DefinitionError(str(error)) from None
+    return expr
 
 
 def attribute_snapshots(view, path: str) -> list:
