@@ -123,11 +123,12 @@ def train(model, loss, data: tuple[np.ndarray, np.ndarray], optimiser, *, epochs
 def default_step(model, loss, optimiser) -> Step:
     """The fused compiled step (`flux.compile_step`) for a flux loss on a feed-forward model; otherwise the
     step made of separate forward, back and update calls (`make_step`)."""
+    from .layers.dropout import draws_masks
     from .losses import Loss
     from .step import compile_step, walk_submodels
 
     recurrent = bool(type(model).declared_states()) or any(sub.declared_states() for sub in walk_submodels(model))
-    if isinstance(loss, Loss) and not recurrent:
+    if isinstance(loss, Loss) and not recurrent and not draws_masks(model):  # a mask per call: no fused step yet
         return compile_step(model, loss, optimiser)
     return make_step(model, loss, optimiser)
 
