@@ -183,6 +183,17 @@ def test_dropout_draws_a_new_mask_per_call_and_a_seed_repeats_them():
     assert set(np.unique(a)) == {0.0, 2.0}
 
 
+def test_a_saved_dropout_goes_on_drawing_the_same_masks(tmp_path):
+    drop = Dropout(0.5, rng=np.random.default_rng(8))
+    drop(X)
+    flux.save(flux.Chain(drop), tmp_path / "dropout.npz")
+    loaded = flux.load(tmp_path / "dropout.npz")[0]
+    np.testing.assert_array_equal(loaded(X), drop(X))
+    loaded._rng_state = dict(loaded._rng_state, bit_generator="seed")  # a file naming something else is refused
+    with pytest.raises(ValueError, match="unknown random bit generator 'seed'"):
+        loaded(X)
+
+
 def test_dropout_is_the_identity_in_evaluation_and_with_p_zero():
     drop = Dropout(0.5, rng=0).eval()
     assert drop.training is False

@@ -25,6 +25,10 @@ from ..trace.language import DefinitionError, hadamard, is_symbolic
 from .arguments import check_probability
 
 
+# NumPy's bit generators, by the name their state carries.
+BIT_GENERATORS = ("PCG64", "PCG64DXSM", "Philox", "SFC64", "MT19937")
+
+
 class IdentityTape:
     """What an evaluation-mode call leaves for `back`: nothing but the fact that there was one."""
 
@@ -37,14 +41,16 @@ class Dropout(Model):
         y = x                  in evaluation mode (`eval()`).
 
     The mask m is the second input of the maths (`forward(x, m)`), so ∂L/∂x = m ⊙ Δ / (1 − p) uses the very mask
-    the forward pass drew. `rng` (a seed or a numpy Generator) makes the masks reproducible.
+    the forward pass drew. `rng` (a seed, or a numpy Generator whose state is copied) makes the masks reproducible;
+the state is kept as plain data, so `flux.save` keeps it and a loaded model goes on drawing the same masks.
     """
 
     def __init__(self, p: float = 0.5, *, rng: Any = None):
         check_probability("Dropout", p)
         super().__init__()
         self.p = float(p)
-        self.generator = np.random.default_rng(rng)
+        # the generator's state as plain data, so that flux.save keeps it and a loaded model draws the same masks
+        self._rng_state = np.random.default_rng(rng).bit_generator.state
         self._mask_given = False
 
     def forward(self, x, m):
@@ -82,7 +88,14 @@ class Dropout(Model):
     def mask_like(self, x: Any) -> np.ndarray:
         """A mask of x's shape: 1 with probability 1 − p, else 0, in x's floating-point precision."""
         x = as_float_array("Dropout", "input", "x", x, self.dtype)
-        return (self.generator.random(x.shape) >= self.p).astype(x.dtype)
+        name = self._rng_state.get("bit_generator")
+        if name not in BIT_GENERATORS:  # the state may come from a file: never call what it names
+            raise ValueError(f"Dropout: unknown random bit generator {name!r}; flux knows {', '.join(BIT_GENERATORS)}")
+        bits = getattr(np.random, name)()
+        bits.state = self._rng_state
+        mask = (np.random.Generator(bits).random(x.shape) >= self.p).astype(x.dtype)
+        self._rng_state = bits.state
+        return mask
 
 
 def draws_masks(model: Any) -> bool:
