@@ -166,7 +166,15 @@ def make_step(model, loss, optimiser) -> Step:
 
 def evaluate(model, loss, data: tuple[np.ndarray, np.ndarray], *, batch_size: int = 256,
              metrics: Sequence[str | Callable] | dict | None = None, include_loss: bool = True) -> dict[str, float]:
-    """The mean loss (and metrics) of `model` over `data`, in batches; the model's parameters are not changed."""
+    """The mean loss (and metrics) of `model` over `data`, in batches; the model's parameters are not changed.
+    A model in training mode with a Dropout inside is evaluated in evaluation mode (nothing dropped), as Keras does."""
+    from .layers.dropout import draws_masks
+
+    if draws_masks(model):
+        try:
+            return evaluate(model.eval(), loss, data, batch_size=batch_size, metrics=metrics, include_loss=include_loss)
+        finally:
+            model.train()
     X, Y = _training_arrays(data, "data")
     functions = metrics if isinstance(metrics, dict) else _metric_functions(metrics)
     if include_loss:

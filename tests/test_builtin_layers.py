@@ -246,7 +246,7 @@ def test_a_chain_with_dropout_runs_its_layers_in_turn_while_training_and_fuses_i
 
 def test_flux_train_trains_a_chain_with_dropout_step_by_step():
     from flux.step import TrainStep
-    from flux.train import default_step
+    from flux.train import default_step, evaluate
 
     rng = np.random.default_rng(0)
     inputs = rng.normal(size=(64, K))
@@ -257,7 +257,10 @@ def test_flux_train_trains_a_chain_with_dropout_step_by_step():
     history = flux.train(chain.train(), flux.mse, (inputs, targets), flux.Adam(1e-2), epochs=10, rng=0,
                          progress=False)
     assert len(history["loss"]) == 10
-    assert flux.mse(chain.eval()(inputs), targets) < before / 2
+    assert chain.training and chain[1].training  # still training: flux.train evaluates in evaluation mode, then back
+    np.testing.assert_allclose(evaluate(chain, flux.mse, (inputs, targets))["loss"],
+                               flux.mse(chain.eval()(inputs), targets), rtol=1e-6)
+    assert flux.mse(chain(inputs), targets) < before / 2
 
 
 def test_dropout_in_training_mode_inside_another_fused_model_is_a_definition_error():
