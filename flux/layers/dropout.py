@@ -42,7 +42,7 @@ class Dropout(Model):
 
     The mask m is the second input of the maths (`forward(x, m)`), so ∂L/∂x = m ⊙ Δ / (1 − p) uses the very mask
     the forward pass drew. `rng` (a seed, or a numpy Generator whose state is copied) makes the masks reproducible;
-the state is kept as plain data, so `flux.save` keeps it and a loaded model goes on drawing the same masks.
+    the state is kept as plain data, so `flux.save` keeps it and a loaded model goes on drawing the same masks.
     """
 
     def __init__(self, p: float = 0.5, *, rng: Any = None):
