@@ -6,6 +6,9 @@ from .layers.activations import (
     Elementwise, abs, elementwise, exp, log, relu, sigmoid, softmax, softplus, sqrt, square, tanh, σ,
 )
 from .layers.basic import Chain, Concat, Dense, Parallel, split
+from .layers.dropout import Dropout
+from .layers.gates import GLU, Bilinear, Highway, SkipConnection
+from .layers.normalisation import LayerNorm, RMSNorm
 from .layers.recurrent import GRU, LSTM, Recurrent
 from .losses import (
     Loss, binarycrossentropy, crossentropy, logitbinarycrossentropy, logitcrossentropy, loss_and_grad, mse, onehot,
@@ -25,6 +28,7 @@ __all__ = [
     "σ", "sigmoid", "tanh", "relu", "softplus", "exp", "log", "sqrt", "square", "Elementwise",
     "elementwise", "erf", "gelu", "silu", "swish", "elu", "leakyrelu", "softsign",
     "softmax", "Dense", "Chain", "Parallel", "Concat", "split", "Recurrent", "LSTM", "GRU",
+    "LayerNorm", "RMSNorm", "Highway", "GLU", "Bilinear", "SkipConnection", "Dropout",
     "Loss", "mse", "crossentropy", "logitcrossentropy", "binarycrossentropy", "logitbinarycrossentropy",
     "loss_and_grad", "onehot",
     "gradcheck", "GradientCheckError", "DefinitionError",

@@ -172,6 +172,20 @@ class Model(metaclass=ModelClass):
         """Tracing hook: replace sub-models by their symbolic views."""
         self.__dict__.update(views)
 
+    training = True  # train()/eval(): flux.Dropout draws its masks only while training
+
+    def train(self, mode: bool = True) -> "Model":
+        """Training mode (`eval()` leaves it) for this model and its sub-models; returns the model, as PyTorch's."""
+        object.__setattr__(self, "training", bool(mode))
+        configuration_changed()  # a fused parent's maths depends on its sub-models' modes: trace it again
+        for _, model in self.named_submodels():
+            model.train(mode)
+        return self
+
+    def eval(self) -> "Model":
+        """Evaluation mode for this model and its sub-models: flux.Dropout is the identity."""
+        return self.train(False)
+
     def forward(self, *inputs):
         raise NotImplementedError(f"{type(self).__name__} must define forward(self, x)")
 

@@ -123,11 +123,12 @@ def train(model, loss, data: tuple[np.ndarray, np.ndarray], optimiser, *, epochs
 def default_step(model, loss, optimiser) -> Step:
     """The fused compiled step (`flux.compile_step`) for a flux loss on a feed-forward model; otherwise the
     step made of separate forward, back and update calls (`make_step`)."""
+    from .layers.dropout import draws_masks
     from .losses import Loss
     from .step import compile_step, walk_submodels
 
     recurrent = bool(type(model).declared_states()) or any(sub.declared_states() for sub in walk_submodels(model))
-    if isinstance(loss, Loss) and not recurrent:
+    if isinstance(loss, Loss) and not recurrent and not draws_masks(model):  # a mask per call: no fused step yet
         return compile_step(model, loss, optimiser)
     return make_step(model, loss, optimiser)
 
@@ -165,7 +166,15 @@ def make_step(model, loss, optimiser) -> Step:
 
 def evaluate(model, loss, data: tuple[np.ndarray, np.ndarray], *, batch_size: int = 256,
              metrics: Sequence[str | Callable] | dict | None = None, include_loss: bool = True) -> dict[str, float]:
-    """The mean loss (and metrics) of `model` over `data`, in batches; the model's parameters are not changed."""
+    """The mean loss (and metrics) of `model` over `data`, in batches; the model's parameters are not changed.
+    A model in training mode with a Dropout inside is evaluated in evaluation mode (nothing dropped), as Keras does."""
+    from .layers.dropout import draws_masks
+
+    if draws_masks(model):
+        try:
+            return evaluate(model.eval(), loss, data, batch_size=batch_size, metrics=metrics, include_loss=include_loss)
+        finally:
+            model.train()
     X, Y = _training_arrays(data, "data")
     functions = metrics if isinstance(metrics, dict) else _metric_functions(metrics)
     if include_loss:

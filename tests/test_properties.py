@@ -1,9 +1,11 @@
 """Derived gradients proven on models nobody wrote by hand.
 
 Hypothesis draws a random layer definition from flux's whole vocabulary — matrix products (also written through
-transposes, (x̃ᵀ Wᵀ)ᵀ), sums, differences, Hadamard products and powers, scalar multiples, every elementwise function,
-slices and concatenation, sub-models in slots, flux.Chain, recurrent cells with one or two states and shared
-weights — builds the class with `type(...)`, picks random sizes (1 included), batch sizes (1 included) and float64
+transposes, (x̃ᵀ Wᵀ)ᵀ), sums, differences, Hadamard products and powers (also `v ** p`), scalar multiples, numbers
+broadcast against vectors (1 − v, v + ε), elementwise division (a / b, c / b), per-sample scalars scaling and dividing
+vectors (Σ, mean, ‖·‖, xᵀy through tanh, an RMS norm), every elementwise function and users' own (`flux.elementwise`
+with Piecewise, erf, Max, atan), slices and concatenation, sub-models in slots, flux.Chain, recurrent cells with one
+or two states and shared weights — builds the class with `type(...)`, picks random sizes (1 included), batch sizes (1 included) and float64
 values, and checks every derived gradient (inputs, parameters, initial states) against central finite differences.
 
 Every distinct structure compiles fresh numba kernels (about a second each), so CI runs a fixed, small set of
@@ -79,13 +81,14 @@ class Builder:
         self.plan.params[name] = dims
         return name
 
-    def tree(self, dim, depth: int) -> tuple:
-        """A tree computing a per-sample column of size `dim`; returns (tree, bounded) — bounded: |values| ≤ ~2."""
+    def tree(self, dim, depth: int, first: str | None = None) -> tuple:
+        """A tree computing a per-sample column of size `dim`; returns (tree, bounded) — bounded: |values| ≤ ~2.
+        `first` names the kind of its root (the per-sample test starts every tree with one of PER_SAMPLE_KINDS)."""
         draw = self.draw
         kinds = ["leaf"] if depth <= 0 else [
             "leaf", "matmul", "tmatmul", "add", "sub", "bias", "hadamard", "power", "square", "scale", "smooth",
-            "kinked", "exp", "log", "sqrt", "root", "splitcat", "slicematmul", "slot"]
-        kind = draw(st.sampled_from(kinds))
+            "kinked", "exp", "log", "sqrt", "root", "splitcat", "slicematmul", "slot"] + PER_SAMPLE_KINDS
+        kind = first if first is not None and depth > 0 else draw(st.sampled_from(kinds))
         if kind == "slot" and (not self.allow_slots or len(self.plan.slots) >= 2):
             kind = "matmul"
         if kind == "splitcat" and self.sizes[dim] < 2 or kind == "slicematmul" and max(self.sizes.values()) < 2:
@@ -108,6 +111,8 @@ class Builder:
         if kind == "bias":
             child, _ = self.tree(dim, depth - 1)
             return ("add", child, ("param", self.param(dim))), False
+        if kind in PER_SAMPLE_KINDS:
+            return self.per_sample_tree(kind, dim, depth)
         child, bounded = self.tree(dim, depth - 1)
         if kind in ("power", "square", "exp") and not bounded:
             child = ("f", "tanh", child)  # x³ or eˣ of an unbounded value could overflow; of tanh(·) it cannot
@@ -145,6 +150,49 @@ class Builder:
         name = f"s{len(self.plan.slots)}"
         self.plan.slots[name] = draw_feedforward_plan(draw, self.sizes, inner_dim, dim, depth=2, allow_slots=False)
         return ("slot", name, source), False
+
+    def per_sample_tree(self, kind: str, dim, depth: int) -> tuple:
+        """Issue 14's vocabulary: numbers and per-sample scalars against vectors, division, `**`, users' functions."""
+        draw = self.draw
+        child, bounded = self.tree(dim, depth - 1)
+        if kind == "number":  # c + v, c − v, v + c, v − c, c·v with c a Python number
+            return ("number", draw(st.sampled_from([1, 0.5, -2.0, 1e-5])), draw(st.sampled_from(NUMBER_FORMS)),
+                    child), bounded
+        if kind == "divide":  # a / (1 + p) or c / (1 + p), p > 0: elementwise division by something ≥ 1
+            positive = ("positive", draw(st.sampled_from(POSITIVE)), self.tree(dim, depth - 1)[0])
+            numerator = draw(st.sampled_from([child, 2, -1]))
+            return ("divide", numerator, positive), bounded or not isinstance(numerator, tuple)
+        if kind == "pow":  # v ** p (the operator) or flux.hadamard_power(v, p), of a bounded v
+            child = child if bounded else ("f", "tanh", child)
+            return ("pow", draw(st.sampled_from([2, 3])), draw(st.booleans()), child), True
+        if kind == "user":
+            return ("f", draw(st.sampled_from(sorted(USER_FUNCTIONS))), child), False
+        # a per-sample scalar (1×1) made from a tree of any size, scaling or dividing the vector
+        how = draw(st.sampled_from(SCALARS))
+        source_dim = draw(st.sampled_from(list(self.sizes)))
+        source, _ = self.tree(source_dim, depth - 1)
+        other = self.tree(source_dim, depth - 1)[0] if how == "dot" else None
+        return ("scalar", how, child, source, other), bounded and how in ("dot", "norm", "rms")
+
+
+# Numbers against a vector v, written as a user writes them.
+NUMBER_FORMS = ["c+v", "c-v", "v+c", "v-c", "c*v"]
+# Per-sample scalars s (1×1 per sample) acting on a vector v.
+SCALARS = ["mean", "total", "norm", "dot", "rms"]
+PER_SAMPLE_KINDS = ["number", "divide", "pow", "user", "scalar"]
+
+
+def per_sample_scalar(how: str, v, source, other):
+    """s·v or v / s for a per-sample scalar s made of `source` (and `other`)."""
+    if how == "mean":
+        return flux.mean(source) * v
+    if how == "total":
+        return flux.total(flux.tanh(source)) * v
+    if how == "norm":
+        return v / (flux.norm(source) + 1)
+    if how == "dot":
+        return flux.tanh(source.T * other) * v
+    return v / flux.sqrt(flux.mean(source ** 2) + 0.5)  # an RMS norm (ε = ½ keeps it away from 0 at any size)
 
 
 def evaluate(tree, model, leaves: dict):
@@ -184,13 +232,40 @@ def evaluate(tree, model, leaves: dict):
         return getattr(model, weight) * head
     if kind == "slot":
         return getattr(model, args[0])(evaluate(args[1], model, leaves))
+    if kind == "number":
+        c, form, child = args
+        v = evaluate(child, model, leaves)
+        return {"c+v": lambda: c + v, "c-v": lambda: c - v, "v+c": lambda: v + c, "v-c": lambda: v - c,
+                "c*v": lambda: c * v}[form]()
+    if kind == "divide":
+        numerator, positive = args
+        a = evaluate(numerator, model, leaves) if isinstance(numerator, tuple) else numerator
+        return a / (1 + evaluate(positive, model, leaves))
+    if kind == "pow":
+        p, operator, child = args
+        v = evaluate(child, model, leaves)
+        return v ** p if operator else flux.hadamard_power(v, p)
+    if kind == "scalar":
+        how, child, source, other = args
+        return per_sample_scalar(how, evaluate(child, model, leaves), evaluate(source, model, leaves),
+                                 None if other is None else evaluate(other, model, leaves))
     raise AssertionError(kind)
 
+
+# Users' own elementwise functions (flux.elementwise): Piecewise, erf and √2, Max, atan and log.
+USER_FUNCTIONS = {
+    "huber": flux.elementwise("huber", lambda z: sympy.Piecewise((z ** 2 / 2, sympy.Abs(z) < 1),
+                                                                (sympy.Abs(z) - sympy.S.Half, True))),
+    "erfgelu": flux.elementwise("erfgelu", lambda z: z * (1 + sympy.erf(z / sympy.sqrt(2))) / 2),
+    "leaky": flux.elementwise("leaky", lambda z: sympy.Max(z, z / 10)),
+    "softelu": flux.elementwise("softelu", lambda z: sympy.Piecewise((sympy.exp(z) - 1, z < 0), (z, True))),
+    "wavy": flux.elementwise("wavy", lambda z: sympy.atan(z) + sympy.log(1 + z ** 2)),
+}
 
 FUNCTION_OBJECTS = {"σ": flux.σ, "tanh": flux.tanh, "relu": flux.relu, "softplus": flux.softplus, "exp": flux.exp,
                     "log": flux.log, "sqrt": flux.sqrt, "abs": flux.abs, "square": flux.square,
                     "erf": flux.erf, "gelu": flux.gelu, "silu": flux.silu, "softsign": flux.softsign, "elu": flux.elu,
-                    "leakyrelu": flux.leakyrelu}
+                    "leakyrelu": flux.leakyrelu} | USER_FUNCTIONS
 
 
 def test_the_generators_reach_every_elementwise_function():
@@ -198,13 +273,14 @@ def test_the_generators_reach_every_elementwise_function():
     from flux.maths.elementwise import FUNCTIONS
 
     public = {name for name in FUNCTIONS if isinstance(getattr(flux, name, None), flux.Elementwise)}
-    assert public == set(FUNCTION_OBJECTS) == set(SMOOTH + KINKED + ["exp", "log", "sqrt", "square"])
+    assert public == set(FUNCTION_OBJECTS) - set(USER_FUNCTIONS) == set(SMOOTH + KINKED + ["exp", "log", "sqrt",
+                                                                                            "square"])
 
 
-def draw_feedforward_plan(draw, sizes, input_dim, output_dim, depth, allow_slots=True) -> Plan:
+def draw_feedforward_plan(draw, sizes, input_dim, output_dim, depth, allow_slots=True, first=None) -> Plan:
     plan = Plan(input_dim=input_dim, output_dim=output_dim)
     builder = Builder(draw, sizes, plan, [(input_dim, ("leaf", "x"))], depth, allow_slots)
-    plan.output, _ = builder.tree(output_dim, depth)
+    plan.output, _ = builder.tree(output_dim, depth, first)
     return plan
 
 
@@ -299,6 +375,20 @@ def feedforward_models(draw):
 
 
 @st.composite
+def per_sample_models(draw):
+    """(model, x, description): a generated class whose output is one of issue 14's forms (a number or a per-sample
+    scalar against a vector, a division, `**`, a user's function) of a random tree, itself drawn from everything."""
+    sizes = draw(sizes_strategy())
+    batch = draw(st.integers(1, 3))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    first = draw(st.sampled_from(PER_SAMPLE_KINDS))
+    plan = draw_feedforward_plan(draw, sizes, "n", draw(st.sampled_from(["n", "a"])), depth=draw(st.integers(2, 3)),
+                                 allow_slots=False, first=first)
+    x = rng.standard_normal((batch, sizes["n"]))
+    return instantiate(make_class(plan), plan, sizes, rng), x, f"sizes={sizes} batch={batch}: {plan.describe()}"
+
+
+@st.composite
 def recurrent_models(draw):
     """(model, xs, initial, description): a generated cell with one or two states, a sequence and h₀."""
     sizes = draw(sizes_strategy())
@@ -339,6 +429,25 @@ def test_random_layers_have_correct_gradients(example):
     check_feedforward(example)
 
 
+# Issue 14's vocabulary at the root of every example (it is also in the draws of the other tests, deeper down).
+@settings(CI_SETTINGS, max_examples=10)
+@given(per_sample_models())
+def test_random_per_sample_maths_has_correct_gradients(example):
+    check_feedforward(example)
+
+
+@pytest.mark.parametrize("how", SCALARS)
+def test_each_per_sample_scalar_has_correct_gradients(how):
+    """Each per-sample scalar once, whatever the fixed draws above reach: s(W x, V x)·tanh(x) or tanh(x) / s(…)."""
+    sizes = {"n": 3, "a": 2, "b": 2}
+    source, other = ("matmul", "p0", ("leaf", "x")), ("matmul", "p1", ("leaf", "x"))
+    plan = Plan(params={"p0": ("a", "n"), "p1": ("a", "n")}, input_dim="n", output_dim="n",
+                output=("scalar", how, ("f", "tanh", ("leaf", "x")), source, other if how == "dot" else None))
+    rng = np.random.default_rng(14)
+    model = instantiate(make_class(plan), plan, sizes, rng)
+    check_feedforward((model, rng.standard_normal((3, 3)), f"{how}: {plan.describe()}"))
+
+
 # This test found two recurrence bugs, now fixed: a hoisted term whose own gradient reads it (σ′ = u ⊙ (1 − u))
 # was not passed to the projection's backward, and a cell with nothing to hoist lacked its projection fields.
 # Recurrent cells compile five kernels each, so CI draws fewer of them.
@@ -353,6 +462,14 @@ def test_random_recurrent_cells_have_correct_gradients(example):
 @LONG_SETTINGS
 @given(feedforward_models())
 def test_random_layers_long_run(example):
+    check_feedforward(example)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not LONG, reason="long property run: set FLUX_LONG_TESTS=1")
+@LONG_SETTINGS
+@given(per_sample_models())
+def test_random_per_sample_maths_long_run(example):
     check_feedforward(example)
 
 

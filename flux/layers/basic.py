@@ -68,7 +68,9 @@ class Chain(Model):
         self.fuse = fuse
 
     def __call__(self, *inputs: Any, **options: Any) -> Any:
-        if self.fuse or self.__dict__.get("_tracing") or any(is_symbolic(x) for x in inputs):
+        from .dropout import draws_masks  # a training Dropout's mask is drawn per call: its layers run in turn
+
+        if (self.fuse and not draws_masks(self)) or self.__dict__.get("_tracing") or any(map(is_symbolic, inputs)):
             return super().__call__(*inputs, **options)  # options: a recurrent chain's initial=, carry=
         (x,) = inputs
         tapes = []
@@ -80,7 +82,7 @@ class Chain(Model):
         return x
 
     def back(self, Δ: Any) -> Any:
-        if self.fuse:
+        if not isinstance(runtime_of(self).current_tape(), ChainTape):  # the forward pass ran fused
             return super().back(Δ)
         tape = runtime_of(self).current_tape()
         if tape is None:
