@@ -50,9 +50,10 @@ def execute(path: Path, kernel_specs: KernelSpecManager, extra_code: str | None 
     return notebook
 
 
-def test_there_are_the_three_tutorial_notebooks():
+def test_there_are_the_tutorial_notebooks():
     names = [p.name for p in NOTEBOOK_PATHS]
-    assert names[:3] == ["01_derived_gradients.ipynb", "02_mlp_digits.ipynb", "03_recurrence.ipynb"], names
+    assert names[:4] == ["01_derived_gradients.ipynb", "02_mlp_digits.ipynb", "03_recurrence.ipynb",
+                         "04_your_own_layer.ipynb"], names
 
 
 @pytest.mark.parametrize("path", [p for p in NOTEBOOK_PATHS if p.name != "02_mlp_digits.ipynb"], ids=lambda p: p.stem)
