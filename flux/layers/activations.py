@@ -109,7 +109,7 @@ def function_named(name: str) -> Elementwise | None:
     from ..maths.elementwise import FUNCTIONS
 
     entry = FUNCTIONS.get(ALIASES.get(name, name))
-    if entry is None:
+    if entry is None or not entry.public:
         return None
     _from_table[name] = Elementwise(entry.name, doc=entry.doc or None)
     return _from_table[name]
@@ -119,7 +119,8 @@ def function_names() -> list[str]:
     """Every name `function_named` knows."""
     from ..maths.elementwise import FUNCTIONS
 
-    return list(BY_NAME) + [n for n in [*FUNCTIONS, *ALIASES] if n not in BY_NAME and n.isidentifier()]
+    table = [n for n, f in FUNCTIONS.items() if f.public and n.isidentifier()]
+    return list(BY_NAME) + [n for n in [*table, *ALIASES] if n not in BY_NAME]
 
 
 # NumPy/math/SciPy function names → flux's function with the same maths, for the error that suggests it.

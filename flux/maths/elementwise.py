@@ -77,6 +77,7 @@ class ElementwiseFunction:
     code: str = ""  # numba code of f({z}); `real` is the kernel's float type, fast_* come from flux.fastmath
     text: str = ""  # a unicode template in {z} ({z_atom}: parenthesised unless atomic) when it is not name(z)
     doc: str = ""  # the equation `help(flux.<name>)` shows
+    public: bool = True  # flux.<name> and Dense(…, "<name>"); False for derivatives' and losses' own helpers
 
     @cached_property
     def derivative(self) -> sympy.Expr:
@@ -111,17 +112,17 @@ BUILT_IN: list[ElementwiseFunction] = [
     ElementwiseFunction("sqrt", sympy.sqrt, r"\sqrt{{{z}}}", "np.sqrt({z})"),
     ElementwiseFunction("abs", sympy.Abs, operator_name("abs"), "np.abs({z})"),
     ElementwiseFunction("square", lambda z: z**2, operator_name("square"), "({z} * {z})"),
-    ElementwiseFunction("heaviside", heaviside, operator_name("heaviside"), "real({z} > real(0))"),
-    ElementwiseFunction("sign", sign, operator_name("sign"), "np.sign({z})"),
+    ElementwiseFunction("heaviside", heaviside, operator_name("heaviside"), "real({z} > real(0))", public=False),
+    ElementwiseFunction("sign", sign, operator_name("sign"), "np.sign({z})", public=False),
     # the losses' log, max(log z, −100): NaN stays NaN (np.maximum propagates it). Its derivative is 0 at and
     # below the clamp (z ≤ e^{−100}) and 1/z above it, taken as 1/max(z, smallest normal float) so it stays finite
     # in float32, where 1/z overflows for subnormal z and a zero target's 0·∞ would make the gradient NaN.
     ElementwiseFunction("clampedlog", clampedlog, r"\max(\log({z}), -100)", "np.maximum(np.log({z}), real(-100))",
-                        "max(log({z}), −100)"),
+                        "max(log({z}), −100)", public=False),
     ElementwiseFunction(
         "clampedlog′", clampedlog_derivative, r"\frac{{[{z} > e^{{-100}}]}}{{{z}}}",
         "(real(0) if {z} <= real(3.720075976020836e-44) else real(1) / np.maximum({z}, real(np.finfo(real).tiny)))",
-        "([{z} > e⁻¹⁰⁰]/{z_atom})",
+        "([{z} > e⁻¹⁰⁰]/{z_atom})", public=False,
     ),
     # written as a user writes them (flux.elementwise); code, derivative, display and `flux.<name>` follow from this
     ElementwiseFunction("erf", sympy.erf, operator_name("erf"),
