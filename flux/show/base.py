@@ -286,13 +286,15 @@ class Printer:
         """c·s·v₁ ⊙ v₂/d ⊘ w without its sign: (1/n)·Σ(Δ ⊙ u)·u/s³, x ⊘ (|x| + 1); in LaTeX
         \\frac{1}{n} \\frac{(\\mathbf{1}^{\\top} (\\Delta \\odot u)) u}{s^{3}}."""
         printer = self.scalar_printer()
-        scalars = [printer.power(f, PRODUCT) for f in self.scalar_numerator(parts)]
+        numerator = self.scalar_numerator(parts)
+        scalars = [printer.power(f, PRODUCT if vectors or k < len(numerator) - 1 else HADAMARD)
+                   for k, f in enumerate(numerator)]
         joined = self.hadamard.join(vectors)
         if parts.denominator and len(vectors) > 1 and printer.times == "·":  # (Δ ⊙ b)/s
             joined = f"({joined})"
         body = printer.times.join(scalars + ([joined] if vectors else []))
         if parts.denominator:
-            body = printer.fraction(body, [printer.power(f) for f in parts.denominator])
+            body = printer.fraction(body, printer.divisors(parts.denominator))
         coefficient = printer.coefficient(parts.coefficient, alone=not body and not divisors)
         text = printer.times.join(t for t in (coefficient, body) if t)
         if divisors:

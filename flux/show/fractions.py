@@ -107,19 +107,24 @@ class ScalarText:
         import sympy
 
         coefficient, numerator = parts.coefficient, list(parts.numerator)
-        denominator = [self.power(f) for f in parts.denominator]
+        denominator = self.divisors(parts.denominator)
         if denominator and not numerator and coefficient != 1:  # (1/n)/s is 1/(n·s)
             top, bottom = coefficient.as_numer_denom()
             coefficient, numerator = sympy.S.One, [] if top == 1 else [top]
             denominator = ([self.print(bottom, PRODUCT)] if bottom != 1 else []) + denominator
         text = self.coefficient(coefficient, alone=not numerator and not denominator)
         several = len(numerator) + bool(text) > 1
-        body = self.times.join(self.power(f, PRODUCT if several else HADAMARD) for f in numerator)
+        body = self.times.join(self.power(f, PRODUCT if k < len(numerator) - 1 else HADAMARD)  # the last needs
+                               for k, f in enumerate(numerator))  # no parentheses: (1/n)·xᵀ·x, \Delta \mathbf{1}^{\top} t
         if denominator:
             body = self.fraction(body, denominator)
         text = self.times.join(t for t in (text, body) if t)
         precedence = PRODUCT if several or (denominator and self.times == "·") else ATOM
         return (self.minus + text, ADD) if parts.sign < 0 else (text or "1", precedence)
+
+    def divisors(self, factors: list) -> list:
+        r"""A denominator's factors: Δ/(xᵀ·x) in text, \frac{\Delta}{x^{\top} x} in LaTeX."""
+        return [self.power(f, PRODUCT if len(factors) > 1 or self.times == "·" else HADAMARD) for f in factors]
 
     def fraction(self, numerator: str, denominator: list) -> str:
         joined = self.times.join(denominator)
@@ -181,7 +186,7 @@ class ScalarLatex(ScalarText):
         return rf"\sqrt{{{text}}}"
 
     def superscript(self, base: str, p: Any) -> str:
-        return f"{base}^{{{self.number(p)}}}"
+        return f"{base}^{{{p.p}/{p.q}}}" if p.is_Rational and not p.is_Integer else f"{base}^{{{self.number(p)}}}"
 
 
 def root(text: str, precedence: int) -> str:

@@ -31,6 +31,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .values import repeated_values, small_constants
 from .names import (
     Name, identifier_latex, is_leaf, label_latex, labelled_text, leaf_name, matrix_args, state_letters,
     subscript_digits, walk,
@@ -50,6 +51,7 @@ class Sheet:
     upstream: list  # (Name of Δ, Name of what it is ∂L/∂ of, where it comes from: None or (words, maths))
     intermediates: list  # (Name, expression): δ
     gradients: list  # (Name of the variable, ∂L/∂variable)
+    constants: list = ()  # (Name, value): ε = 1e-5
 
 
 def lay_out(derivation: Any, loss: bool | None = None, wrt: str | None = None) -> Sheet:
@@ -92,7 +94,7 @@ def lay_out(derivation: Any, loss: bool | None = None, wrt: str | None = None) -
     gradients = [(names[s], derivation.gradients[s.name]) for s in
                  list(derivation.params.values()) + derivation.inputs + [p for _, p, _ in derivation.states]
                  if s.name in shown_gradients(derivation, loss, wrt)]
-    forward = []
+    forward = repeated_values([e for _, _, e in values], [g for _, g in gradients], names, t)
     for name, z_name, expr in values:
         argument = expr.argument if type(expr).__name__ == "Apply" else None
         if argument is not None and not is_leaf(argument, names) and any(
@@ -120,7 +122,8 @@ def lay_out(derivation: Any, loss: bool | None = None, wrt: str | None = None) -
     forward = order_by_use(forward, names)
     for _, expr in forward:  # names list values in the order of their equations (⊙ products follow it)
         names[expr] = names.pop(expr)
-    return Sheet(derivation.name, names, params, forward, upstream, intermediates, gradients)
+    constants = small_constants([e for _, e in forward] + [g for _, g in gradients])
+    return Sheet(derivation.name, names, params, forward, upstream, intermediates, gradients, constants)
 
 
 def shown_gradients(derivation: Any, loss: bool, wrt: str | None) -> set:

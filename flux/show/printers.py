@@ -14,7 +14,7 @@ from typing import Any
 from .base import ATOM, HADAMARD, POWER, Printer
 from .fractions import ScalarLatex, ScalarText, root
 from .names import SUPERSCRIPTS, Name, code_safe, dimension_latex, leaf_name, script
-from .scalars import is_number, scalar_latex, scalar_text
+from .scalars import float_latex, float_text, is_number, scalar_latex, scalar_text
 
 __all__ = ["LatexPrinter", "Printer", "TextPrinter", "expression_text"]
 
@@ -52,6 +52,9 @@ class LatexPrinter(Printer):
 
     def scalar_factor(self, value: Any) -> str:
         return self.scalar(value)
+
+    def number(self, value: float) -> str:
+        return float_latex(value)
 
     def superscripted(self, expr: Any, sup: str, joins_name: bool) -> str:
         """expr^{sup}; a name's own superscript takes a transpose along (W^{(0)\top}) but not a power."""
@@ -151,6 +154,9 @@ class TextPrinter(Printer):
     def shape(self, shape: tuple) -> str:
         rows, cols = (*shape, 1)[:2]
         return str(rows) if cols == 1 else f"{rows}×{cols}"
+
+    def number(self, value: float) -> str:
+        return float_text(value)
 
     def scalar_factor(self, value: Any) -> str:
         text = scalar_text(value)

@@ -120,6 +120,14 @@ def scalar_text(value: Any) -> str:
         def _print_Float(self, expr):
             return float_text(expr)
 
+        def _print_Pi(self, expr):
+            return "π"
+
+        def _print_Pow(self, expr, rational=False):
+            if expr.exp == 1 / 2 and expr.base.is_Atom:  # √2, √π
+                return "√" + self._print(expr.base)
+            return super()._print_Pow(expr, rational)
+
     return ShortFloats().doprint(value)
 
 
