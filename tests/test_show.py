@@ -297,7 +297,7 @@ def test_sizes_in_latex_use_upright_words():
 def test_losses_read_as_l_of_their_inputs():
     assert flux.latex(flux.logitcrossentropy) == (
         "\\begin{aligned}\n\\ell(\\mathrm{logits}, \\mathrm{target}) &= \\operatorname{logsumexp}(\\mathrm{logits}) "
-        "\\mathbf{1}^{\\top} \\mathrm{target} - \\mathbf{1}^{\\top} (\\mathrm{logits} \\odot \\mathrm{target})\n"
+        "(\\mathbf{1}^{\\top} \\mathrm{target}) - \\mathbf{1}^{\\top} (\\mathrm{logits} \\odot \\mathrm{target})\n"
         "\\end{aligned}")  # no "float32, 0 parameters"
     text = derivation_text(flux.logitcrossentropy.derivation).splitlines()
     assert text[:3] == ["LogitCrossEntropy", "  ℓ(logits, target) = logsumexp(logits)·Σ(target) − Σ(logits ⊙ target)",

@@ -287,8 +287,7 @@ class Printer:
         \\frac{1}{n} \\frac{(\\mathbf{1}^{\\top} (\\Delta \\odot u)) u}{s^{3}}."""
         printer = self.scalar_printer()
         numerator = self.scalar_numerator(parts)
-        scalars = [printer.power(f, PRODUCT if vectors or k < len(numerator) - 1 else HADAMARD)
-                   for k, f in enumerate(numerator)]
+        scalars = [printer.power(f, PRODUCT if vectors or len(numerator) > 1 else HADAMARD) for f in numerator]
         joined = self.hadamard.join(vectors)
         if parts.denominator and len(vectors) > 1 and printer.times == "·":  # (Δ ⊙ b)/s
             joined = f"({joined})"

@@ -114,8 +114,8 @@ class ScalarText:
             denominator = ([self.print(bottom, PRODUCT)] if bottom != 1 else []) + denominator
         text = self.coefficient(coefficient, alone=not numerator and not denominator)
         several = len(numerator) + bool(text) > 1
-        body = self.times.join(self.power(f, PRODUCT if k < len(numerator) - 1 else HADAMARD)  # the last needs
-                               for k, f in enumerate(numerator))  # no parentheses: (1/n)·xᵀ·x, \Delta \mathbf{1}^{\top} t
+        body = self.times.join(self.power(f, PRODUCT if len(numerator) > 1 else HADAMARD)  # one factor needs no
+                               for f in numerator)  # parentheses: (1/n)·xᵀ·x, \frac{1}{n} \mathbf{1}^{\top} x
         if denominator:
             body = self.fraction(body, denominator)
         text = self.times.join(t for t in (text, body) if t)
