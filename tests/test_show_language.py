@@ -41,9 +41,10 @@ def test_no_idiom_shows_a_broadcast_artefact(name):
 EXPECTED = {  # idiom: lines of its derivation's text (after the title)
     "one_minus": ["y = 1 − tanh(x)", "∂L/∂x = −Δ ⊙ (1 − tanh(x)²)"],
     "plus_epsilon": ["y = x² + ε", "ε = 1e-5", "∂L/∂x = 2·Δ ⊙ x"],
-    "softsign": ["y = x ⊘ (|x| + 1)", "∂L/∂x = Δ ⊘ (|x| + 1) − Δ ⊙ x ⊙ sign(x) ⊘ (|x| + 1)²"],
+    "softsign": ["y = x ⊘ (|x| + 1)", "∂L/∂x = Δ ⊙ (1 ⊘ (|x| + 1) − x ⊙ sign(x) ⊘ (|x| + 1)²)"],
     "number_over_vector": ["y = 2 ⊘ (x² + 1)", "∂L/∂x = −4·Δ ⊙ x ⊘ (x² + 1)²"],
-    "cube_and_root": ["y = √(x² + 1) + x³", "∂L/∂x = Δ ⊙ x ⊘ √(x² + 1) + 3·Δ ⊙ x²"],
+    "cube_and_root": ["y = √(x² + 1) + x³", "∂L/∂x = Δ ⊙ (x ⊘ √(x² + 1) + 3·x²)"],
+    "highway": ["u = σ(W·x + b)", "y = x ⊙ (1 − u) + u ⊙ tanh(x)", "δ = Δ ⊙ u ⊙ (1 − u) ⊙ (tanh(x) − x)"],
     "manual_softmax": ["y = exp(x)/Σ(exp(x))", "∂L/∂x = (Δ/Σ(exp(x)) − Σ(Δ ⊙ exp(x))/Σ(exp(x))²) ⊙ exp(x)"],
     "centred": ["y = x − Σ(x)", "∂L/∂x = Δ − Σ(Δ)"],
     "mean_centred": ["y = x − (1/n_x)·Σ(x)", "∂L/∂x = Δ − (1/n_x)·Σ(Δ)"],

@@ -31,6 +31,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .factoring import with_upstream_factored
 from .values import repeated_values, small_constants
 from .names import (
     Name, identifier_latex, is_leaf, label_latex, labelled_text, leaf_name, matrix_args, state_letters,
@@ -58,7 +59,7 @@ def lay_out(derivation: Any, loss: bool | None = None, wrt: str | None = None) -
     """Name the quantities of a derivation (the rules are in this module's docstring); `loss`: its output is a
     loss ℓ (by default: when the derivation is a flux.losses.Loss class's); `wrt`: which gradients to show (see
     `shown_gradients`)."""
-    derivation = with_products_unified(derivation)
+    derivation = with_upstream_factored(with_products_unified(derivation))
     t = "t" if derivation.states else ""
     names: dict = {}
     for x in derivation.inputs:
