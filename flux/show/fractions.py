@@ -72,7 +72,14 @@ class ScalarText:
             return self.product(Parts(expr, set(self.nodes)))
         if isinstance(expr, sympy.Symbol):  # a size: n, n_x
             return self.size(expr), ATOM
+        if isinstance(expr, sympy.Abs):  # √(s²) is |s|
+            return f"|{self.print(expr.args[0])}|", ATOM
+        if expr.free_symbols & set(self.nodes):  # a function SymPy made of atoms
+            return self.function(type(expr).__name__) + f"({', '.join(self.print(a) for a in expr.args)})", ATOM
         return self.number(expr), ATOM
+
+    def function(self, name: str) -> str:
+        return name
 
     rational_precedence = PRODUCT  # 1/2 (LaTeX: \frac{1}{2} is an atom)
 
@@ -153,7 +160,7 @@ class ScalarText:
         return root(text, precedence)
 
     def superscript(self, base: str, p: Any) -> str:
-        exponent = str(p)
+        exponent = self.number(p) if p.is_Float else str(p)
         return base + (exponent.translate(SUPERSCRIPTS) if exponent.isdigit() else f"^({exponent})")
 
 
@@ -178,6 +185,9 @@ class ScalarLatex(ScalarText):
 
     def coefficient(self, value: Any, alone: bool) -> str:
         return "" if value == 1 and not alone else self.number(value)
+
+    def function(self, name: str) -> str:
+        return rf"\operatorname{{{name}}}"
 
     def fraction(self, numerator: str, denominator: list) -> str:
         return rf"\frac{{{numerator or '1'}}}{{{self.times.join(denominator)}}}"

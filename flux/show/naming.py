@@ -23,6 +23,10 @@ prints.
 - δ. A subexpression that occurs at least twice in the gradients and has six leaves or more is named
   δ (δ_1, δ_2, …), inner ones first; shorter ones stay inline: ∂L/∂W = (Δ ⊙ y ⊙ (1 − y)) xᵀ. Two ⊙ products
   that differ only in the order of their factors count as one (the first one's order is shown).
+- u, s, ε. A vector the forward equations use twice is u (a layer norm's x − (1/n)·Σ(x)), a per-sample scalar
+  the derivation uses twice is s (a norm's √(xᵀ·x): then y = x/s, ∂L/∂x = Δ/s − Σ(Δ ⊙ x)·x/s³), a small number
+  added to something is ε with a line ε = 1e-5 (`values.py`).
+- Δ factored. A sum whose every term has the upstream factor reads Δ ⊙ (a − b) (`factoring.py`).
 - Order. Each equation comes after every named value it uses, otherwise in the order above.
 """
 from __future__ import annotations
