@@ -101,6 +101,24 @@ def test_per_sample_scalars_print_simplified(expr, latex, text):
     assert expression_text(expr) == text
 
 
+def test_several_small_constants_and_taken_letters():
+    class Two(flux.Model):
+        def forward(self, x):
+            return x / flux.sqrt(flux.mean(flux.hadamard(x, x)) + 1e-5) + 1e-6
+
+    lines = [line.strip() for line in derivation_text(Two.derivation).splitlines()]
+    assert lines[1:5] == ["s = √((1/n_x)·Σ(x²) + ε₁)", "y = x/s + ε₂", "ε₁ = 1e-5", "ε₂ = 1e-6"]
+
+    class Taken(flux.Model):  # the user's s: the norm is r
+        s = flux.param("n")
+
+        def forward(self, x):
+            return flux.hadamard(self.s, x / flux.norm(x)) + x - flux.mean(x)
+
+    lines = [line.strip() for line in derivation_text(Taken.derivation).splitlines()]
+    assert lines[1:3] == ["r = √(Σ(x²))", "y = (s ⊙ x)/r + x − (1/n)·Σ(x)"]
+
+
 def test_display_leaves_the_derivation_untouched():
     derivation = DERIVATIONS["layer_norm"]
     before = (list(derivation.outputs), dict(derivation.gradients))

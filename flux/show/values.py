@@ -58,7 +58,7 @@ def wanted(node: Any, in_forward: int, everywhere: int) -> bool:
     if tuple(node.shape) == (1, 1):
         negative = kind in ("HadamardPower", "MatPow") and node.args[1].is_number and node.args[1] < 0
         return everywhere >= 2 and not negative
-    return in_forward >= 2 and kind != "MatMul"
+    return in_forward >= 2 and kind not in ("MatMul", "Spread")  # a product W·x or c·v, a broadcast s·1: no
 
 
 def occurrences(roots: list, names: dict) -> Counter:
