@@ -52,6 +52,7 @@ class Algebra:
         self.symbols: dict = {}  # node → Dummy
         self.nodes: dict = {}  # Dummy → node
         self.memo: dict = {}
+        self.monomials: dict = {}
 
     def atom(self, node: Any) -> Any:
         import sympy
@@ -120,6 +121,11 @@ class Algebra:
     def monomial(self, expr: Any) -> Monomial | None:
         """A vector expression as coefficient · ⊙ of powered factors, or None when it is no ⊙ product, broadcast
         or scalar multiple (a sum, a matrix product, a leaf)."""
+        if expr not in self.monomials:
+            self.monomials[expr] = self._monomial(expr)
+        return self.monomials[expr]
+
+    def _monomial(self, expr: Any) -> Monomial | None:
         import sympy
 
         kind = type(expr).__name__

@@ -25,6 +25,8 @@ from .names import is_leaf, matrix_args, walk
 
 __all__ = ["ADD", "ATOM", "HADAMARD", "POWER", "PRODUCT", "Printer"]
 
+MONOMIAL_KINDS = ("HadamardProduct", "MatMul", "Spread", "HadamardPower")
+
 
 class Printer:
     """What the LaTeX and text printers share: dispatch on node type, reading order, parentheses."""
@@ -59,10 +61,9 @@ class Printer:
             return self._print(expr.arg)
         if self.algebra.is_compound_scalar(expr):
             return self.per_sample(self.algebra.scalar(expr))
-        if type(expr).__name__ in ("HadamardProduct", "MatMul", "Spread", "HadamardPower"):
-            monomial = self.algebra.monomial(expr)
-            if monomial is not None:
-                return (self.minus if self.is_negative(expr, top=True) else "") + self.monomial(monomial)
+        monomial = self.monomial_of(expr)
+        if monomial is not None:
+            return (self.minus if self.is_negative(expr, top=True) else "") + self.monomial(monomial)
         for klass in type(expr).__mro__:
             method = getattr(self, f"_print_{klass.__name__}", None)
             if method is not None:
@@ -80,8 +81,7 @@ class Printer:
             return ATOM
         if self.algebra.is_compound_scalar(expr):
             return self.scalar_precedence(self.algebra.scalar(expr))
-        monomial = self.algebra.monomial(expr) if kind in ("HadamardProduct", "MatMul", "Spread",
-                                                           "HadamardPower") else None
+        monomial = self.monomial_of(expr)
         if monomial is not None:
             return self.monomial_precedence(monomial, expr)
         if kind == "MatAdd" or kind == "MatMul" and expr.as_coeff_matrices()[0].is_negative:
@@ -102,6 +102,11 @@ class Printer:
             return ATOM if value.exp == sympy.S.Half else PRODUCT if value.exp.is_negative else POWER
         return PRODUCT if isinstance(value, sympy.Mul) else ATOM
 
+    def monomial_of(self, expr: Any) -> Monomial | None:
+        """The expression as coefficient · ⊙ factors when it is an elementwise product, scalar multiple or
+        broadcast (`algebra.py`)."""
+        return self.algebra.monomial(expr) if type(expr).__name__ in MONOMIAL_KINDS else None
+
     def monomial_precedence(self, monomial: Monomial, expr: Any) -> int:
         if self.is_negative(expr):
             return ADD
@@ -111,7 +116,7 @@ class Printer:
         if monomial.coefficient != 1 or monomial.is_broadcast:
             return PRODUCT
         node, p = monomial.factors[0]
-        return ATOM if p == 1 or p == 1 / 2 else POWER
+        return self.precedence(node) if p == 1 else ATOM if p == 1 / 2 else POWER
 
     def leaf_kinds(self, expr: Any) -> set:
         kinds = set()
@@ -160,8 +165,7 @@ class Printer:
     def signed_terms(self, term: Any) -> list:
         """[(negative, text without sign)]: one term, or the terms of a broadcast per-sample sum s₁ + s₂ (its 1
         dropped in the sum: x + exp(Σ(x)) + Σ(Δ))."""
-        monomial = self.algebra.monomial(term) if term not in self.names and type(term).__name__ in (
-            "MatMul", "Spread") else None
+        monomial = self.monomial_of(term) if term not in self.names else None
         if monomial is not None and monomial.is_broadcast and type(monomial.coefficient).__name__ == "Add":
             return [(t.could_extract_minus_sign(), self.per_sample(-t if t.could_extract_minus_sign() else t))
                     for t in monomial.coefficient.as_ordered_terms()]
@@ -177,8 +181,7 @@ class Printer:
             return all(map(self.is_negative, term.args))
         if self.algebra.is_compound_scalar(term):
             return self.algebra.scalar(term).could_extract_minus_sign()
-        monomial = self.algebra.monomial(term) if kind in ("HadamardProduct", "MatMul", "Spread",
-                                                           "HadamardPower") else None
+        monomial = self.monomial_of(term)
         if monomial is not None:
             flips = sum(1 for f, p in monomial.factors if p == 1 and self.is_negative(f))
             return monomial.coefficient.could_extract_minus_sign() != (flips % 2 == 1)
@@ -186,14 +189,12 @@ class Printer:
 
     def magnitude(self, term: Any, in_sum: bool = False) -> str:
         """A term without its minus sign: −Δ ⊙ x prints as Δ ⊙ x; `in_sum`: a broadcast s·1 prints as s."""
-        kind = type(term).__name__
         if term in self.names:
             return self._print(term)
         if self.algebra.is_compound_scalar(term):
             value = self.algebra.scalar(term)
             return self.per_sample(-value if value.could_extract_minus_sign() else value)
-        monomial = self.algebra.monomial(term) if kind in ("HadamardProduct", "MatMul", "Spread",
-                                                           "HadamardPower") else None
+        monomial = self.monomial_of(term)
         if monomial is not None:
             return self.monomial(monomial, in_sum)
         if not self.is_negative(term):
@@ -244,7 +245,7 @@ class Printer:
 
     def simple_negation(self, factor: Any) -> bool:
         """−v for one atom-like v: printed bare inside ⊙ once its sign is taken out."""
-        monomial = self.algebra.monomial(factor) if type(factor).__name__ != "MatAdd" else None
+        monomial = self.monomial_of(factor)
         if monomial is None:
             coefficient, matrices = factor.as_coeff_matrices() if type(factor).__name__ == "MatMul" else (0, [])
             return coefficient == -1 and len(matrices) == 1 and self.precedence(matrices[0]) > PRODUCT
