@@ -8,7 +8,7 @@ power: −(1/n)·Σ(…)·(…)^{−3/2}. `Algebra.monomial` reads a vector expr
 and broadcasts of per-sample scalars (s·1) as coefficient · v₁^{p₁} ⊙ v₂^{p₂} ⊙ …, the coefficient a SymPy scalar
 in those symbols, so that a printer writes (s^{−1}·1) ⊙ v as v/s and a ⊙ b^{∘−1} as a ⊘ b.
 
-Display only: the maths, the kernels and their cache keys never see these forms. SymPy is imported inside
+Display only: the maths and the kernels never see these forms (generated code quotes them in comments). SymPy is imported inside
 functions only, so `import flux` stays free of it.
 """
 from __future__ import annotations
