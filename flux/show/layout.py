@@ -67,14 +67,14 @@ def derivation_latex(derivation: Any, wrt: str | None = None) -> str:
     """The equations, the upstream gradients and the derived gradients (`wrt`: as in `latex`), as an `aligned`
     block."""
     sheet = lay_out(derivation, wrt=wrt)
-    return aligned(derivation_rows(sheet, LatexPrinter(sheet.names)))
+    return aligned(derivation_rows(sheet, printer_for(sheet, LatexPrinter)))
 
 
 def derivation_text(derivation: Any, wrt: str | None = None) -> str:
     """The maths and gradients for a terminal: `y = σ(W·x + b)`, `∂L/∂W = (Δ ⊙ y ⊙ (1 − y))·xᵀ`, …; `wrt`:
     which gradients, as in `latex` (a loss's: its prediction's only unless "all")."""
     sheet = lay_out(derivation, wrt=wrt)
-    printer = TextPrinter(sheet.names)
+    printer = printer_for(sheet, TextPrinter)
     shapes = ", ".join(f"{printer.name(n)}: {printer.shape(s)}" for _, n, s in sheet.params)
     title = f"{sheet.title}({shapes})" if shapes else sheet.title
     return title + "\n" + text_block(derivation_rows(sheet, printer))
@@ -93,7 +93,12 @@ def model_text(model: Any) -> str:
         sheet = lay_out(model.derivation)
     except DefinitionError as error:  # a repr must not raise; say why the maths is missing
         return f"{head}\n  (no equations: {error})"
-    return head + "\n" + text_block(forward_rows(sheet, TextPrinter(sheet.names)))
+    return head + "\n" + text_block(forward_rows(sheet, printer_for(sheet, TextPrinter)))
+
+
+def printer_for(sheet: Sheet, kind: type) -> Printer:
+    """A printer of the sheet's names and named constants (ε)."""
+    return kind(sheet.names, {value: name for name, value in sheet.constants})
 
 
 # ---- rows ----------------------------------------------------------------------------------------------
@@ -101,7 +106,7 @@ def model_text(model: Any) -> str:
 
 def class_rows(cls: type) -> list:
     sheet = lay_out(cls.derivation)
-    printer = LatexPrinter(sheet.names)
+    printer = printer_for(sheet, LatexPrinter)
     shapes = {d: shape for d, _, shape in sheet.params}
     return forward_rows(sheet, printer) + domain_rows(sheet, shapes, declared_dims(cls, shapes), printer)
 
@@ -109,7 +114,7 @@ def class_rows(cls: type) -> list:
 def model_rows(model: Any) -> list:
     """Equations, parameter spaces with the model's sizes, and its dtype and parameter count (when it has any)."""
     sheet = lay_out(model.derivation)
-    printer = LatexPrinter(sheet.names)
+    printer = printer_for(sheet, LatexPrinter)
     shapes = {dotted: model.params[dotted].shape for dotted, _, _ in sheet.params}
     rows = forward_rows(sheet, printer) + domain_rows(sheet, shapes, declared_dims(model, shapes), printer)
     count = model.parameter_count
@@ -141,7 +146,9 @@ def derivation_rows(sheet: Sheet, printer: Printer) -> list:
 
 
 def forward_rows(sheet: Sheet, printer: Printer) -> list:
-    return [(printer.head(name), "=", printer.doprint(expr, define=True)) for name, expr in sheet.forward]
+    """The equations, then the constants they name (ε = 1e-5)."""
+    return [(printer.head(name), "=", printer.doprint(expr, define=True)) for name, expr in sheet.forward] + \
+        [(printer.name(name), "=", printer.number(value)) for name, value in sheet.constants]
 
 
 def upstream_rows(sheet: Sheet, printer: Printer) -> list:

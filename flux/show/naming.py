@@ -23,6 +23,10 @@ prints.
 - δ. A subexpression that occurs at least twice in the gradients and has six leaves or more is named
   δ (δ_1, δ_2, …), inner ones first; shorter ones stay inline: ∂L/∂W = (Δ ⊙ y ⊙ (1 − y)) xᵀ. Two ⊙ products
   that differ only in the order of their factors count as one (the first one's order is shown).
+- u, s, ε. A vector the forward equations use twice is u (a layer norm's x − (1/n)·Σ(x)), a per-sample scalar
+  the derivation uses twice is s (a norm's √(xᵀ·x): then y = x/s, ∂L/∂x = Δ/s − Σ(Δ ⊙ x)·x/s³), a small number
+  added to something is ε with a line ε = 1e-5 (`values.py`).
+- Δ factored. A sum whose every term has the upstream factor reads Δ ⊙ (a − b) (`factoring.py`).
 - Order. Each equation comes after every named value it uses, otherwise in the order above.
 """
 from __future__ import annotations
@@ -31,6 +35,8 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .factoring import with_upstream_factored
+from .values import repeated_values, small_constants
 from .names import (
     Name, identifier_latex, is_leaf, label_latex, labelled_text, leaf_name, matrix_args, state_letters,
     subscript_digits, walk,
@@ -50,13 +56,14 @@ class Sheet:
     upstream: list  # (Name of Δ, Name of what it is ∂L/∂ of, where it comes from: None or (words, maths))
     intermediates: list  # (Name, expression): δ
     gradients: list  # (Name of the variable, ∂L/∂variable)
+    constants: list = ()  # (Name, value): ε = 1e-5
 
 
 def lay_out(derivation: Any, loss: bool | None = None, wrt: str | None = None) -> Sheet:
     """Name the quantities of a derivation (the rules are in this module's docstring); `loss`: its output is a
     loss ℓ (by default: when the derivation is a flux.losses.Loss class's); `wrt`: which gradients to show (see
     `shown_gradients`)."""
-    derivation = with_products_unified(derivation)
+    derivation = with_upstream_factored(with_products_unified(derivation))
     t = "t" if derivation.states else ""
     names: dict = {}
     for x in derivation.inputs:
@@ -92,7 +99,7 @@ def lay_out(derivation: Any, loss: bool | None = None, wrt: str | None = None) -
     gradients = [(names[s], derivation.gradients[s.name]) for s in
                  list(derivation.params.values()) + derivation.inputs + [p for _, p, _ in derivation.states]
                  if s.name in shown_gradients(derivation, loss, wrt)]
-    forward = []
+    forward = repeated_values([e for _, _, e in values], [g for _, g in gradients], names, t)
     for name, z_name, expr in values:
         argument = expr.argument if type(expr).__name__ == "Apply" else None
         if argument is not None and not is_leaf(argument, names) and any(
@@ -120,7 +127,8 @@ def lay_out(derivation: Any, loss: bool | None = None, wrt: str | None = None) -
     forward = order_by_use(forward, names)
     for _, expr in forward:  # names list values in the order of their equations (⊙ products follow it)
         names[expr] = names.pop(expr)
-    return Sheet(derivation.name, names, params, forward, upstream, intermediates, gradients)
+    constants = small_constants([e for _, e in forward] + [g for _, g in gradients])
+    return Sheet(derivation.name, names, params, forward, upstream, intermediates, gradients, constants)
 
 
 def shown_gradients(derivation: Any, loss: bool, wrt: str | None) -> set:
