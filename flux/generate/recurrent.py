@@ -36,10 +36,8 @@ from ..maths.nodes import Generated
 def generate_recurrent_module_source(derivation, dtype, key: str) -> str:
     """The complete text of the module holding a recurrent model's kernels and time loops."""
     dtype = np.dtype(dtype)
-    cell = split_cell(derivation)
-    params = [Argument(p, identifier(name), False) for name, p in cell.params.items()]
-    inputs = [Argument(x, identifier(x.name), True) for x in cell.inputs]
-    kernels, plan = CellWriter(cell, params, inputs).kernels()
+    cell, kernels, plan = cell_kernels_and_plan(derivation)
+    params, inputs = plan.params, plan.inputs
     kernels += [forward_driver(plan), backward_driver(plan)]
     metadata = common_metadata(derivation, dtype, cell.inputs, cell.params)
     metadata.update({
@@ -59,6 +57,15 @@ def generate_recurrent_module_source(derivation, dtype, key: str) -> str:
                            size_codes(params))
     return module_source(key, docstring, dtype, metadata=metadata, helpers=[shape_checks(params, inputs), sizes],
                          kernels=kernels)
+
+
+def cell_kernels_and_plan(derivation) -> tuple[Cell, list[str], "RecurrentPlan"]:
+    """The cell of a recurrent derivation, its kernels' text (without the drivers) and the plan of its drivers."""
+    cell = split_cell(derivation)
+    params = [Argument(p, identifier(name), False) for name, p in cell.params.items()]
+    inputs = [Argument(x, identifier(x.name), True) for x in cell.inputs]
+    kernels, plan = CellWriter(cell, params, inputs).kernels()
+    return cell, kernels, plan
 
 
 @dataclass(frozen=True)
