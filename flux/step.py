@@ -149,6 +149,7 @@ class RecurrentTrainStep(TrainStep):
         self.names = list(metadata["params"]) + self.initial_names  # what the kernel updates: θ…, then each h₀
         self._scales: dict[tuple, np.ndarray] = {}
         self._initial_cache: dict[tuple, tuple] = {}
+        self._buffers: dict[tuple, tuple] = {}
 
     def __call__(self, x: Any, target: Any) -> float:
         model, optimiser = self.model, self.optimiser
@@ -173,8 +174,9 @@ class RecurrentTrainStep(TrainStep):
             kernel_targets = targets
         real = model.dtype.type
         hyper = [real(getattr(optimiser, h)) for h in optimiser.defaults]
+        buffers = self._workspace(time_major, params, initials)
         value, status = self.kernel(*time_major, scale, *kernel_targets, self.learnable, *gradients, *states,
-                                    real(optimiser.step_count + 1), *hyper)
+                                    real(optimiser.step_count + 1), *hyper, *buffers)
         if status == -1:
             raise FloatingPointError(f"{name}: the loss is not finite ({value}); no parameter was updated")
         if status >= 0:
@@ -206,6 +208,7 @@ class RecurrentTrainStep(TrainStep):
             self._prepared = (parameter_generation(), params, self.module.input_sizes(*params),
                               [np.zeros_like(p) for p in params], tied)
             self._initial_cache.clear()
+            self._buffers.clear()
         return self._prepared[1:4]
 
     def _initials(self, params: list, x_size: int, target_size: int) -> list:
@@ -226,6 +229,16 @@ class RecurrentTrainStep(TrainStep):
         initials = [named[n] if learnable else zero for n, learnable, zero in zip(self.initial_names, self.learnable,
                                                                                    zeros)]
         return initials, gradients, spare
+
+    def _workspace(self, time_major: list, params: list, initials: list) -> tuple:
+        """The kernel's buffers for the whole sequence (states, kept values, per-step δs): allocated once per
+        (T, N, sizes) and reused by every call — fresh multi-megabyte arrays each step cost more than the maths."""
+        key = tuple(a.shape for a in time_major)
+        if key not in self._buffers:
+            steps, batch = time_major[0].shape[:2]
+            self._buffers[key] = self.module.workspace_buffers(steps, batch, *time_major,
+                                                               *(h.reshape(1, -1) for h in initials), *params)
+        return self._buffers[key]
 
     def _target(self, target: Any, batch: int, steps: int, size: int | None) -> np.ndarray:
         """The targets as (N, T, out): every step's, or the last step's (N, out) repeated (weighed 0 but at T−1)."""
