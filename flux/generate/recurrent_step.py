@@ -40,7 +40,7 @@ ZERO_SOURCE = '''def zero(a):
 def generate_recurrent_step_source(derivation, rules, optimiser_name: str, dtype, key: str) -> str:
     """The module text: the objective's recurrent kernels and drivers, the optimiser's `update`, `train_step`."""
     dtype = np.dtype(dtype)
-    cell, kernels, plan = cell_kernels_and_plan(derivation)
+    cell, kernels, plan = cell_kernels_and_plan(derivation, input_gradients=False)
     kernels += [forward_driver(plan, workspace=True), backward_driver(plan, workspace=True), ZERO_SOURCE,
                 update_source(rules, optimiser_name), train_step_driver(plan, rules, optimiser_name)]
     metadata = common_metadata(derivation, dtype, cell.inputs, cell.params)
