@@ -142,7 +142,7 @@ class RecurrentTrainStep(TrainStep):
         super().__init__(model, loss, optimiser)
         self.last = last
         metadata = self.module.METADATA
-        state_names = [s.removeprefix("model.") for s in metadata["states"]]
+        state_names = list(metadata["states"])
         owners = [state_owner(model, s) for s in state_names]
         self.learnable = np.array([type(o).declared_states()[a].learnable for o, a in owners], dtype=np.bool_)
         self.initial_names = [initial_param_name(s) for s in state_names]
@@ -157,7 +157,7 @@ class RecurrentTrainStep(TrainStep):
         params, sizes, gradients = self._prepare()
         x = as_sequence_array(model, "x", x, sizes[0])
         batch, steps = x.shape[:2]
-        target = self._target(target, batch, steps, sizes[1])
+        target = self._target(target, batch, steps, self.module.output_size(*params)[0])
         time_major = [np.ascontiguousarray(a.transpose(1, 0, 2)) for a in (x, target)]
         scale = self._scale_for(steps, batch)
         initials, initial_gradients, spare_states = self._initials(params, x.shape[2], target.shape[2])
@@ -193,7 +193,7 @@ class RecurrentTrainStep(TrainStep):
         """Parameters (kernel order), input sizes and gradient buffers (h₀'s too); checked again only when
         parameters change."""
         if self._prepared is None or self._prepared[0] != parameter_generation():
-            named = self.objective.params
+            named = self.model.params
             params = [named[n] for n in self.module.METADATA["params"]]
             self.module.check_params(*params)
             self.optimiser.check_parameters(self.model)
@@ -218,7 +218,7 @@ class RecurrentTrainStep(TrainStep):
         key = (x_size, target_size)
         if key not in self._initial_cache:
             metadata = self.module.METADATA
-            tied_to = dict(zip(metadata["input_dims"], (x_size, target_size)))
+            tied_to = dict(zip(metadata["input_dims"], (x_size,)))
             sizes = [s if s is not None else tied_to[d]
                      for s, d in zip(self.module.state_sizes(*params), metadata["state_dims"])]
             zeros = [np.zeros(s, dtype=self.model.dtype) for s in sizes]
@@ -236,7 +236,7 @@ class RecurrentTrainStep(TrainStep):
         key = tuple(a.shape for a in time_major)
         if key not in self._buffers:
             steps, batch = time_major[0].shape[:2]
-            self._buffers[key] = self.module.workspace_buffers(steps, batch, *time_major,
+            self._buffers[key] = self.module.workspace_buffers(steps, batch, time_major[0],
                                                                *(h.reshape(1, -1) for h in initials), *params)
         return self._buffers[key]
 

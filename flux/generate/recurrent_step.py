@@ -1,18 +1,20 @@
 """The fused training step of a recurrent model: forward time loop, loss, BPTT, checks and update in ONE kernel.
 
-    train_step(x_seq, target_seq, scale_seq, θ…, h0…, learnable, g…, g_h0…, state…, step_count, hyper…,
-               buffers…) → (mean loss, status)
+    train_step(x_seq, t_seq, scale_seq, θ…, h0…, learnable_, g…, g_h0…, state…, step_count, hyper…, buffers…)
+        → (mean loss, status)
 
-The objective ℓ(f(x_t), target_t) is a recurrent model whose one output per step is the loss of that step: its
-cell, drivers and readout are those of any recurrent module (`flux.generate.recurrent`), so the loss is part of
-the readout, computed for all T·N rows at once after the time loop. `scale_seq` (T, N, 1) weighs each step's loss:
+The model's own cell kernels and drivers (`flux.generate.recurrent`, without ∂L/∂x) run the sequence; the loss
+ℓ(ŷ_t, target_t) is its own kernel pair (`loss_forward`, `loss_backward`) over all T·N rows of the model's
+outputs, so the maths of each is compiled as it is when called alone. `scale_seq` (T, N, 1) weighs each step's loss:
 1/(N·T) everywhere for the mean over every step, or 1/N at t = T−1 and 0 elsewhere for the last step only; it is
-also the upstream ∂L/∂ℓ_t that BPTT starts from. Each state starts from its h₀ (N copies of a (H,) row: zeros,
-or a learnable initial state whose gradient Σₙ ∂L/∂h₀ⁿ is kept and, when `learnable[k]`, checked and updated like
-a parameter's). Before anything changes the kernel checks the loss and every gradient (status −1: the loss; k:
-the k-th of θ…, h0…; −2: all finite, updated). The buffers (`workspace_buffers`: states, kept values and per-step
-δs for the whole sequence) are allocated by the caller once per shape and reused: the drivers `forward_into` and
-`backward_into` allocate only per-step temporaries and the row kernels' results, and compute no ∂L/∂x.
+the upstream ∂L/∂ℓ_t that `loss_backward` turns into ∂L/∂ŷ_t, where BPTT starts. Each state starts from its h₀
+(N copies of a (H,) row: zeros, or a learnable initial state whose gradient Σₙ ∂L/∂h₀ⁿ is kept and, when
+`learnable_[k]`, checked and updated like a parameter's). Before anything changes the kernel checks the loss and
+every gradient (status −1: the loss; k: the k-th of θ…, h0…; −2: all finite, updated). The buffers
+(`workspace_buffers`: states, kept values and per-step δs for the whole sequence) are allocated by the caller once
+per shape and reused: `forward_into` and `backward_into` allocate only per-step temporaries and the row kernels'
+results. Names here are ones no user's symbol can become (`flux.generate.names`): t_seq, scale_seq, *_initial,
+learnable_, zero_.
 """
 from __future__ import annotations
 
@@ -22,14 +24,17 @@ import sympy
 from .drivers import (backward_buffers, backward_driver, forward_buffers, forward_driver, forward_returns,
                       workspace_function)
 from .feedforward import common_metadata, shape_checks
+from .kernel_pair import kernel_pair
 from .module import module_source
+from .names import identifier
+from .optimiser_update import update_source
+from .printer import Argument
 from .recurrent import cell_kernels_and_plan
 from .sizes import size_codes, sizes_function
-from .optimiser_update import update_source
 
 I = "    "
 
-ZERO_SOURCE = '''def zero(a):
+ZERO_SOURCE = '''def zero_(a):
     """a ← 0, entry by entry (an array assignment would pull NumPy's shape-error formatting into the kernel)."""
     flat = a.reshape(-1)
     for i in range(flat.size):
@@ -37,65 +42,81 @@ ZERO_SOURCE = '''def zero(a):
 '''
 
 
-def generate_recurrent_step_source(derivation, rules, optimiser_name: str, dtype, key: str) -> str:
-    """The module text: the objective's recurrent kernels and drivers, the optimiser's `update`, `train_step`."""
+def generate_recurrent_step_source(model, loss, rules, optimiser_name: str, dtype, key: str) -> str:
+    """The module text: the model's recurrent kernels and drivers, the loss's kernel pair, the optimiser's `update`
+    and `train_step`. `model` and `loss` are the two derivations (the loss's inputs: prediction, target)."""
     dtype = np.dtype(dtype)
-    cell, kernels, plan = cell_kernels_and_plan(derivation, input_gradients=False)
-    kernels += [forward_driver(plan, workspace=True), backward_driver(plan, workspace=True), ZERO_SOURCE,
-                update_source(rules, optimiser_name), train_step_driver(plan, rules, optimiser_name)]
-    metadata = common_metadata(derivation, dtype, cell.inputs, cell.params)
+    cell, kernels, plan = cell_kernels_and_plan(model, input_gradients=False)
+    if len(model.outputs) != 1 or len(plan.inputs) != 1:
+        raise NotImplementedError(f"compile_step fuses recurrent models of one input sequence and one output; "
+                                  f"{model.name} has {len(plan.inputs)} and {len(model.outputs)}")
+    prediction, target = loss.inputs
+    leaves = [Argument(prediction, identifier(prediction.name), True), Argument(target, identifier(target.name), True)]
+    pair = kernel_pair(loss, ("loss_forward", "loss_backward"), leaves, [], ["per_row"], "lkept",
+                       ("  (every row: all T·N)", "∂L/∂prediction for all T·N rows (Δ: scale·∂L/∂ℓ per row)"),
+                       gradient_leaves={0})
+    kernels += [pair.forward, pair.backward, forward_driver(plan, workspace=True), backward_driver(plan, workspace=True),
+                ZERO_SOURCE, update_source(rules, optimiser_name), train_step_driver(plan, pair, rules, optimiser_name)]
+    metadata = common_metadata(model, dtype, cell.inputs, cell.params)
     metadata.update({"states": cell.state_names, "state_dims": [sympy.sstr(p.shape[0]) for p in cell.previous]})
     sizes = sizes_function("state_sizes", f"The size of each state ({', '.join(plan.states)}); None: the same as the "
                            "input it is tied to.", [a.name for a in plan.params], [p.shape[0] for p in cell.previous],
                            size_codes(plan.params))
-    docstring = (f"flux fused recurrent training step for {derivation.name} with {optimiser_name} ({dtype.name}): "
-                 "see flux/generate/recurrent_step.py. Generated by flux; do not edit.")
+    output_size = sizes_function("output_size", "The size of the model's output (None: any).",
+                                 [a.name for a in plan.params], [model.outputs[0].shape[0]], size_codes(plan.params))
+    docstring = (f"flux fused recurrent training step for {model.name} and the loss {loss.name} with "
+                 f"{optimiser_name} ({dtype.name}): see flux/generate/recurrent_step.py. Generated by flux; do not edit.")
     workspace = workspace_function(plan, {u: e.shape[0] for u, e in zip(plan.projected, cell.projected)})
     return module_source(key, docstring, dtype, metadata=metadata,
-                         helpers=[shape_checks(plan.params, plan.inputs), sizes, workspace], kernels=kernels)
+                         helpers=[shape_checks(plan.params, plan.inputs), sizes, output_size, workspace],
+                         kernels=kernels)
 
 
-def train_step_driver(plan, rules, optimiser_name: str) -> str:
+def train_step_driver(plan, pair, rules, optimiser_name: str) -> str:
     """`train_step(…)`: forward, the weighted loss, its check, BPTT, the gradients' checks, then every update."""
-    xs = [f"{a.name}_seq" for a in plan.inputs]
+    (x,) = [f"{a.name}_seq" for a in plan.inputs]
     params = [a.name for a in plan.params]
-    initials = [f"initial{k}" for k in range(len(plan.states))]
+    initials = [f"{s}_initial" for s in plan.states]
     targets = params + initials  # what the optimiser updates (an initial state only when it is learnable)
     grads = [f"grad_{n}" for n in targets]
     states = [f"opt_{kind}_{n}" for n in targets for kind in rules.state]
     hyper = [f"hyper_{h}" for h in rules.hyperparameters]
     buffers = forward_buffers(plan) + backward_buffers(plan)  # the workspace: allocated once per shape, reused
-    arguments = xs + ["scale_seq"] + targets + ["learnable"] + grads + states + ["step_count"] + hyper + buffers
+    arguments = [x, "t_seq", "scale_seq"] + targets + ["learnable_"] + grads + states + ["step_count"] + hyper + buffers
     lines = [f"def train_step({', '.join(arguments)}):",
              f'{I}"""One {optimiser_name} step on Σ scale·ℓ_t over every step and sample (see the module\'s doc)."""',
-             f"{I}T = {xs[0]}.shape[0]", f"{I}N = {xs[0]}.shape[1]"]
+             f"{I}T = {x}.shape[0]", f"{I}N = {x}.shape[1]"]
     for state, initial in zip(plan.states, initials):  # h_seq[0] = h₀ for every sample
         lines += [f"{I}for n in range(N):", f"{I * 2}for j in range({initial}.shape[0]):",
                   f"{I * 3}{state}_seq[0, n, j] = {initial}[j]"]
     returns = forward_returns(plan)
-    lines.append(f"{I}{', '.join(returns)}, = forward_into({', '.join(xs + params + forward_buffers(plan))})")
-    loss_seq = returns[0]
-    lines += [f"{I}loss = 0.0", f"{I}for t in range(T):", f"{I * 2}for n in range(N):",
-              f"{I * 3}if scale_seq[t, n, 0] != 0:",  # a step outside the loss counts 0, even if its ℓ is not finite
-              f"{I * 4}loss += scale_seq[t, n, 0] * {loss_seq}[t, n, 0]",
+    lines.append(f"{I}{', '.join(returns)}, = forward_into({', '.join([x] + params + forward_buffers(plan))})")
+    (y,) = [f"{n}_seq" for n in plan.readout.outputs]
+    kept = [f"{k}_" for k in pair.kept]
+    lines.append(f"{I}per_row_, {''.join(k + ', ' for k in kept)}= loss_forward(rows({y}), rows(t_seq))")
+    lines += [f"{I}scale_ = rows(scale_seq)", f"{I}loss = 0.0", f"{I}for i in range(T * N):",
+              f"{I * 2}if scale_[i, 0] != 0:",  # a step outside the loss counts 0, even if its ℓ is not finite
+              f"{I * 3}loss += scale_[i, 0] * per_row_[i, 0]",
               f"{I}if not np.isfinite(loss):", f"{I * 2}return loss, -1"]
-    lines += [f"{I}zero({g})" for g in grads[:len(params)]]
-    back = [f"{s}_delta" for s in plan.states]
-    lines.append(f"{I}{', '.join(back)}, = backward_into({', '.join(['scale_seq'] + xs + params + returns)}, "
+    read = [{"per_row": "per_row_"}.get(n, f"{n}_") for n in pair.outputs_read]
+    lines.append(f"{I}from_loss, = loss_backward({', '.join(['scale_', f'rows({y})', 'rows(t_seq)'] + kept + read)})")
+    lines += [f"{I}zero_({g})" for g in grads[:len(params)]]
+    back = [f"from_{s}" for s in plan.states]
+    lines.append(f"{I}{', '.join(back)}, = backward_into({', '.join(['from_loss.reshape(' + y + '.shape)', x] + params + returns)}, "
                  f"{', '.join(grads[:len(params)] + backward_buffers(plan))})")
-    for k, (s, g) in enumerate(zip(plan.states, grads[len(params):])):
-        lines += [f"{I}zero({g})", f"{I}for n in range(N):", f"{I * 2}for j in range({g}.shape[0]):",
-                  f"{I * 3}{g}[j] += {s}_delta[n, j]"]
+    for s, g in zip(plan.states, grads[len(params):]):
+        lines += [f"{I}zero_({g})", f"{I}for n in range(N):", f"{I * 2}for j in range({g}.shape[0]):",
+                  f"{I * 3}{g}[j] += from_{s}[n, j]"]
     for k, g in enumerate(grads[:len(params)]):
         lines += [f"{I}if not all_finite({g}):", f"{I * 2}return loss, {k}"]
     for k, g in enumerate(grads[len(params):]):
-        lines += [f"{I}if learnable[{k}] and not all_finite({g}):", f"{I * 2}return loss, {len(params) + k}"]
+        lines += [f"{I}if learnable_[{k}] and not all_finite({g}):", f"{I * 2}return loss, {len(params) + k}"]
     for k, (target, g) in enumerate(zip(targets, grads)):
         states_of = "".join(f", opt_{kind}_{target}.reshape(-1)" for kind in rules.state)
         call = f"update({target}.reshape(-1), {g}.reshape(-1){states_of}, step_count{''.join(', ' + h for h in hyper)})"
         if k < len(params):
             lines.append(f"{I}{call}")
         else:
-            lines += [f"{I}if learnable[{k - len(params)}]:", f"{I * 2}{call}"]
+            lines += [f"{I}if learnable_[{k - len(params)}]:", f"{I * 2}{call}"]
     lines.append(f"{I}return loss, -2")
     return "\n".join(lines) + "\n"

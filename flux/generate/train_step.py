@@ -17,12 +17,8 @@ from ..maths.nodes import Generated
 
 
 def generate_step_source(derivation, rules, optimiser_name: str, dtype, key: str) -> str:
-    """The module text: shape helpers and `train_step(x, target, θ…, scale, g…, state…, step_count, hyper…)`; a
-    recurrent objective's (it has states) is written by `flux.generate.recurrent_step`."""
-    if derivation.states:
-        from .recurrent_step import generate_recurrent_step_source
-
-        return generate_recurrent_step_source(derivation, rules, optimiser_name, dtype, key)
+    """The module text: shape helpers and `train_step(x, target, θ…, scale, g…, state…, step_count, hyper…)` (a
+    recurrent model's is written by `flux.generate.recurrent_step`)."""
     x, target = derivation.inputs
     inputs = [Argument(x, identifier(x.name), True), Argument(target, identifier(target.name), True)]
     params = [Argument(p, identifier(name), False) for name, p in derivation.params.items()]
