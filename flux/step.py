@@ -146,7 +146,9 @@ class RecurrentTrainStep(TrainStep):
         owners = [state_owner(model, s) for s in state_names]
         self.learnable = np.array([type(o).declared_states()[a].learnable for o, a in owners], dtype=np.bool_)
         self.initial_names = [initial_param_name(s) for s in state_names]
-        self.names = list(metadata["params"]) + self.initial_names  # what the kernel updates: θ…, then each h₀
+        # what the kernel updates: θ…, then each h₀; named as the objective names them ("model." + the model's name),
+        # as TrainStep's optimiser-state and error helpers expect
+        self.names = [f"model.{n}" for n in list(metadata["params"]) + self.initial_names]
         self._scales: dict[tuple, np.ndarray] = {}
         self._initial_cache: dict[tuple, tuple] = {}
         self._buffers: dict[tuple, tuple] = {}
@@ -212,7 +214,7 @@ class RecurrentTrainStep(TrainStep):
             self._buffers.clear()
         return self._prepared[1:4]
 
-    def _initials(self, params: list, x_size: int, target_size: int) -> list:
+    def _initials(self, params: list, x_size: int, target_size: int) -> tuple[list, list, list]:
         """Each state's h₀ row (H,): the learnable initial state (a parameter), or zeros; with its gradient buffer,
         and spare optimiser states (for a fixed h₀, and for every array when parameters are tied), made once per
         size."""
