@@ -28,6 +28,7 @@ CASES = {
     "wide": "(c) MLP 784-1024-10 relu, logit CE, batch 256",
     "rnn": "(d) Elman RNN 32→64→32 σ, T=50, batch 16, MSE on all y_t",
     "lstm": "(e) LSTM 32→64, T=50, batch 16, MSE on all h_t",
+    "gru": "(e′) GRU 32→64, T=50, batch 16, MSE on all h_t",
     "startup": "(f) start-up, fresh processes",
     "distributed": "(g) data-parallel MLP 784-1024-10, batch 1024: 1 process vs 2 Dask workers",
 }

@@ -80,6 +80,16 @@ def lstm_model(problem: Problem) -> tuple[flux.Model, str]:
     return model, "flux.LSTM" + load_params(model, problem)
 
 
+def gru_model(problem: Problem) -> tuple[flux.Model, str]:
+    s = problem.sizes
+    model = flux.GRU(s["n_in"], s["n_hidden"])
+    H, params = s["n_hidden"], model.params
+    for kind in ("W", "U", "b"):  # the baselines stack gates [r, z, n]
+        for k, gate in enumerate("rzn"):
+            np.copyto(params[f"{kind}{gate}"], problem.params[kind][k * H:(k + 1) * H])
+    return model, "flux.GRU"
+
+
 def load_params(model: flux.Model, problem: Problem) -> str:
     """Copy the case's initial parameters into the model when its parameters line up (same count and shapes, in
     order); otherwise keep flux's own initialisation and say so (the step costs the same; losses then differ)."""
@@ -126,6 +136,14 @@ def lstm_step(problem: Problem):
 
 def lstm_call(problem: Problem):
     return protocol_step(problem, *lstm_model(problem), "mse", sequence=True)
+
+
+def gru_step(problem: Problem):
+    return fused_step(problem, *gru_model(problem), "mse")
+
+
+def gru_call(problem: Problem):
+    return protocol_step(problem, *gru_model(problem), "mse", sequence=True)
 
 
 def fused_step(problem: Problem, model: flux.Model, description: str, loss: str):

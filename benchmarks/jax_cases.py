@@ -69,6 +69,27 @@ def lstm(problem: Problem):
     return _trained(problem, loss)
 
 
+def gru(problem: Problem):
+    """flux's GRU: the reset gate multiplies h before its product, n = tanh(Wn x + Un (r ⊙ h) + bn)."""
+    H = problem.sizes["n_hidden"]
+
+    def loss(p, x, t):
+        xs = jnp.swapaxes(x, 0, 1)
+
+        def cell(h, z):
+            rz = jax.nn.sigmoid(z[:, :2 * H] + h @ p["U"][:2 * H].T)
+            r, u = rz[:, :H], rz[:, H:]
+            n = jnp.tanh(z[:, 2 * H:] + (r * h) @ p["U"][2 * H:].T)
+            h = h - u * h + u * n
+            return h, h
+
+        zero = jnp.zeros((x.shape[0], H), x.dtype)
+        _, hs = lax.scan(cell, zero, xs @ p["W"].T + p["b"])
+        return jnp.mean((hs - jnp.swapaxes(t, 0, 1)) ** 2)
+
+    return _trained(problem, loss)
+
+
 def _trained(problem: Problem, loss):
     lr = problem.lr
 

@@ -87,6 +87,30 @@ def lstm(problem: Problem):
     return step
 
 
+def gru(problem: Problem):
+    """nn.GRU (one fused C++ op per time step). Its candidate is n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn)) (the
+    reset gate after the product), not flux's r ⊙ h before it: the same cost, other losses."""
+    s = problem.sizes
+    model = nn.GRU(s["n_in"], s["n_hidden"], batch_first=True)
+    _load(problem, [model.weight_ih_l0, model.weight_hh_l0, model.bias_ih_l0])
+    with torch.no_grad():
+        model.bias_hh_l0.zero_()
+    optimiser = torch.optim.SGD(model.parameters(), lr=problem.lr)
+    x, target = torch.from_numpy(problem.x), torch.from_numpy(problem.target)
+
+    def step():
+        optimiser.zero_grad(set_to_none=True)
+        hs, _ = model(x)
+        loss = F.mse_loss(hs, target)
+        loss.backward()
+        optimiser.step()
+        return loss.item()
+
+    step.note = "nn.GRU puts the reset gate after its product (flux's GRU before it) and has a second bias"
+    step.comparable = False
+    return step
+
+
 def _load(problem: Problem, tensors: list) -> None:
     with torch.no_grad():
         for tensor, value in zip(tensors, problem.params.values()):

@@ -161,6 +161,11 @@ def load_step_module(objective, optimiser: Any, dtype) -> Any:
     name = f"step_{type(objective.model).__name__.lower()}_{type(optimiser).__name__.lower()}_{dtype.name}"
 
     def generate() -> str:
+        if maths.trace.states:  # recurrent: the model's own cell and time loops, then its loss over T·N rows
+            from .generate.recurrent_step import generate_recurrent_step_source
+
+            return generate_recurrent_step_source(derivation_of(objective.model), derivation_of(objective.loss),
+                                                  rules, type(optimiser).__name__, dtype, key)
         from .generate.train_step import generate_step_source
 
         return generate_step_source(derivation_of_maths(maths), rules, type(optimiser).__name__, dtype, key)

@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from .model import Model
-from .run.inputs import as_input_array
+from .run.inputs import as_float_array, as_input_array, to_dtype
+from .run.sequences import as_sequence_array, initial_param_name, state_owner
 from .run.state import parameter_generation
 
 
@@ -43,9 +44,6 @@ class TrainStep:
     def __init__(self, model: Model, loss: Any, optimiser: Any):
         self.model, self.loss, self.optimiser = model, loss, optimiser
         self.objective = Objective(model, loss)
-        if type(model).declared_states() or any(sub.declared_states() for sub in walk_submodels(model)):
-            raise NotImplementedError(f"compile_step does not fuse recurrent models ({type(model).__name__} has "
-                                      "states) yet: train them with model(xs), model.back(dys), model.update(opt)")
         from .pipeline import load_step_module  # the facade: generating needs SymPy, `import flux` does not
 
         self.module = load_step_module(self.objective, optimiser, model.dtype)
@@ -136,6 +134,192 @@ class TrainStep:
         return table[key]
 
 
+class RecurrentTrainStep(TrainStep):
+    """step(xs, targets) → mean loss, for a recurrent model: the time loop, the loss of every step (or of the last),
+    BPTT, the checks and the update in one kernel call (`flux.generate.recurrent_step`)."""
+
+    def __init__(self, model: Model, loss: Any, optimiser: Any, *, last: bool = False):
+        super().__init__(model, loss, optimiser)
+        self.last = last
+        metadata = self.module.METADATA
+        state_names = list(metadata["states"])
+        owners = [state_owner(model, s) for s in state_names]
+        self.learnable = np.array([type(o).declared_states()[a].learnable for o, a in owners], dtype=np.bool_)
+        self.initial_names = [initial_param_name(s) for s in state_names]
+        # what the kernel updates: θ…, then each h₀; named as the objective names them ("model." + the model's name),
+        # as TrainStep's optimiser-state and error helpers expect
+        self.names = [f"model.{n}" for n in list(metadata["params"]) + self.initial_names]
+        self._scales: dict[tuple, np.ndarray] = {}
+        self._initial_cache: dict[tuple, tuple] = {}
+        self._buffers: dict[tuple, tuple] = {}
+
+    def __call__(self, x: Any, target: Any) -> float:
+        model, optimiser = self.model, self.optimiser
+        name = type(model).__name__
+        params, sizes, gradients = self._prepare()
+        x = as_sequence_array(model, "x", x, sizes[0])
+        batch, steps = x.shape[:2]
+        target = self._target(target, batch, steps, self.module.output_size(*params)[0])
+        time_major = [np.ascontiguousarray(a.transpose(1, 0, 2)) for a in (x, target)]
+        scale = self._scale_for(steps, batch)
+        initials, initial_gradients, spare_states = self._initials(params, x.shape[2], target.shape[2])
+        targets, gradients = params + initials, gradients + initial_gradients
+        tied = self._prepared[4]
+        if tied:  # the kernel updates copies; the one real update happens below, once per distinct array
+            states = spare_states
+            kernel_targets = [p.copy() for p in targets]
+        else:  # a fixed h₀ (zeros) is never updated: its optimiser state is a spare
+            states = [self._state(kind, n, p) if k < len(params) or self.learnable[k - len(params)]
+                      else spare_states[k * len(optimiser.state_names) + j]
+                      for k, (n, p) in enumerate(zip(self.names, targets))
+                      for j, kind in enumerate(optimiser.state_names)]
+            kernel_targets = targets
+        real = model.dtype.type
+        hyper = [real(getattr(optimiser, h)) for h in optimiser.defaults]
+        buffers = self._workspace(time_major, params, initials)
+        with single_threaded_blas():  # the time loop's products are small: a second BLAS thread only waits
+            value, status = self.kernel(*time_major, scale, *kernel_targets, self.learnable, *gradients, *states,
+                                        real(optimiser.step_count + 1), *hyper, *buffers)
+        if status == -1:
+            raise FloatingPointError(f"{name}: the loss is not finite ({value}); no parameter was updated")
+        if status >= 0:
+            culprit = self.names[status].removeprefix("model.")
+            raise FloatingPointError(f"{name}: the gradient of parameter {culprit!r} is not finite; "
+                                     "no parameter was updated")
+        if tied:
+            self._update_tied(targets, gradients, tied["groups"])
+        else:
+            optimiser.step_count += 1
+        return float(value)
+
+    def _prepare(self) -> tuple:
+        """Parameters (kernel order), input sizes and gradient buffers (h₀'s too); checked again only when
+        parameters change."""
+        if self._prepared is None or self._prepared[0] != parameter_generation():
+            named = self.model.params
+            params = [named[n] for n in self.module.METADATA["params"]]
+            self.module.check_params(*params)
+            self.optimiser.check_parameters(self.model)
+            self.optimiser.bind(self.model.params)
+            groups: dict[int, list[int]] = {}
+            for k, p in enumerate(params):
+                groups.setdefault(id(p), []).append(k)
+            tied = None
+            if any(len(g) > 1 for g in groups.values()):  # a layer used twice: its array appears once per use
+                learnable = [len(params) + k for k, on in enumerate(self.learnable) if on]
+                tied = {"groups": list(groups.values()) + [[k] for k in learnable]}
+            self._prepared = (parameter_generation(), params, self.module.input_sizes(*params),
+                              [np.zeros_like(p) for p in params], tied)
+            self._initial_cache.clear()
+            self._buffers.clear()
+        return self._prepared[1:4]
+
+    def _initials(self, params: list, x_size: int, target_size: int) -> tuple[list, list, list]:
+        """Each state's h₀ row (H,): the learnable initial state (a parameter), or zeros; with its gradient buffer,
+        and spare optimiser states (for a fixed h₀, and for every array when parameters are tied), made once per
+        size."""
+        key = (x_size, target_size)
+        if key not in self._initial_cache:
+            metadata = self.module.METADATA
+            tied_to = dict(zip(metadata["input_dims"], (x_size,)))
+            sizes = [s if s is not None else tied_to[d]
+                     for s, d in zip(self.module.state_sizes(*params), metadata["state_dims"])]
+            zeros = [np.zeros(s, dtype=self.model.dtype) for s in sizes]
+            spare = [np.zeros_like(p) for p in params + zeros for _ in self.optimiser.state_names]
+            self._initial_cache[key] = (zeros, [np.zeros_like(z) for z in zeros], spare)
+        zeros, gradients, spare = self._initial_cache[key]
+        named = self.model.params
+        initials = [named[n] if learnable else zero for n, learnable, zero in zip(self.initial_names, self.learnable,
+                                                                                   zeros)]
+        return initials, gradients, spare
+
+    def _workspace(self, time_major: list, params: list, initials: list) -> tuple:
+        """The kernel's buffers for the whole sequence (states, kept values, per-step δs): allocated once per
+        (T, N, sizes) and reused by every call — fresh multi-megabyte arrays each step cost more than the maths."""
+        key = tuple(a.shape for a in time_major)
+        if key not in self._buffers:
+            steps, batch = time_major[0].shape[:2]
+            self._buffers[key] = self.module.workspace_buffers(steps, batch, time_major[0],
+                                                               *(h.reshape(1, -1) for h in initials), *params)
+        return self._buffers[key]
+
+    def _target(self, target: Any, batch: int, steps: int, size: int | None) -> np.ndarray:
+        """The targets as (N, T, out): every step's, or the last step's (N, out) repeated (weighed 0 but at T−1)."""
+        model_name, loss = type(self.model).__name__, self.loss
+        if getattr(loss, "takes_labels", False) and size is not None:  # integer class labels → one-hot rows
+            target = loss.targets_for(target, (batch,) + (() if self.last else (steps,)) + (size,), self.model.dtype)
+        array = as_float_array(model_name, "target", "target", target, self.model.dtype)
+        expected = (batch, size) if self.last else (batch, steps, size)
+        if array.ndim != len(expected) or array.shape[:-1] != expected[:-1] or (
+                size is not None and array.shape[-1] != size):
+            shown = tuple("out" if s is None else s for s in expected)
+            which = ("the last step's output (compile_step(..., last=True))" if self.last
+                     else "every step's output (pass last=True to compile_step for the last step's only)")
+            raise ValueError(f"{model_name}: the loss is on {which}, so the target must have shape {shown}, got "
+                             f"{array.shape}; nothing was changed")
+        array = to_dtype(model_name, "target", array, self.model.dtype, "target")
+        return np.broadcast_to(array[:, None, :], (batch, steps, array.shape[1])) if self.last else array
+
+    def _scale_for(self, steps: int, batch: int) -> np.ndarray:
+        """∂(mean loss)/∂ℓ_t per step and sample: 1/(N·T) everywhere, or 1/N at the last step (last=True)."""
+        key = (steps, batch)
+        if key not in self._scales:
+            scale = np.zeros((steps, batch, 1), dtype=self.model.dtype)
+            if self.last:
+                scale[-1] = 1.0 / batch
+            else:
+                scale[:] = 1.0 / (batch * steps)
+            self._scales[key] = scale
+        return self._scales[key]
+
+
+class single_threaded_blas:
+    """Run the block with the BLAS numba's np.dot calls (SciPy's OpenBLAS) on one thread, then restore its count.
+
+    A recurrent step makes ~100 small GEMM calls per batch in its time loops; with two OpenBLAS threads each call
+    hands work to a second thread that has gone to sleep or been descheduled (measured on 2 busy cores: RNN step
+    2.3 ms with 2 BLAS threads, 0.55 ms with 1; LSTM 64 ms vs 1.0 ms). A BLAS other than SciPy's OpenBLAS is left
+    as it is. The count is process-wide: another thread's BLAS calls during the block run on one thread too.
+    """
+
+    _functions: tuple | None = None
+
+    def __enter__(self):
+        get, set_ = self.functions()
+        self.previous = get() if get is not None else 1
+        if self.previous != 1:
+            set_(1)
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous != 1:
+            self.functions()[1](self.previous)
+        return False
+
+    @classmethod
+    def functions(cls) -> tuple:
+        """(get_num_threads, set_num_threads) of SciPy's OpenBLAS, or (None, None): looked up once."""
+        if cls._functions is None:
+            cls._functions = (None, None)
+            import ctypes
+            import glob
+            import os
+
+            import scipy
+
+            for path in glob.glob(os.path.join(os.path.dirname(scipy.__file__) + ".libs", "*openblas*")):
+                library = ctypes.CDLL(path)  # already loaded by SciPy: the same handle
+                for prefix in ("scipy_", ""):
+                    for suffix in ("", "64_"):
+                        get = getattr(library, f"{prefix}openblas_get_num_threads{suffix}", None)
+                        set_ = getattr(library, f"{prefix}openblas_set_num_threads{suffix}", None)
+                        if get is not None and set_ is not None:
+                            set_.argtypes = [ctypes.c_int]
+                            cls._functions = (get, set_)
+                            return cls._functions
+        return cls._functions
+
+
 def walk_submodels(model: Model):
     """Every sub-model, depth first."""
     for _, sub in model.named_submodels():
@@ -143,6 +327,23 @@ def walk_submodels(model: Model):
         yield from walk_submodels(sub)
 
 
-def compile_step(model: Model, loss: Any, optimiser: Any) -> TrainStep:
-    """One compiled call per batch: forward, loss, backward and the optimiser's update, fused."""
+def is_recurrent(model: Model) -> bool:
+    """True when the model or one of its sub-models declares a state (`flux.state`)."""
+    return bool(type(model).declared_states()) or any(sub.declared_states() for sub in walk_submodels(model))
+
+
+def compile_step(model: Model, loss: Any, optimiser: Any, *, last: bool = False) -> TrainStep:
+    """One compiled call per batch: forward, loss, backward and the optimiser's update, fused.
+
+    For a recurrent model (or a Chain holding one), x is (N, T, features) and the loss is the mean over every
+    step's output, target (N, T, out), as `loss.value_and_gradient` counts it on sequences (PyTorch's loss on the
+    whole output sequence); `last=True` puts the loss on the last step's output only, target (N, out) (Keras'
+    `return_sequences=False`). Each call starts from h₀ (zero, or the learnable initial state) as PyTorch's
+    `nn.RNN` without h does, and leaves the model's carried state alone.
+    """
+    if is_recurrent(model):
+        return RecurrentTrainStep(model, loss, optimiser, last=bool(last))
+    if last:
+        raise TypeError(f"compile_step: last=True puts the loss on a sequence's last step, but "
+                        f"{type(model).__name__} is not recurrent (it declares no flux.state)")
     return TrainStep(model, loss, optimiser)

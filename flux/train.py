@@ -39,6 +39,11 @@ def train(model, loss, data: tuple[np.ndarray, np.ndarray], optimiser, *, epochs
     A callback is any object with some of `on_train_begin(model)`, `on_epoch_end(epoch, logs) -> bool | None`
     (True stops training) and `on_train_end(model)`.
 
+    A recurrent model (or a Chain holding one) takes X as (N, T, features) sequences: targets Y (N, T, out) (or
+    class labels (N, T)) put the loss on every step's output, Y (N, out) (or labels (N,)) on the last step's only
+    (Keras' `return_sequences=False`); each batch starts from h₀. A flux loss runs as one fused kernel call per
+    batch (`flux.compile_step`), on sequences too.
+
     `client` (a dask.distributed.Client) trains data-parallel on its workers: each batch's gradient is the sum of
     its shards' gradients, Σ_k (n_k/N)·∂L_k/∂θ, then one update (flux/distributed.py; `pip install -e ".[dask]"`).
     """
@@ -71,10 +76,12 @@ def train(model, loss, data: tuple[np.ndarray, np.ndarray], optimiser, *, epochs
     callbacks = checked_callbacks(callbacks, log_names)
     generator = np.random.default_rng(rng)
     Y = _labels_as_targets(model, loss, X, Y)
-    _check_on_first_batch(model, loss, (X, Y), "data", metric_functions, batch_size, with_loss=False)
+    last = last_step_targets(model, X, Y)
+    _check_on_first_batch(model, loss, (X, Y), "data", metric_functions, batch_size, with_loss=False, last=last)
     if validation is not None:
-        _check_on_first_batch(model, loss, validation, "validation", metric_functions, batch_size, with_loss=True)
-    step = step if step is not None else default_step(model, loss, optimiser)
+        _check_on_first_batch(model, loss, validation, "validation", metric_functions, batch_size, with_loss=True,
+                              last=last)
+    step = step if step is not None else default_step(model, loss, optimiser, last=last)
     batches_per_epoch = -(-len(X) // batch_size)
 
     model.zero_grad()
@@ -101,9 +108,10 @@ def train(model, loss, data: tuple[np.ndarray, np.ndarray], optimiser, *, epochs
                     bar.set_postfix(loss=f"{total / seen:.4g}", refresh=False)
             logs = {"loss": total / seen}
             logs.update(evaluate(model, loss, (X, Y), batch_size=batch_size, metrics=metric_functions,
-                                 include_loss=False))
+                                 include_loss=False, last=last))
             if validation is not None:
-                measured = evaluate(model, loss, validation, batch_size=batch_size, metrics=metric_functions)
+                measured = evaluate(model, loss, validation, batch_size=batch_size, metrics=metric_functions,
+                                    last=last)
                 logs.update({f"val_{k}": v for k, v in measured.items()})
             history.append(epoch, logs)
             if bar is not None:
@@ -120,21 +128,29 @@ def train(model, loss, data: tuple[np.ndarray, np.ndarray], optimiser, *, epochs
     return history
 
 
-def default_step(model, loss, optimiser) -> Step:
-    """The fused compiled step (`flux.compile_step`) for a flux loss on a feed-forward model; otherwise the
-    step made of separate forward, back and update calls (`make_step`)."""
+def default_step(model, loss, optimiser, *, last: bool = False) -> Step:
+    """The fused compiled step (`flux.compile_step`) for a flux loss, on a feed-forward or recurrent model;
+    otherwise the step made of separate forward, back and update calls (`make_step`)."""
     from .layers.dropout import draws_masks
     from .losses import Loss
-    from .step import compile_step, walk_submodels
+    from .step import compile_step
 
-    recurrent = bool(type(model).declared_states()) or any(sub.declared_states() for sub in walk_submodels(model))
-    if isinstance(loss, Loss) and not recurrent and not draws_masks(model):  # a mask per call: no fused step yet
-        return compile_step(model, loss, optimiser)
-    return make_step(model, loss, optimiser)
+    if isinstance(loss, Loss) and not draws_masks(model):  # a Dropout's mask per call: no fused step yet
+        return compile_step(model, loss, optimiser, last=last)
+    return make_step(model, loss, optimiser, last=last)
 
 
-def make_step(model, loss, optimiser) -> Step:
+def last_step_targets(model, X: np.ndarray, Y: np.ndarray) -> bool:
+    """True when a recurrent model's targets are for the last step only: X (N, T, features) with Y (N, out) or
+    class labels (N,); targets (N, T, out) (or labels (N, T), already one-hot here) are for every step."""
+    from .step import is_recurrent
+
+    return np.ndim(X) == 3 and np.ndim(Y) < 3 and is_recurrent(model)
+
+
+def make_step(model, loss, optimiser, *, last: bool = False) -> Step:
     """One training step on a batch: forward, loss, backward, checks, update. Returns the batch's mean loss.
+    `last`: the loss is on a sequence's last step only (its Δ is zero at every other step).
 
     If the loss or a gradient is not finite it raises FloatingPointError naming it, after zeroing the gradients, so
     the model is exactly as it was before the step (the update has not happened).
@@ -143,7 +159,12 @@ def make_step(model, loss, optimiser) -> Step:
 
     def step(x: np.ndarray, t: np.ndarray) -> float:
         y = model(x)
-        value, Δ = value_and_gradient(y, t)
+        if last:
+            value, Δ_last = value_and_gradient(y[:, -1], t)
+            Δ = np.zeros_like(y)
+            Δ[:, -1] = Δ_last
+        else:
+            value, Δ = value_and_gradient(y, t)
         value = float(value)
         if not np.isfinite(value):
             raise FloatingPointError(f"train: the loss of {type(model).__name__} is {value}; "
@@ -165,14 +186,17 @@ def make_step(model, loss, optimiser) -> Step:
 
 
 def evaluate(model, loss, data: tuple[np.ndarray, np.ndarray], *, batch_size: int = 256,
-             metrics: Sequence[str | Callable] | dict | None = None, include_loss: bool = True) -> dict[str, float]:
+             metrics: Sequence[str | Callable] | dict | None = None, include_loss: bool = True,
+             last: bool = False) -> dict[str, float]:
     """The mean loss (and metrics) of `model` over `data`, in batches; the model's parameters are not changed.
-    A model in training mode with a Dropout inside is evaluated in evaluation mode (nothing dropped), as Keras does."""
+    `last`: on a sequence's last step only (the prediction is y[:, -1]). A model in training mode with a Dropout
+    inside is evaluated in evaluation mode (nothing dropped), as Keras does."""
     from .layers.dropout import draws_masks
 
     if draws_masks(model):
         try:
-            return evaluate(model.eval(), loss, data, batch_size=batch_size, metrics=metrics, include_loss=include_loss)
+            return evaluate(model.eval(), loss, data, batch_size=batch_size, metrics=metrics,
+                            include_loss=include_loss, last=last)
         finally:
             model.train()
     X, Y = _training_arrays(data, "data")
@@ -186,6 +210,7 @@ def evaluate(model, loss, data: tuple[np.ndarray, np.ndarray], *, batch_size: in
     for start in range(0, len(X), batch_size):
         x, t = X[start:start + batch_size], Y[start:start + batch_size]
         y = model(x)
+        y = y[:, -1] if last else y
         for name, function in functions.items():
             totals[name] += float(function(y, t)) * len(x)
     return {name: total / len(X) for name, total in totals.items()}
@@ -286,7 +311,7 @@ def _labels_as_targets(model, loss, X: np.ndarray, Y: np.ndarray) -> np.ndarray:
 
 
 def _check_on_first_batch(model, loss, data: tuple, role: str, metrics: dict, batch_size: int,
-                          with_loss: bool) -> None:
+                          with_loss: bool, last: bool = False) -> None:
     """Run what training runs after each epoch — the model, the loss (validation) and every metric — on the first
     batch, before any parameter changes: a set of the wrong shape or a metric that cannot read the model's output
     is refused now, not after an epoch of training. The model's parameters are not changed."""
@@ -297,6 +322,7 @@ def _check_on_first_batch(model, loss, data: tuple, role: str, metrics: dict, ba
     functions = ({"loss": _loss_value(loss)} if with_loss else {}) | metrics
     try:
         y = model(x)
+        y = y[:, -1] if last else y
         for function in functions.values():
             float(function(y, t))
     except (ValueError, TypeError, IndexError) as error:

@@ -15,12 +15,21 @@ from .sizes import dimension_code, size_codes
 DRIVER_INDENT = "    "
 
 
-def forward_driver(plan) -> str:
-    """`forward(x_seq…, h_initial…, params…)`: the hoisted terms, the time loop, then the outputs."""
+def forward_driver(plan, workspace: bool = False) -> str:
+    """`forward(x_seq…, h_initial…, params…)`: the hoisted terms, the time loop, then the outputs.
+
+    With `workspace`, `forward_into(x_seq…, params…, h_seq…, kept_seq…)` writes the time loop's values into the
+    caller's buffers (`workspace_buffers`; h_seq[0] already holds h₀) instead of allocating them."""
     I = DRIVER_INDENT
     params = ", ".join(a.name for a in plan.params)
-    arguments = [f"{a.name}_seq" for a in plan.inputs] + [f"{s}_initial" for s in plan.states]
-    lines = [f"def forward({', '.join(arguments)}, {params}):",
+    if workspace:
+        arguments = [f"{a.name}_seq" for a in plan.inputs]
+        buffers = ", ".join(forward_buffers(plan))
+        header = f"def forward_into({', '.join(arguments)}, {params}, {buffers}):"
+    else:
+        arguments = [f"{a.name}_seq" for a in plan.inputs] + [f"{s}_initial" for s in plan.states]
+        header = f"def forward({', '.join(arguments)}, {params}):"
+    lines = [header,
              f'{I}"""The time loop over t = 0…T−1 for the states; then the outputs, for all t at once."""',
              f"{I}T = {plan.inputs[0].name}_seq.shape[0]",
              f"{I}N = {plan.inputs[0].name}_seq.shape[1]"]
@@ -36,10 +45,10 @@ def forward_driver(plan) -> str:
                      "  # the hoisted terms, for all T·N rows at once")
         for u in projected:
             lines.append(f"{I}{u}_seq = {u}.reshape((T, N, {u}.shape[1]))")
-    for state in plan.states:
+    for state in plan.states if not workspace else ():
         lines.append(f"{I}{state}_seq = np.empty((T + 1, N, {state}_initial.shape[1]), dtype=real)")
         lines.append(f"{I}{state}_seq[0] = {state}_initial")
-    for name, dim in zip(plan.kept, plan.kept_dims):
+    for name, dim in zip(plan.kept, plan.kept_dims) if not workspace else ():
         lines.append(f"{I}{name}_seq = np.empty((T, N, {dimension_code(dim, sources)}), dtype=real)")
     cell_arguments = [f"{name}_seq[t]" for name in plan.cell_inputs]  # a state's [t] is h_{t−1}
     lines.append(f"{I}for t in range(T):")
@@ -64,21 +73,30 @@ def forward_returns(plan) -> list[str]:
             + (plan.projection.kept if plan.projection else []) + plan.readout.kept)
 
 
-def backward_driver(plan) -> str:
-    """`backward(Δy_seq…, Δh_last…, x_seq…, params…, forward's returns…, grad_*…)` → ∂L/∂x_seq…, ∂L/∂h_initial…"""
+def backward_driver(plan, workspace: bool = False) -> str:
+    """`backward(Δy_seq…, Δh_last…, x_seq…, params…, forward's returns…, grad_*…)` → ∂L/∂x_seq…, ∂L/∂h_initial…
+
+    With `workspace`, `backward_into(Δy_seq…, x_seq…, params…, forward's returns…, grad_*…, buffers…)` starts
+    from Δh = 0 after the last step, uses the caller's buffers (`workspace_buffers`) and returns ∂L/∂h_initial… only:
+    a training step needs no ∂L/∂x."""
     I = DRIVER_INDENT
     params = ", ".join(a.name for a in plan.params)
     grads = ", ".join(f"grad_{a.name}" for a in plan.params)
     output_deltas, state_deltas = plan.output_deltas, plan.state_deltas
-    arguments = ([f"{d}_seq" for d in output_deltas] + [f"{d}_last" for d in state_deltas]
-                 + [f"{a.name}_seq" for a in plan.inputs] + [params] + forward_returns(plan) + [grads])
-    lines = [f"def backward({', '.join(arguments)}):",
+    if workspace:
+        arguments = ([f"{d}_seq" for d in output_deltas] + [f"{a.name}_seq" for a in plan.inputs] + [params]
+                     + forward_returns(plan) + [grads] + backward_buffers(plan))
+    else:
+        arguments = ([f"{d}_seq" for d in output_deltas] + [f"{d}_last" for d in state_deltas]
+                     + [f"{a.name}_seq" for a in plan.inputs] + [params] + forward_returns(plan) + [grads])
+    lines = [f"def {'backward_into' if workspace else 'backward'}({', '.join(arguments)}):",
              f'{I}"""The outputs\' VJP for all t at once; back through time, t = T−1…0, carrying ∂L/∂h; then the '
              f'deferred parameter gradients."""',
              f"{I}T = {plan.inputs[0].name}_seq.shape[0]",
              f"{I}N = {plan.inputs[0].name}_seq.shape[1]"]
-    for delta in state_deltas:
-        lines.append(f"{I}{delta} = {delta}_last.copy()")
+    for state, delta in zip(plan.states, state_deltas):
+        lines.append(f"{I}{delta} = np.zeros(({state}_seq.shape[1], {state}_seq.shape[2]), dtype=real)" if workspace
+                     else f"{I}{delta} = {delta}_last.copy()")
     # the readout's VJP: ∂L/∂x, and the ∂L/∂h_{t−1}, ∂L/∂h_t that the loop adds to the Δh it carries
     readout, n_in, n_states = plan.readout, len(plan.inputs), len(plan.states)
     d_y = [f"rows({d}_seq)" for d in output_deltas]
@@ -95,11 +113,11 @@ def backward_driver(plan) -> str:
             lines.append(f"{I}from_readout{i}_seq = from_readout{i}.reshape((T, N, from_readout{i}.shape[1]))")
             (after_step if i < n_in + n_states else before_step)[state] = f"from_readout{i}_seq[t]"
     # buffers for the per-step gradients of inputs and hoisted terms, and for the deferred factors
-    for name, returned in plan.cell_gradients:
+    for name, returned in plan.cell_gradients if not workspace else ():
         if name not in plan.states:  # a gradient the loop writes at every t needs no zeros first
             lines.append(f"{I}grad_{name}_seq = np.{'empty' if returned else 'zeros'}({name}_seq.shape, dtype=real)")
     sources = size_sources(plan, in_forward=False)
-    for name, dim in plan.factors:
+    for name, dim in plan.factors if not workspace else ():
         lines.append(f"{I}{name}_seq = np.empty((T, N, {dimension_code(dim, sources)}), dtype=real)")
     cell_arguments = state_deltas + [f"{name}_seq[t]" for name in plan.cell_inputs] + [params]
     cell_arguments += plan.saved_buffers + [grads]
@@ -130,20 +148,56 @@ def backward_driver(plan) -> str:
         returned = [f"from_projection{i}" for i in projection.leaf_gradients]
         read = [f"rows({u}_seq)" for u in projection.outputs_read]
         call = f"project_backward({', '.join(d_u + xs)}, {params}, {', '.join(projection.kept + read + [grads])})"
-        if returned:
+        if returned and not workspace:
             lines.append(f"{I}{', '.join(returned)}{',' if len(returned) == 1 else ''} = {call}")
             for i in projection.leaf_gradients:
                 name = plan.inputs[i].name
                 lines.append(f"{I}grad_{name}_seq += from_projection{i}.reshape({name}_seq.shape)")
         else:
             lines.append(f"{I}{call}")
-    for i in readout.leaf_gradients:
+    for i in readout.leaf_gradients if not workspace else ():
         if i < n_in:
             name = plan.inputs[i].name
             lines.append(f"{I}grad_{name}_seq += from_readout{i}.reshape({name}_seq.shape)")
-    results = [f"grad_{a.name}_seq" for a in plan.inputs] + state_deltas
+    results = ([] if workspace else [f"grad_{a.name}_seq" for a in plan.inputs]) + state_deltas
     lines.append(f"{I}return {', '.join(results)}{',' if len(results) == 1 else ''}")
     return "\n".join(lines) + "\n"
+
+
+def forward_buffers(plan) -> list[str]:
+    """The buffers `forward_into` fills: each state's (T+1, N, size), then each kept value's (T, N, size)."""
+    return [f"{s}_seq" for s in plan.states] + [f"{n}_seq" for n in plan.kept]
+
+
+def backward_buffers(plan) -> list[str]:
+    """The buffers `backward_into` fills: ∂L/∂ of each hoisted term (and of an input the loop writes), per step;
+    then each deferred gradient's factor."""
+    inputs = {a.name for a in plan.inputs}
+    return ([f"grad_{name}_seq" for name, returned in plan.cell_gradients
+             if name not in plan.states and (returned or name not in inputs)]
+            + [f"{name}_seq" for name, _ in plan.factors])
+
+
+def workspace_function(plan, dims: dict) -> str:
+    """Plain Python `workspace_buffers(T, N, x_seq…, h_initial…, params…)`: every buffer of `forward_into` and
+    `backward_into` for T steps of N samples, allocated once per shape by the caller. `dims` gives the size of each
+    hoisted term (by name); a never-written ∂L/∂ buffer is zeros."""
+    sources = size_sources(plan)
+    inputs = {a.name for a in plan.inputs}
+    shapes = [f"(T + 1, N, {s}_initial.shape[1])" for s in plan.states]
+    shapes += [f"(T, N, {dimension_code(dim, sources)})" for dim in plan.kept_dims]
+    made = [f"np.empty({shape}, dtype=real)" for shape in shapes]
+    size_of = {a.name: f"{a.name}_seq.shape[2]" for a in plan.inputs}
+    size_of.update({u: dimension_code(dims[u], sources) for u in plan.projected})
+    for name, returned in plan.cell_gradients:
+        if name not in plan.states and (returned or name not in inputs):
+            made.append(f"np.{'empty' if returned else 'zeros'}((T, N, {size_of[name]}), dtype=real)")
+    made += [f"np.empty((T, N, {dimension_code(dim, sources)}), dtype=real)" for _, dim in plan.factors]
+    arguments = (["T", "N"] + [f"{a.name}_seq" for a in plan.inputs] + [f"{s}_initial" for s in plan.states]
+                 + [a.name for a in plan.params])
+    return "\n".join([f"def workspace_buffers({', '.join(arguments)}):",
+                      '    """The buffers of forward_into, then those of backward_into, for T steps of N samples."""',
+                      f"    return ({', '.join(made)}{',' if len(made) == 1 else ''})"])
 
 
 def readout_rows(plan) -> list[str]:

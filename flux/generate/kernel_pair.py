@@ -59,12 +59,13 @@ def gradient_arrays(params: list[Argument]) -> list[Argument]:
 
 def kernel_pair(derivation, names: tuple[str, str], leaves: list[Argument], params: list[Argument],
                 output_names: list[str], kept_prefix: str, docs: tuple[str, str], *,
-                save_all_outputs: bool = False) -> KernelPair:
+                save_all_outputs: bool = False, gradient_leaves: set | None = None) -> KernelPair:
     """The forward and backward kernels (named `names`) of a stateless derivation whose inputs are `leaves`.
 
     Kept intermediates are named kept_prefix + 1, 2, …; `docs` end the forward's docstring (after its maths) and
     are the backward's. Backward reads the outputs it needs after the kept values, or, with `save_all_outputs`,
-    every output before them (the feed-forward calling convention).
+    every output before them (the feed-forward calling convention). `gradient_leaves`: the indices of the leaves
+    whose ∂L/∂ backward returns (None: every leaf's; a training step needs no ∂L/∂x).
     """
     batched = Dependence(a.symbol for a in leaves)
     symbols = set(derivation.inputs) | set(derivation.params.values())
@@ -92,7 +93,7 @@ def kernel_pair(derivation, names: tuple[str, str], leaves: list[Argument], para
     results, leaf_gradients = [], []
     for i, (a, s) in enumerate(zip(leaves, derivation.inputs)):
         g = derivation.gradients[s.name]
-        if not isinstance(g, ZeroMatrix):
+        if not isinstance(g, ZeroMatrix) and (gradient_leaves is None or i in gradient_leaves):
             results.append(Result(f"grad_{a.name}", g.xreplace(replacements)))
             leaf_gradients.append(i)
     for a, p in zip(params, derivation.params.values()):

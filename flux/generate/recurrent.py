@@ -36,10 +36,8 @@ from ..maths.nodes import Generated
 def generate_recurrent_module_source(derivation, dtype, key: str) -> str:
     """The complete text of the module holding a recurrent model's kernels and time loops."""
     dtype = np.dtype(dtype)
-    cell = split_cell(derivation)
-    params = [Argument(p, identifier(name), False) for name, p in cell.params.items()]
-    inputs = [Argument(x, identifier(x.name), True) for x in cell.inputs]
-    kernels, plan = CellWriter(cell, params, inputs).kernels()
+    cell, kernels, plan = cell_kernels_and_plan(derivation)
+    params, inputs = plan.params, plan.inputs
     kernels += [forward_driver(plan), backward_driver(plan)]
     metadata = common_metadata(derivation, dtype, cell.inputs, cell.params)
     metadata.update({
@@ -59,6 +57,16 @@ def generate_recurrent_module_source(derivation, dtype, key: str) -> str:
                            size_codes(params))
     return module_source(key, docstring, dtype, metadata=metadata, helpers=[shape_checks(params, inputs), sizes],
                          kernels=kernels)
+
+
+def cell_kernels_and_plan(derivation, input_gradients: bool = True) -> tuple[Cell, list[str], "RecurrentPlan"]:
+    """The cell of a recurrent derivation, its kernels' text (without the drivers) and the plan of its drivers;
+    without `input_gradients` no kernel computes ∂L/∂x (a training step needs none)."""
+    cell = split_cell(derivation)
+    params = [Argument(p, identifier(name), False) for name, p in cell.params.items()]
+    inputs = [Argument(x, identifier(x.name), True) for x in cell.inputs]
+    kernels, plan = CellWriter(cell, params, inputs, input_gradients).kernels()
+    return cell, kernels, plan
 
 
 @dataclass(frozen=True)
@@ -90,10 +98,11 @@ class RecurrentPlan:
 class CellWriter:
     """Writes the kernels of a recurrent cell (by the numba printer) and the plan the drivers are printed from."""
 
-    def __init__(self, cell: Cell, params: list, inputs: list):
+    def __init__(self, cell: Cell, params: list, inputs: list, input_gradients: bool = True):
         self.cell = cell
         self.params = params
         self.inputs = inputs
+        self.input_gradients = input_gradients
         self.states = [identifier(n) for n in cell.state_names]
         self.projected_names = [f"u{k}" for k in range(1, len(cell.projected) + 1)]
         # the code name of every leaf: the user's symbols by `identifier`, flux's own by their fixed families
@@ -127,9 +136,11 @@ class CellWriter:
     def row_kernels(self, name: str, derivation, leaf_names: list, output_names: list, kept_prefix: str) -> KernelPair:
         """A stateless part of the cell (the projection, the readout) and its VJP, over all T·N rows at once."""
         leaves = [Argument(s, n, True) for s, n in zip(derivation.inputs, leaf_names)]
+        inputs = {a.symbol for a in self.inputs}
+        wanted = None if self.input_gradients else {i for i, s in enumerate(derivation.inputs) if s not in inputs}
         return kernel_pair(derivation, (name, f"{name}_backward"), leaves, self.params, output_names, kept_prefix,
                            ("  (every row: all T·N)", f"the VJP of {name} for all T·N rows: ∂L/∂leaves returned, Σ "
-                            "of ∂L/∂params added into grad_*"))
+                            "of ∂L/∂params added into grad_*"), gradient_leaves=wanted)
 
     # ---- the update: (x_t, u_t, h_{t−1}) ↦ h_t, and its VJP ----------------------------------------------
 
@@ -177,8 +188,11 @@ class CellWriter:
         deltas = [Argument(d, identifier(d.name), True) for d in update.upstream]
         # per-step gradients: inputs, hoisted terms and previous states
         cell_gradients, results = [], []  # (leaf argument name, returned?) in order
+        inputs = {a.symbol for a in self.inputs}
         for a in cell_inputs:
             g = update.gradients[a.symbol.name]
+            if not self.input_gradients and a.symbol in inputs:
+                g = ZeroMatrix(*g.shape)  # not computed: a training step needs no ∂L/∂x
             cell_gradients.append((a.name, not isinstance(g, ZeroMatrix)))
             if not isinstance(g, ZeroMatrix):
                 results.append(Result(f"grad_{a.name}", g.xreplace(replacements)))

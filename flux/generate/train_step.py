@@ -9,17 +9,16 @@ finite (status −1: the loss, k: gradient k; −2: all finite, updated). The op
 """
 from __future__ import annotations
 
-import sympy
-from sympy.printing.pycode import pycode
-
 from .feedforward import identifier, shape_checks
 from .module import module_source
+from .optimiser_update import update_source
 from .printer import Argument, Result, describe, generate_kernel_source
 from ..maths.nodes import Generated
 
 
 def generate_step_source(derivation, rules, optimiser_name: str, dtype, key: str) -> str:
-    """The module text: shape helpers and `train_step(x, target, θ…, scale, g…, state…, step_count, hyper…)`."""
+    """The module text: shape helpers and `train_step(x, target, θ…, scale, g…, state…, step_count, hyper…)` (a
+    recurrent model's is written by `flux.generate.recurrent_step`)."""
     x, target = derivation.inputs
     inputs = [Argument(x, identifier(x.name), True), Argument(target, identifier(target.name), True)]
     params = [Argument(p, identifier(name), False) for name, p in derivation.params.items()]
@@ -34,10 +33,6 @@ def generate_step_source(derivation, rules, optimiser_name: str, dtype, key: str
     epilogue = ["if not np.isfinite(loss):", "    return loss, -1"]
     for k, g in enumerate(gradients):
         epilogue += [f"if not all_finite({g}):", f"    return loss, {k}"]
-    symbol_names = {rules.theta: "θ", rules.gradient: "g", rules.step: "step_count"}
-    symbol_names.update({s: f"{name}_old" for name, s in rules.state.items()})
-    symbol_names.update({s: f"hyper_{name}" for name, s in rules.hyperparameters.items()})
-    printed = {updated: scalar_code(expr, symbol_names) for updated, expr in rules.updates.items()}
     for a, g in zip(params, gradients):
         states_of = ", ".join(f"opt_{s}_{a.name}.reshape(-1)" for s in rules.state)
         epilogue.append(f"update({a.name}.reshape(-1), {g}.reshape(-1), {states_of + ', ' if states_of else ''}"
@@ -51,24 +46,4 @@ def generate_step_source(derivation, rules, optimiser_name: str, dtype, key: str
     )
     docstring = f"flux fused training step for {derivation.name} with {optimiser_name} ({dtype.name}). Do not edit."
     return module_source(key, docstring, dtype, helpers=[shape_checks(params, inputs)],
-                         kernels=[update_source(rules, printed, optimiser_name), kernel])
-
-
-def update_source(rules, printed: dict, optimiser_name: str) -> str:
-    """A kernel applying the optimiser's rule to every entry of one flattened parameter."""
-    states = list(rules.state)
-    hyper = [f"hyper_{h}" for h in rules.hyperparameters]
-    arguments = ", ".join(["θ_", "g_"] + [f"{s}_" for s in states] + ["step_count"] + hyper)
-    maths = "; ".join(f"{t} ← {sympy.sstr(e)}" for t, e in rules.updates.items())
-    lines = [f"def update({arguments}):", f'    """{optimiser_name}: {maths}"""',
-             "    for i in range(θ_.size):", "        θ = θ_[i]", "        g = g_[i]"]
-    lines += [f"        {s}_old = {s}_[i]" for s in states]
-    lines += [f"        {s}_[i] = {printed[s]}" for s in states]
-    lines.append(f"        θ_[i] = {printed['θ']}")
-    return "\n".join(lines)
-
-
-def scalar_code(expr, names: dict) -> str:
-    """Python code for a scalar SymPy expression with symbols renamed (math.sqrt etc.)."""
-    renamed = expr.xreplace({s: sympy.Symbol(n) for s, n in names.items()})
-    return pycode(renamed, fully_qualified_modules=True)
+                         kernels=[update_source(rules, optimiser_name), kernel])
