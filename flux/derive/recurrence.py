@@ -41,6 +41,30 @@ class Cell:
     readout: Any
 
 
+def with_new_states(expr, news: list, nexts: list):
+    """`expr` reading each new state's leaf h_t instead of its expression, also where SymPy flattened a new state
+    that is a sum into a larger sum (a GRU's h_t = h − z⊙h + z⊙n inside a loss's h_t − target): otherwise the
+    readout would compute the whole cell again."""
+    from collections import Counter
+
+    from sympy import MatAdd
+
+    expr = expr.xreplace(dict(zip(news, nexts)))
+    sums = [(Counter(h.args), leaf) for h, leaf in zip(news, nexts) if isinstance(h, MatAdd)]
+
+    def contains_state(node) -> bool:
+        return isinstance(node, MatAdd) and any(not parts - Counter(node.args) for parts, _ in sums)
+
+    def replaced(node):
+        args = Counter(node.args)
+        for parts, leaf in sums:
+            if not parts - args:
+                return MatAdd(leaf, *(args - parts).elements())
+        return node
+
+    return expr.replace(contains_state, replaced) if sums else expr
+
+
 def split_cell(derivation) -> Cell:
     """Split a recurrent derivation into projection, update and readout, and derive each."""
     from .rules import backward_expressions
@@ -56,7 +80,7 @@ def split_cell(derivation) -> Cell:
     taken = {s.name for s in list(derivation.inputs) + list(params.values()) + previous + list(derivation.upstream)}
     nexts = [Generated(internal_name(f"{p.name}_t", taken), *p.shape) for p in previous]
     # the readout reads the new states as leaves: whatever the outputs share with the update is not recomputed
-    outputs = [o.xreplace(dict(zip(news, nexts))) for o in derivation.outputs]
+    outputs = [with_new_states(o, news, nexts) for o in derivation.outputs]
     leaves = list(derivation.inputs) + previous + nexts
     gradients = backward_expressions(dict(enumerate(outputs)), dict(enumerate(derivation.upstream[:n_out])),
                                      leaves + list(params.values()))
