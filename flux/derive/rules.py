@@ -23,9 +23,10 @@ from ..maths.broadcast import without_scalar_factors
 from ..maths.elementwise import FUNCTIONS, SCALAR_TO_NAME, Y, Z, register
 from ..maths.graph import matrix_children, topological_order
 from ..maths.nodes import Apply, LogSumExp, Softmax, Spread, Total
+from .matrix_rules import MATRIX_RULES
 
 Rule = Callable[[MatrixExpr, MatrixExpr], list]
-vjp_rules: dict[type, Rule] = {}
+vjp_rules: dict[type, Rule] = dict(MATRIX_RULES)  # per-sample matrices' nodes: derive/matrix_rules.py
 
 
 def vjp(node_type: type) -> Callable[[Rule], Rule]:

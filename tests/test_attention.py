@@ -1,0 +1,149 @@
+"""Sequences as matrices (issue 17): a sample is a d×T matrix (`flux.tokens`), attention written as maths, derived,
+displayed, compiled by the token printer, compared with NumPy and gradchecked in float64 (< 1e-6), with T changing
+between calls of one model."""
+import numpy as np
+import pytest
+
+import flux
+
+D, K, V, N = 5, 3, 4, 3
+RNG = np.random.default_rng(1717)
+
+
+class SelfAttention(flux.Model):
+    """y = Wv·X·softmax(XᵀWkᵀWq·X/√k) by columns: the issue's layer as written."""
+
+    Wq = flux.param("k", "d"); Wk = flux.param("k", "d"); Wv = flux.param("v", "d")  # noqa: E702
+    X = flux.tokens("d")
+
+    def forward(self, X):
+        Q, K, V = self.Wq * X, self.Wk * X, self.Wv * X
+        A = flux.softmax(K.T * Q / flux.sqrt(self.k), axis=0)
+        return V * A
+
+
+class CausalAttention(SelfAttention):
+    def forward(self, X):
+        Q, K, V = self.Wq * X, self.Wk * X, self.Wv * X
+        return V * flux.softmax(flux.causal(K.T * Q / flux.sqrt(self.k)), axis=0)
+
+
+class RowAttention(SelfAttention):
+    """The row convention: A = softmax(QᵀK) over rows, y = V·Aᵀ (the same maths as SelfAttention)."""
+
+    def forward(self, X):
+        Q, K, V = self.Wq * X, self.Wk * X, self.Wv * X
+        return V * flux.softmax(Q.T * K / flux.sqrt(self.k), axis=1).T
+
+
+def build(cls, dtype=np.float64):
+    return cls(Wq=RNG.normal(size=(K, D)), Wk=RNG.normal(size=(K, D)), Wv=RNG.normal(size=(V, D)), dtype=dtype)
+
+
+def reference(model, X, causal=False):
+    """NumPy, sample by sample, in the maths' orientation (X[n].T is d×T)."""
+    p = {k: v.astype(np.float64) for k, v in model.params.items()}
+    out = []
+    for x in X.astype(np.float64):
+        x = x.T
+        Q, Kx, Vx = p["Wq"] @ x, p["Wk"] @ x, p["Wv"] @ x
+        S = Kx.T @ Q / np.sqrt(K)
+        if causal:
+            S[np.tril_indices(S.shape[0], -1)] = -np.inf  # key i after query j
+        A = np.exp(S - S.max(axis=0))
+        out.append((Vx @ (A / A.sum(axis=0))).T)
+    return np.array(out)
+
+
+@pytest.fixture(scope="module")
+def attention():
+    return build(SelfAttention)
+
+
+@pytest.fixture(scope="module")
+def causal():
+    return build(CausalAttention)
+
+
+def test_forward_matches_numpy_for_any_T(attention):
+    for T in (7, 1, 3):
+        X = RNG.normal(size=(N, T, D))
+        y = attention(X)
+        assert y.shape == (N, T, V)
+        np.testing.assert_allclose(y, reference(attention, X), rtol=1e-12, atol=1e-12)
+
+
+def test_gradcheck_every_parameter_and_the_tokens(attention):
+    assert flux.gradcheck(attention, RNG.normal(size=(N, 6, D))) < 1e-6
+
+
+def test_T_differs_between_calls_of_one_model(attention):
+    program = attention.kernels
+    for T in (2, 9):
+        assert flux.gradcheck(attention, RNG.normal(size=(2, T, D))) < 1e-6
+    assert attention.kernels is program  # one kernel whatever T
+
+
+def test_backward_against_numpy_by_finite_differences_of_the_reference(attention):
+    """∂L/∂X from the kernel equals central differences of the NumPy reference (independent of flux's forward)."""
+    X = RNG.normal(size=(1, 4, D))
+    R = RNG.normal(size=(1, 4, V))
+    attention(X)
+    dX = attention.back(R)
+    attention.zero_grad()
+    numeric = np.zeros_like(X)
+    for index in np.ndindex(X.shape):
+        plus, minus = X.copy(), X.copy()
+        plus[index] += 1e-6
+        minus[index] -= 1e-6
+        numeric[index] = (np.sum(R * reference(attention, plus)) - np.sum(R * reference(attention, minus))) / 2e-6
+    np.testing.assert_allclose(dX, numeric, rtol=1e-6, atol=1e-8)
+
+
+def test_causal_mask(causal):
+    X = RNG.normal(size=(N, 6, D))
+    y = causal(X)
+    np.testing.assert_allclose(y, reference(causal, X, causal=True), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(causal(X[:, :3]), y[:, :3], rtol=1e-12, atol=1e-12)  # the future is never read
+    assert flux.gradcheck(causal, X) < 1e-6
+    assert flux.gradcheck(causal, RNG.normal(size=(2, 3, D))) < 1e-6
+
+
+def test_softmax_over_rows_is_the_transposed_convention(attention):
+    rows = build(RowAttention)
+    rows.params.update(attention.params)
+    X = RNG.normal(size=(N, 5, D))
+    np.testing.assert_allclose(rows(X), attention(X), rtol=1e-12, atol=1e-12)
+    assert flux.gradcheck(rows, X) < 1e-6
+
+
+def test_one_sequence_and_float32():
+    model = build(SelfAttention, np.float32)
+    X = RNG.normal(size=(5, D)).astype(np.float32)
+    y = model(X)
+    assert y.shape == (5, V) and y.dtype == np.float32
+    np.testing.assert_allclose(y, reference(model, X[None])[0], rtol=2e-5, atol=2e-5)
+    assert model.back(np.ones((5, V), np.float32)).shape == (5, D)
+
+
+def test_bad_token_arrays_are_refused_naming_the_model_and_the_input(attention):
+    with pytest.raises(ValueError, match=r"SelfAttention: input X must have 5 features"):
+        attention(np.zeros((2, 3, 4)))
+    with pytest.raises(ValueError, match=r"SelfAttention: input X is a sequence of tokens.*\(N, T, 5\)"):
+        attention(np.zeros(5))
+
+
+def test_the_derivation_is_shown_in_text_and_latex():
+    text = repr(SelfAttention.derivation)
+    for gradient in ("∂L/∂Wq", "∂L/∂Wk", "∂L/∂Wv", "∂L/∂X", "softmax"):
+        assert gradient in text
+    latex = flux.latex(SelfAttention)
+    assert r"\operatorname{softmax}" in latex and "W_q" in latex
+    assert "causal" in repr(CausalAttention.derivation) and "mask" in repr(CausalAttention.derivation)
+    assert r"\operatorname{causal}" in flux.latex(CausalAttention)
+
+
+def test_one_gemm_over_every_token_for_shared_parameters(attention):
+    """W·X is one np.dot over an (N·T, d) view, never a loop over samples."""
+    source = attention.kernels.source
+    assert "np.dot(X.reshape((N * X.shape[1], X.shape[2])), Wv.T)" in source
