@@ -6,6 +6,7 @@ from .layers.activations import (
     Elementwise, abs, elementwise, exp, log, relu, sigmoid, softmax, softplus, sqrt, square, tanh, σ,
 )
 from .layers.basic import Chain, Concat, Dense, Parallel, split
+from .layers.attention import LayerNorm, MultiHeadAttention, TransformerBlock
 from .layers.recurrent import GRU, LSTM, Recurrent
 from .losses import (
     Loss, binarycrossentropy, crossentropy, logitbinarycrossentropy, logitcrossentropy, loss_and_grad, mse, onehot,
@@ -26,6 +27,7 @@ __all__ = [
     "σ", "sigmoid", "tanh", "relu", "softplus", "exp", "log", "sqrt", "square", "Elementwise",
     "elementwise", "erf", "gelu", "silu", "swish", "elu", "leakyrelu", "softsign",
     "softmax", "Dense", "Chain", "Parallel", "Concat", "split", "Recurrent", "LSTM", "GRU",
+    "LayerNorm", "MultiHeadAttention", "TransformerBlock",
     "Loss", "mse", "crossentropy", "logitcrossentropy", "binarycrossentropy", "logitbinarycrossentropy",
     "loss_and_grad", "onehot",
     "gradcheck", "GradientCheckError", "DefinitionError",

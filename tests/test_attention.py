@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import flux
+from flux.layers.attention import LayerNorm, MultiHeadAttention, TransformerBlock
 
 D, K, V, N = 5, 3, 4, 3
 RNG = np.random.default_rng(1717)
@@ -147,3 +148,85 @@ def test_one_gemm_over_every_token_for_shared_parameters(attention):
     """W·X is one np.dot over an (N·T, d) view, never a loop over samples."""
     source = attention.kernels.source
     assert "np.dot(X.reshape((N * X.shape[1], X.shape[2])), Wv.T)" in source
+
+
+# ---- built-in layers: per-token Dense, LayerNorm, MultiHeadAttention, TransformerBlock --------------------------
+
+class TokenDense(flux.Model):
+    """An existing layer on every token: y = tanh(W·X + b·1ᵀ)."""
+
+    dense = flux.Dense
+    X = flux.tokens("n")
+
+    def forward(self, X):
+        return self.dense(X)
+
+
+def test_an_existing_layer_on_every_token():
+    model = TokenDense(dense=flux.Dense(D, 3, "tanh", rng=1, dtype=np.float64))
+    model.params["dense.b"] = RNG.normal(size=3)
+    X = RNG.normal(size=(N, 4, D))
+    expected = np.tanh(X @ model.params["dense.W"].T + model.params["dense.b"])
+    np.testing.assert_allclose(model(X), expected, rtol=1e-12, atol=1e-12)
+    assert flux.gradcheck(model, X) < 1e-6
+
+
+def test_layer_norm_per_token():
+    norm = LayerNorm(D, dtype=np.float64)
+    norm.params.update(g=RNG.normal(size=D), b=RNG.normal(size=D))
+    X = RNG.normal(size=(N, 4, D))
+    expected = norm.params["g"] * (X - X.mean(-1, keepdims=True)) / np.sqrt(X.var(-1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(norm(X), expected + norm.params["b"], rtol=1e-10, atol=1e-12)
+    assert flux.gradcheck(norm, X) < 1e-6
+
+
+def multi_head_reference(model, X, heads, causal=False):
+    p = model.params
+    size = p["Wq"].shape[0] // heads
+    out = []
+    for x in X:
+        x, parts = x.T, []
+        for h in range(heads):
+            r = slice(h * size, (h + 1) * size)
+            Q, Kx, Vx = p["Wq"][r] @ x, p["Wk"][r] @ x, p["Wv"][r] @ x
+            S = Kx.T @ Q / np.sqrt(size)
+            if causal:
+                S[np.tril_indices(S.shape[0], -1)] = -np.inf
+            A = np.exp(S - S.max(axis=0))
+            parts.append(Vx @ (A / A.sum(axis=0)))
+        out.append((p["Wo"] @ np.vstack(parts)).T)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_multi_head_attention(causal):
+    model = MultiHeadAttention(6, 2, causal=causal, rng=2, dtype=np.float64)
+    X = RNG.normal(size=(N, 5, 6))
+    np.testing.assert_allclose(model(X), multi_head_reference(model, X, 2, causal), rtol=1e-10, atol=1e-12)
+    assert flux.gradcheck(model, X) < 1e-6
+    assert flux.gradcheck(model, RNG.normal(size=(2, 2, 6))) < 1e-6
+
+
+def test_multi_head_attention_refuses_heads_that_do_not_divide_d():
+    with pytest.raises(ValueError, match="d = 6 must be a multiple of heads = 4"):
+        MultiHeadAttention(6, 4)
+
+
+def test_transformer_block_gradcheck_with_a_causal_mask():
+    block = TransformerBlock(6, 2, 8, causal=True, rng=3, dtype=np.float64)
+    for name, value in block.params.items():  # gains and biases away from 1 and 0, so their gradients matter
+        block.params[name] = value + 0.1 * RNG.normal(size=value.shape)
+    X = RNG.normal(size=(2, 5, 6))
+    y = block(X)
+    p = block.params
+
+    def norm(x, which):
+        return p[f"{which}.g"] * (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-5) \
+            + p[f"{which}.b"]
+
+    heads = MultiHeadAttention(6, 2, causal=True, dtype=np.float64)
+    heads.params.update({k: p[f"attention.{k}"] for k in ("Wq", "Wk", "Wv", "Wo")})
+    Z = X + multi_head_reference(heads, norm(X, "ln1"), 2, causal=True)
+    hidden = np.maximum(norm(Z, "ln2") @ p["up.W"].T + p["up.b"], 0)
+    np.testing.assert_allclose(y, Z + hidden @ p["down.W"].T + p["down.b"], rtol=1e-10, atol=1e-10)
+    assert flux.gradcheck(block, X) < 1e-6

@@ -122,13 +122,15 @@ def _logsumexp(node, Δ):
 
 @vjp(MatrixSlice)
 def _slice(node, Δ):
-    """y = z[a:b]  ⇒  ∂L/∂z = [0; Δ; 0] (rows a..b of a zero column)."""
-    parent, (start, stop, _), _ = node.args
-    total = parent.shape[0]
-    blocks = [ZeroMatrix(start, 1)] if start != 0 else []
+    """y = z[a:b]  ⇒  ∂L/∂z = [0; Δ; 0] (rows a..b of a zero column; of a zero matrix for W[a:b, :])."""
+    parent, (start, stop, _), columns = node.args
+    if tuple(columns) != (0, parent.shape[1], 1):
+        raise TypeError(f"flux differentiates slices of rows only (z[a:b] or W[a:b, :]), not {node}")
+    total, width = parent.shape[0], Δ.shape[1]
+    blocks = [ZeroMatrix(start, width)] if start != 0 else []
     blocks.append(Δ)
     if (total - stop) != 0:
-        blocks.append(ZeroMatrix(total - stop, 1))
+        blocks.append(ZeroMatrix(total - stop, width))
     return [BlockMatrix([[b] for b in blocks]) if len(blocks) > 1 else Δ]
 
 

@@ -20,6 +20,7 @@ import sympy
 from sympy import HadamardPower, HadamardProduct, Identity, MatAdd, MatMul, MatrixSymbol, OneMatrix, Transpose, \
     ZeroMatrix
 from sympy.matrices.expressions.matexpr import MatrixExpr
+from sympy.matrices.expressions.slice import MatrixSlice
 
 from .forms import INDENT, CodegenError, describe
 from .scalars import scalar_code
@@ -31,7 +32,7 @@ from ..maths.matrices import Causal, CausalZeros, RowSpread
 from ..maths.nodes import Apply
 
 ELEMENTWISE = (MatAdd, HadamardProduct, HadamardPower, Apply, Transpose, OneMatrix, ZeroMatrix, Identity, Causal,
-               CausalZeros, RowSpread)
+               CausalZeros, RowSpread, MatrixSlice)
 
 
 def token_size_codes(arguments: list) -> dict:
@@ -97,10 +98,14 @@ class TokenKernelWriter(TokenProducts):
         return f"t{self.temporaries}"
 
     def size(self, dim) -> str:
-        code = dimension_code(sympy.sympify(dim), self.sizes)
+        """Code for a size, an integer: k/4 (a head of MultiHeadAttention) is (k // 4)."""
+        numerator, denominator = sympy.fraction(sympy.together(sympy.sympify(dim)))
+        code = dimension_code(numerator, self.sizes)
         if code is None:
             raise CodegenError(f"no argument array has the dimension {dim}")
-        return code if sympy.sympify(dim).is_Atom else f"({code})"
+        if denominator != 1:
+            return f"(({code}) // {dimension_code(denominator, self.sizes)})"
+        return code if numerator.is_Atom else f"({code})"
 
     def number(self, value) -> str:
         """A constant in the kernel's float type; a dimension in it (1/√k) is read from the arrays."""
@@ -237,6 +242,12 @@ class TokenKernelWriter(TokenProducts):
     def _element_RowSpread(self, node, i, j):
         return self.element(node.argument, "0", j)
 
+    def _element_MatrixSlice(self, node, i, j):
+        parent, (start, _, _), (column, _, _) = node.args
+        row = i if start == 0 else f"{self.size(start)} + {i}"
+        col = j if column == 0 else f"{self.size(column)} + {j}"
+        return self.element(parent, row, col)
+
     # ---- statements -----------------------------------------------------------------------------------
 
     def _statement_ColumnSoftmax(self, node):
@@ -282,3 +293,36 @@ class TokenKernelWriter(TokenProducts):
         self.emit(f"{indent}{INDENT * 2}acc += {value}")
         self.emit(f"{indent}{INDENT}{name}[n, j, 0] = acc" if self.batched(node) else f"{indent}{INDENT}{name}[0, j] = acc")
         return name
+
+    def _statement_BlockMatrix(self, node):
+        """[H₁; H₂; …] (or [A, B], a transposed stack): each block written at its row and column offsets."""
+        name = self.temporary()
+        self.emit(f"{name} = {self.allocation(node)}  # {describe(node, self.arrays)}")
+        grid = node.blocks
+        top = sympy.S.Zero
+        for r in range(grid.shape[0]):
+            left = sympy.S.Zero
+            for c in range(grid.shape[1]):
+                block = grid[r, c]
+                self.block(name, node, block, top, left)
+                left += block.shape[1]
+            top += grid[r, 0].shape[0]
+        return name
+
+    def block(self, name: str, node, block, top, left) -> None:
+        """Write one block of a block matrix into `name` at (top, left)."""
+        if not isinstance(block, ZeroMatrix):
+            self.prepare(block)
+        value = "real(0)" if isinstance(block, ZeroMatrix) else self.element(block, "i", "j")
+        rows, cols = block.shape
+        row = "i" if top == 0 else f"{self.size(top)} + i"
+        col = "j" if left == 0 else f"{self.size(left)} + j"
+        if self.batched(node):
+            self.emit("for n in range(N):")
+            self.emit(f"{INDENT}for j in range({self.size(cols)}):")
+            self.emit(f"{INDENT * 2}for i in range({self.size(rows)}):")
+            self.emit(f"{INDENT * 3}{name}[n, {col}, {row}] = {value}")
+        else:
+            self.emit(f"for i in range({self.size(rows)}):")
+            self.emit(f"{INDENT}for j in range({self.size(cols)}):")
+            self.emit(f"{INDENT * 2}{name}[{row}, {col}] = {value}")

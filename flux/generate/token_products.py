@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sympy import MatAdd, MatMul, Transpose, ZeroMatrix
+from sympy import BlockMatrix, MatAdd, MatMul, Transpose, ZeroMatrix
 
 from .forms import INDENT, describe
 
@@ -117,6 +117,13 @@ class TokenProducts:
         if isinstance(expr, MatAdd):
             for term in expr.args:
                 self.batch_sum(term, into, coefficient)
+            return
+        if isinstance(expr, BlockMatrix) and expr.blocks.shape[1] == 1:  # [0; G; 0] (W[a:b, :]'s): rows a..b
+            offset = 0
+            for block in expr.blocks:
+                rows = f"{self.size(offset)}:{self.size(offset + block.shape[0])}"
+                self.batch_sum(block, f"{into}[{rows}]", coefficient)
+                offset += block.shape[0]
             return
         if isinstance(expr, MatMul):
             c, factors = expr.as_coeff_matrices()

@@ -42,7 +42,8 @@ def generate_token_module_source(derivation, dtype, key: str) -> str:
     named = {}
     for name, node in zip(output_names, derivation.outputs):
         named.setdefault(node, name)
-    kept = [k for k in kept_for_backward(derivation, gradients) if k not in named]
+    # values of parameters only (a broadcast bias) are recomputed by backward: kept arrays have a batch
+    kept = [k for k in kept_for_backward(derivation, gradients) if k not in named and batched(k)]
     named.update({node: f"kept{k}" for k, node in enumerate(kept, 1)})
     doc = "; ".join(f"{n} = {describe(o, width=200)}" for n, o in zip(output_names, derivation.outputs))
     forward = TokenKernelWriter(inputs + params, [Result(n, o) for n, o in zip(output_names, derivation.outputs)]

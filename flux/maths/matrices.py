@@ -16,6 +16,8 @@ from sympy.matrices.expressions.matexpr import MatrixExpr
 
 from .nodes import NamedFunction, UnaryNode
 
+TOKENS = sympy.Symbol("T", positive=True, integer=True)  # the number of tokens of a sequence (flux.tokens)
+
 
 class ColumnSoftmax(NamedFunction):
     """A = softmax(S) over each column (flux.softmax(S, axis=0)), max-shifted: Aᵢⱼ = e^{Sᵢⱼ − mⱼ} / Σₖ e^{Sₖⱼ − mⱼ}."""
@@ -75,6 +77,37 @@ class RowSpread(MatrixExpr):
 
     def _sympystr(self, printer) -> str:
         return f"ones({printer._print(self.args[1])}, 1)*{printer._print(self.argument)}"
+
+
+def along_tokens(a: MatrixExpr, b: MatrixExpr) -> tuple:
+    """(a, b) with a per-token value broadcast against a matrix of tokens (r×T, one column per token):
+
+        v ∈ ℝ^{r×1}  →  v·1ᵀ = (1·vᵀ)ᵀ  (the same column for every token: a bias in W·X + b)
+        s ∈ ℝ^{1×c}  →  1·s             (one value per token for every row: X − mean(X))
+
+    Only against T columns: a vector against a parameter matrix stays a shape error. Shapes that do not broadcast
+    this way are returned as they are (the shape rules then say what is wrong)."""
+    if not (isinstance(a, MatrixExpr) and isinstance(b, MatrixExpr)) or a.shape == b.shape:
+        return a, b
+    return spread_against(a, b), spread_against(b, a)
+
+
+def spread_against(v: MatrixExpr, m: MatrixExpr) -> MatrixExpr:
+    (rows, cols), (m_rows, m_cols) = v.shape, m.shape
+    if m_rows == 1 or m_cols != TOKENS:
+        return v
+    if cols == 1 and rows != 1:  # rows ≠ m_rows (a sub-model's d_ln against d): the shape rules unify them
+        return sympy.Transpose(RowSpread(sympy.Transpose(v), m_cols))
+    if rows == 1 and cols != 1 and cols == m_cols:
+        return RowSpread(v, m_rows)
+    return v
+
+
+def totals(x: MatrixExpr) -> MatrixExpr:
+    """Σᵢ xᵢ of a column (1×1), or of each column of a matrix (1ᵀX, 1×c: per token)."""
+    from .nodes import Total
+
+    return Total(x) if x.shape[1] == 1 else ColumnTotals(x)
 
 
 def softmax_along(S: MatrixExpr, axis: int) -> MatrixExpr:

@@ -119,9 +119,11 @@ def input_symbol(cls, declared: str, name: str, trace: Trace):
     """x ∈ ℝ^{n_x×1}, or for a token input (`X = flux.tokens("d")`) X ∈ ℝ^{d×T} with d and T rigid."""
     import sympy
 
+    from ..maths.matrices import TOKENS
+
     declaration = getattr(cls, declared, None)
     if isinstance(declaration, Tokens):
-        rows, tokens = dim_symbol(declaration.dim, ""), sympy.Symbol("T", positive=True, integer=True)
+        rows, tokens = dim_symbol(declaration.dim, ""), TOKENS
         trace.rigid_dims |= {d for d in (rows, tokens) if isinstance(d, sympy.Symbol)}
         return sympy.MatrixSymbol(name, rows, tokens)
     return sympy.MatrixSymbol(name, sympy.Symbol(f"n_{name}", positive=True, integer=True), 1)
@@ -196,7 +198,9 @@ def refusing_truth_tests(model_name: str):
             "hadamard products instead"
         )
 
-    with _tracing, broadcasting_operators():
+    from ..maths.memo import memoised_doit
+
+    with _tracing, broadcasting_operators(), memoised_doit():  # memo: each distinct node simplified once
         MatrixExpr.__bool__ = refuse
         try:
             yield
