@@ -118,6 +118,18 @@ def test_softmax_over_rows_is_the_transposed_convention(attention):
     assert flux.gradcheck(rows, X) < 1e-6
 
 
+def test_causal_along_rows_is_the_transposed_convention(causal):
+    class CausalRows(SelfAttention):
+        def forward(self, X):
+            Q, K, V = self.Wq * X, self.Wk * X, self.Wv * X
+            return V * flux.softmax(flux.causal(Q.T * K / flux.sqrt(self.k), axis=1), axis=1).T
+
+    rows = build(CausalRows)
+    rows.params.update(causal.params)
+    X = RNG.normal(size=(2, 4, D))
+    np.testing.assert_allclose(rows(X), causal(X), rtol=1e-12, atol=1e-12)
+
+
 def test_one_sequence_and_float32():
     model = build(SelfAttention, np.float32)
     X = RNG.normal(size=(5, D)).astype(np.float32)

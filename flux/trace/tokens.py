@@ -34,9 +34,16 @@ def tokens(dim: str | int) -> Tokens:
     return Tokens(dim)
 
 
-def causal(S):
-    """causal(S): S with the entries below the diagonal (row i > column j) set to −∞, so that after
-    `flux.softmax(·, axis=0)` query (column) j attends only to keys (rows) i ≤ j."""
+def causal(S, axis: int = 0):
+    """causal(S): −∞ wherever the key comes after the query, so that a softmax along the same axis never attends to
+    the future. axis=0 (keys in rows, queries in columns, as in softmax(KᵀQ, axis=0)): Sᵢⱼ = −∞ for i > j, below
+    the diagonal; axis=1 (queries in rows: softmax(QᵀK, axis=1)): above the diagonal."""
+    from sympy import Transpose
+
     from ..maths.matrices import Causal
 
-    return Causal(S)
+    if axis == 0:
+        return Causal(S)
+    if axis == 1:
+        return Transpose(Causal(Transpose(S).doit())).doit()
+    raise ValueError(f"causal(…, axis={axis!r}): the axis the softmax normalises, 0 (columns) or 1 (rows)")
