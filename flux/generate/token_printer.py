@@ -65,6 +65,7 @@ class TokenKernelWriter(TokenProducts):
         self.batch = next((f"{a.name}.shape[0]" for a in arguments if a.batched), "1")
         self.lines: list[str] = []
         self.temporaries = 0
+        self.products: dict = {}  # (kind, left operand, right operand) → the product's Operand (token_products.py)
         self.uses = Counter()
         for node in topological_order([r.expr for r in results]):
             for child in matrix_children(node):

@@ -56,10 +56,7 @@ class TokenProducts:
         for factor in factors:
             op = self.operand(factor)
             if merged and not merged[-1].batched and not op.batched:
-                name = self.temporary()
-                self.emit(f"{name} = np.dot({merged[-1].code}, {op.code})")
-                op = Operand(name, (merged[-1].shape[0], op.shape[1]), False)
-                merged[-1] = op
+                merged[-1] = self.shared(("U", merged[-1], op), lambda left=merged[-1], right=op: self.unbatched(left, right))
             else:
                 merged.append(op)
         hoisted: list[Operand] = []
@@ -67,15 +64,28 @@ class TokenProducts:
         while k < len(merged):
             op = merged[k]
             if not op.batched and k + 1 < len(merged) and merged[k + 1].batched and not merged[k + 1].transposed:
-                hoisted.append(self.over_all_tokens(op, merged[k + 1]))
+                hoisted.append(self.shared(("W", op, merged[k + 1]),
+                                           lambda W=op, V=merged[k + 1]: self.over_all_tokens(W, V)))
                 k += 2
             else:
                 hoisted.append(op)
                 k += 1
         result = hoisted[0]
         for right in hoisted[1:]:
-            result = self.per_sample(result, right)
+            result = self.shared(("P", result, right), lambda left=result, right=right: self.per_sample(left, right))
         return result
+
+    def shared(self, key: tuple, make) -> Operand:
+        """A product computed once per kernel: the gradients of attention repeat sub-products (Wvᵀ·Δ, W·X, …).
+        Arrays are never written after their statement, so reading one twice is safe."""
+        if key not in self.products:
+            self.products[key] = make()
+        return self.products[key]
+
+    def unbatched(self, left: Operand, right: Operand) -> Operand:
+        name = self.temporary()
+        self.emit(f"{name} = np.dot({left.code}, {right.code})")
+        return Operand(name, (left.shape[0], right.shape[1]), False)
 
     def over_all_tokens(self, W: Operand, V: Operand) -> Operand:
         """W·V for every sample at once: (N·c, r)·Wᵀ, one GEMM."""
@@ -98,12 +108,9 @@ class TokenProducts:
         coefficient, factors = node.as_coeff_matrices()
         result = self.chain(list(factors))
         name = result.code
-        if not name.isidentifier():  # a view of an argument (one factor only): a copy, since it is scaled
-            copy = self.temporary()
-            self.emit(f"{copy} = np.ascontiguousarray({name})")
-            name = copy
-        if coefficient != 1:
-            self.emit(f"{name} *= {self.number(coefficient)}")
+        if coefficient != 1:  # a new array: the product itself may be shared (never scaled in place)
+            name = self.temporary()
+            self.emit(f"{name} = {self.number(coefficient)} * {result.code}")
         self.emit(f"# {name} = {describe(node, self.arrays)}")
         return name
 
