@@ -1,11 +1,17 @@
 """Sequences as matrices (issue 17): a sample is a d×T matrix (`flux.tokens`), attention written as maths, derived,
 displayed, compiled by the token printer, compared with NumPy and gradchecked in float64 (< 1e-6), with T changing
 between calls of one model."""
+import json
+import os
+import subprocess
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 import flux
 from flux.layers.attention import LayerNorm, MultiHeadAttention, TransformerBlock
+from tests.test_show import katex_node_path  # noqa: F401  (the session fixture: KaTeX for node)
 
 D, K, V, N = 5, 3, 4, 3
 RNG = np.random.default_rng(1717)
@@ -154,6 +160,16 @@ def test_the_derivation_is_shown_in_text_and_latex():
     assert r"\operatorname{softmax}" in latex and "W_q" in latex
     assert "causal" in repr(CausalAttention.derivation) and "mask" in repr(CausalAttention.derivation)
     assert r"\operatorname{causal}" in flux.latex(CausalAttention)
+
+
+def test_the_derivations_typeset_in_katex(katex_node_path):
+    blocks = [flux.latex(cls.derivation) for cls in (SelfAttention, CausalAttention, LayerNorm)]
+    blocks.append(flux.latex(MultiHeadAttention(4, 2, causal=True).derivation))
+    result = subprocess.run(["node", str(Path(__file__).with_name("katex_render.js"))], input=json.dumps(blocks),
+                            capture_output=True, text=True, check=True, timeout=120,
+                            env={**os.environ, "NODE_PATH": katex_node_path})
+    failures = [(block, error) for block, error in zip(blocks, json.loads(result.stdout)) if error]
+    assert not failures, failures
 
 
 def test_one_gemm_over_every_token_for_shared_parameters(attention):
