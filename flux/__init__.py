@@ -6,6 +6,7 @@ from .layers.activations import (
     Elementwise, abs, elementwise, exp, log, relu, sigmoid, softmax, softplus, sqrt, square, tanh, σ,
 )
 from .layers.basic import Chain, Concat, Dense, Parallel, split
+from .layers.attention import MultiHeadAttention, TransformerBlock
 from .layers.dropout import Dropout
 from .layers.gates import GLU, Bilinear, Highway, SkipConnection
 from .layers.normalisation import LayerNorm, RMSNorm
@@ -17,6 +18,7 @@ from .model import Model
 from .optimisers import SGD, Adam, Momentum, Nesterov, Optimiser, RMSProp
 from .step import TrainStep, compile_step
 from .trace.language import DefinitionError, concat, hadamard, hadamard_power, mean, norm, param, state, total
+from .trace.tokens import causal, tokens
 from .callbacks import EarlyStopping, History
 from .train import train
 
@@ -24,11 +26,12 @@ __version__ = "0.1.0"
 
 # `abs` is flux.abs but stays out of __all__: `from flux import *` must not shadow Python's builtin abs.
 __all__ = [
-    "Model", "param", "state", "hadamard", "hadamard_power", "concat", "total", "mean", "norm", "latex",
+    "Model", "param", "state", "tokens", "causal", "hadamard", "hadamard_power", "concat", "total", "mean", "norm", "latex",
     "σ", "sigmoid", "tanh", "relu", "softplus", "exp", "log", "sqrt", "square", "Elementwise",
     "elementwise", "erf", "gelu", "silu", "swish", "elu", "leakyrelu", "softsign",
     "softmax", "Dense", "Chain", "Parallel", "Concat", "split", "Recurrent", "LSTM", "GRU",
     "LayerNorm", "RMSNorm", "Highway", "GLU", "Bilinear", "SkipConnection", "Dropout",
+    "MultiHeadAttention", "TransformerBlock",
     "Loss", "mse", "crossentropy", "logitcrossentropy", "binarycrossentropy", "logitbinarycrossentropy",
     "loss_and_grad", "onehot",
     "gradcheck", "GradientCheckError", "DefinitionError",

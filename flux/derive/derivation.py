@@ -46,6 +46,7 @@ def derive_trace(trace, name: str) -> Derivation:
     import sympy
 
     from ..trace.shapes import unify_dimensions
+    from ..maths.memo import memoised_doit
     from .rules import backward_expressions
 
     new_states = [record[2] for record in trace.states]
@@ -71,5 +72,6 @@ def derive_trace(trace, name: str) -> Derivation:
     upstream += [sympy.MatrixSymbol(internal_name(f"Δ_{n.replace('.', '_')}", taken), *p.shape)
                  for n, p, _ in states]
     wrt = inputs + list(params.values()) + [p for _, p, _ in states]
-    gradients = backward_expressions({k: e for k, e in enumerate(every)}, dict(enumerate(upstream)), wrt)
+    with memoised_doit():  # each distinct node simplified once (flux.maths.memo)
+        gradients = backward_expressions({k: e for k, e in enumerate(every)}, dict(enumerate(upstream)), wrt)
     return Derivation(name, inputs, params, states, outputs, upstream, gradients, loss=trace.loss)

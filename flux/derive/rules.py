@@ -23,9 +23,10 @@ from ..maths.broadcast import without_scalar_factors
 from ..maths.elementwise import FUNCTIONS, SCALAR_TO_NAME, Y, Z, register
 from ..maths.graph import matrix_children, topological_order
 from ..maths.nodes import Apply, LogSumExp, Softmax, Spread, Total
+from .matrix_rules import MATRIX_RULES
 
 Rule = Callable[[MatrixExpr, MatrixExpr], list]
-vjp_rules: dict[type, Rule] = {}
+vjp_rules: dict[type, Rule] = dict(MATRIX_RULES)  # per-sample matrices' nodes: derive/matrix_rules.py
 
 
 def vjp(node_type: type) -> Callable[[Rule], Rule]:
@@ -121,13 +122,15 @@ def _logsumexp(node, Δ):
 
 @vjp(MatrixSlice)
 def _slice(node, Δ):
-    """y = z[a:b]  ⇒  ∂L/∂z = [0; Δ; 0] (rows a..b of a zero column)."""
-    parent, (start, stop, _), _ = node.args
-    total = parent.shape[0]
-    blocks = [ZeroMatrix(start, 1)] if start != 0 else []
+    """y = z[a:b]  ⇒  ∂L/∂z = [0; Δ; 0] (rows a..b of a zero column; of a zero matrix for W[a:b, :])."""
+    parent, (start, stop, _), columns = node.args
+    if tuple(columns) != (0, parent.shape[1], 1):
+        raise TypeError(f"flux differentiates slices of rows only (z[a:b] or W[a:b, :]), not {node}")
+    total, width = parent.shape[0], Δ.shape[1]
+    blocks = [ZeroMatrix(start, width)] if start != 0 else []
     blocks.append(Δ)
     if (total - stop) != 0:
-        blocks.append(ZeroMatrix(total - stop, 1))
+        blocks.append(ZeroMatrix(total - stop, width))
     return [BlockMatrix([[b] for b in blocks]) if len(blocks) > 1 else Δ]
 
 

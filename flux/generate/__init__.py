@@ -16,6 +16,10 @@ def generate_module_source(derivation, dtype, key: str) -> str:
         from .recurrent import generate_recurrent_module_source
 
         return generate_recurrent_module_source(derivation, dtype, key)
+    from .tokens import generate_token_module_source, is_token_model
+
+    if is_token_model(derivation):  # matrices per sample: the token printer
+        return generate_token_module_source(derivation, dtype, key)
     from .feedforward import generate_module_source as feedforward_module_source
 
     return feedforward_module_source(derivation, dtype, key)

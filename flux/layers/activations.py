@@ -16,9 +16,12 @@ class Elementwise(Model):
             self.__doc__ = doc  # the function's equation, shown by help() in a notebook (`gelu?`)
 
     def forward(self, x):
-        from ..maths.elementwise import register
+        from ..maths.elementwise import FUNCTIONS, register
         from ..maths.nodes import Apply
 
+        if not getattr(x, "is_Matrix", True):  # a number in the maths (a dimension: flux.sqrt(self.k))
+            key = self.function if self.definition is None else register(self.function, self.definition)
+            return FUNCTIONS[key].scalar(x)
         # a user's function is keyed by its name and definition: two "gelu"s never share a kernel
         return Apply(self.function if self.definition is None else register(self.function, self.definition), x)
 
@@ -76,6 +79,16 @@ class SoftmaxFunction(Elementwise):
         from ..maths.nodes import Softmax
 
         return Softmax(x)
+
+    def __call__(self, x, *, axis=None):
+        """softmax(x); on a per-sample matrix, `axis=0` makes each column a distribution, `axis=1` each row."""
+        if axis is None:
+            return super().__call__(x)
+        if type(x).__module__.startswith("numpy"):
+            raise TypeError("flux.softmax(…, axis=…) is maths for a forward (per-sample matrices), not for arrays")
+        from ..maths.matrices import softmax_along
+
+        return softmax_along(x, axis)
 
 
 σ = sigmoid = Elementwise("σ")

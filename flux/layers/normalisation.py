@@ -1,4 +1,5 @@
-"""Normalisation layers, written in the same syntax as user layers: per sample, over its n features.
+"""Normalisation layers, written in the same syntax as user layers: per sample (per token of a sequence, inside a
+model that declares flux.tokens), over its n features.
 
     norm = flux.LayerNorm(64)          # y = γ ⊙ (x − μ)/√(σ² + ε) + β
     norm = flux.RMSNorm(64)            # y = γ ⊙ x/√(mean(x²) + ε)
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..model import Model
-from ..trace.language import hadamard, mean, param
+from ..trace.language import hadamard, hadamard_power, mean, param
 from .activations import sqrt
 from .arguments import check_epsilon, check_size
 
@@ -29,6 +30,7 @@ class LayerNorm(Model):
 
     γ = param("n")
     β = param("n")
+    eps = 1e-5  # the class's maths (LayerNorm.derivation) reads the default
 
     def __init__(self, n: int, *, eps: float = 1e-5, dtype: Any = None):
         check_size(type(self).__name__, "n", n)
@@ -38,7 +40,7 @@ class LayerNorm(Model):
 
     def forward(self, x):
         centred = x - mean(x)
-        variance = mean(centred ** 2)
+        variance = mean(hadamard_power(centred, 2))  # elementwise also on a sequence's d×T matrix
         return hadamard(self.γ, centred / sqrt(variance + self.eps)) + self.β
 
 
@@ -51,6 +53,7 @@ class RMSNorm(Model):
     """
 
     γ = param("n")
+    eps = 1e-5  # the class's maths (RMSNorm.derivation) reads the default
 
     def __init__(self, n: int, *, eps: float = 1e-5, dtype: Any = None):
         check_size(type(self).__name__, "n", n)
@@ -59,5 +62,5 @@ class RMSNorm(Model):
         self.eps = float(eps)
 
     def forward(self, x):
-        return hadamard(self.γ, x / sqrt(mean(x ** 2) + self.eps))
+        return hadamard(self.γ, x / sqrt(mean(hadamard_power(x, 2)) + self.eps))
 

@@ -18,6 +18,7 @@ import sympy
 from sympy import HadamardPower, HadamardProduct, Inverse, MatAdd, MatMul, MatPow, OneMatrix, Transpose
 from sympy.matrices.expressions.matexpr import MatrixExpr
 
+from .matrices import along_tokens
 from .nodes import Spread
 
 
@@ -71,6 +72,7 @@ def broadcast_pair(a, b) -> tuple:
         a = constant(a, b.shape)
     if not isinstance(b, MatrixExpr):
         b = constant(b, a.shape)
+    a, b = along_tokens(a, b)  # a column or a row against a matrix of tokens (flux.maths.matrices)
     if is_per_sample_scalar(a) and not is_per_sample_scalar(b):
         a = scalar_multiple(a, constant(1, b.shape)) if is_vector(b) else refuse(a, b)
     elif is_per_sample_scalar(b) and not is_per_sample_scalar(a):

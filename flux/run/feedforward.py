@@ -16,6 +16,7 @@ import numpy as np
 from .inputs import as_float_array, as_input_array, follow_input_precision, to_dtype
 from .sequences import run_sequence, run_sequence_backward
 from .state import ForwardTape, RuntimeState, configuration_counter, runtime_of
+from .tokens import run_tokens
 
 
 def run_forward(model, inputs: tuple, **options: Any) -> Any:
@@ -38,6 +39,8 @@ def forward_unlocked(model, runtime: RuntimeState, params: list, inputs: tuple, 
     if metadata.get("states"):  # recurrent: sequences through the compiled time loop
         with runtime.lock:
             return run_sequence(model, inputs, **options)
+    if metadata.get("tokens") and not options:  # sequences of tokens (flux.tokens): (N, T, d) arrays
+        return run_tokens(model, runtime, program, params, inputs)
     if options:
         raise TypeError(f"{type(model).__name__} is not recurrent: it takes no {', '.join(sorted(options))}=")
     names = metadata["inputs"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import ATOM, HADAMARD, POWER, Printer
+from .base import ATOM, HADAMARD, POWER, PRODUCT, Printer
 from .fractions import ScalarLatex, ScalarText, root
 from .names import SUPERSCRIPTS, Name, code_safe, dimension_latex, leaf_name, script
 from .scalars import float_latex, float_text, is_number, scalar_latex, scalar_text
@@ -81,6 +81,22 @@ class LatexPrinter(Printer):
             return rf"\sqrt{{{self._print(base)}}}"
         power = rf"\circ {self.scalar(exponent)}" if elementwise else self.scalar(exponent)
         return self.superscripted(base, power, joins_name=False)
+
+    # per-sample matrices (flux.maths.matrices): (1·gᵀ)ᵀ is g·1ᵀ, so 1ᵀM and 1·r keep their parentheses
+    def _print_ColumnSoftmax(self, expr: Any) -> str:
+        return rf"\operatorname{{softmax}}_{{\downarrow}}({self._print(expr.argument)})"
+
+    def _print_Causal(self, expr: Any) -> str:
+        return rf"\operatorname{{causal}}({self._print(expr.argument)})"
+
+    def _print_CausalZeros(self, expr: Any) -> str:
+        return rf"\operatorname{{mask}}({self._print(expr.argument)})"
+
+    def _print_ColumnTotals(self, expr: Any) -> str:
+        return r"(\mathbf{1}^{\top} " + self.group(expr.argument, HADAMARD) + ")"
+
+    def _print_RowSpread(self, expr: Any) -> str:
+        return r"(\mathbf{1}\, " + self.group(expr.argument, PRODUCT) + ")"
 
     def _print_Apply(self, expr: Any) -> str:
         from ..maths.elementwise import FUNCTIONS
@@ -186,6 +202,22 @@ class TextPrinter(Printer):
         text = scalar_text(exponent)
         power = text.translate(SUPERSCRIPTS) if text.lstrip("-").isdigit() else f"^({text.replace('-', '−')})"
         return self.group(base, POWER) + ("∘" if elementwise else "") + power
+
+    # per-sample matrices (flux.maths.matrices)
+    def _print_ColumnSoftmax(self, expr: Any) -> str:
+        return f"softmax↓({self._print(expr.argument)})"
+
+    def _print_Causal(self, expr: Any) -> str:
+        return f"causal({self._print(expr.argument)})"
+
+    def _print_CausalZeros(self, expr: Any) -> str:
+        return f"mask({self._print(expr.argument)})"
+
+    def _print_ColumnTotals(self, expr: Any) -> str:
+        return "(1ᵀ·" + self.group(expr.argument, HADAMARD) + ")"
+
+    def _print_RowSpread(self, expr: Any) -> str:
+        return "(1·" + self.group(expr.argument, PRODUCT) + ")"
 
     def _print_Apply(self, expr: Any) -> str:
         from ..maths.elementwise import FUNCTIONS

@@ -120,9 +120,9 @@ def total(x):
     """Σᵢ xᵢ per sample: a (1, 1) matrix."""
     if isinstance(x, np.ndarray):
         return x.sum(axis=-1, keepdims=True)
-    from ..maths.nodes import Total
+    from ..maths.matrices import totals  # a matrix of tokens: 1ᵀX, per token
 
-    return Total(x)
+    return totals(x)
 
 
 def mean(x):
@@ -131,9 +131,9 @@ def mean(x):
         return x.mean(axis=-1, keepdims=True)
     from sympy import MatMul, S
 
-    from ..maths.nodes import Total
+    from ..maths.matrices import totals  # a matrix of tokens: (1/d)·1ᵀX, per token
 
-    return MatMul(S.One / x.shape[0], Total(x)).doit()
+    return MatMul(S.One / x.shape[0], totals(x)).doit()
 
 
 def norm(x):

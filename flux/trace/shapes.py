@@ -12,6 +12,7 @@ from sympy import BlockMatrix, HadamardProduct, MatAdd, MatMul
 from sympy.matrices.expressions.matexpr import MatrixExpr
 
 from ..maths.graph import matrix_children, topological_order
+from ..maths.matrices import TOKENS
 from .language import DefinitionError
 
 
@@ -29,7 +30,7 @@ class DimensionClasses:
             dim = self.parent[dim]
         return dim
 
-    def unify(self, a, b, where: MatrixExpr, what: str) -> None:
+    def unify(self, a, b, where: MatrixExpr, what) -> None:  # what: the message, or a function making it
         a, b = self.find(a), self.find(b)
         if a == b:
             return
@@ -49,12 +50,14 @@ class DimensionClasses:
         # otherwise (a rigid name against a sum): sizes are checked when arrays arrive
 
     def mismatch(self, a, b, where, what) -> None:
+        what = what() if callable(what) else what
         raise DefinitionError(
             f"{self.model_name}: shape mismatch in `{sympy.sstr(where)}`: {what} ({a} vs {b}); "
             "declared dimensions with different names may differ, so they cannot be combined here"
         )
 
     def pinned(self, dim, where, what) -> None:
+        what = what() if callable(what) else what
         raise DefinitionError(
             f"{self.model_name}: `{sympy.sstr(where)}` would fix the size {dim} to 1 ({what}); the maths never "
             "fixes a size: a per-sample scalar is a 1×1 expression (flux.total, flux.mean, flux.norm, xᵀy) and "
@@ -80,18 +83,23 @@ def unify_dimensions(expressions, rigid: set, model_name: str) -> dict:
             for left, right in zip(factors, factors[1:]):
                 if left.shape == (1, 1) or right.shape == (1, 1):
                     continue  # (1, 1) factors broadcast
-                classes.unify(left.shape[1], right.shape[0], node, f"{sympy.sstr(left)} has {left.shape[1]} columns "
-                              f"but {sympy.sstr(right)} has {right.shape[0]} rows")
+                # messages are made only on an error: printing every node of a big model is quadratic
+                classes.unify(left.shape[1], right.shape[0], node, lambda left=left, right=right: (
+                    f"{sympy.sstr(left)} has {left.shape[1]} columns but {sympy.sstr(right)} has "
+                    f"{right.shape[0]} rows"))
         elif isinstance(node, (MatAdd, HadamardProduct)):
             first = node.args[0]
             for other in node.args[1:]:
                 for axis, label in ((0, "rows"), (1, "columns")):
                     classes.unify(first.shape[axis], other.shape[axis], node,
-                                  f"{sympy.sstr(first)} has {first.shape[axis]} {label} but "
-                                  f"{sympy.sstr(other)} has {other.shape[axis]}")
+                                  lambda first=first, other=other, axis=axis, label=label: (
+                                      f"{sympy.sstr(first)} has {first.shape[axis]} {label} but "
+                                      f"{sympy.sstr(other)} has {other.shape[axis]}"))
         elif isinstance(node, BlockMatrix):
+            tokens = node.blocks[0].shape[1] == TOKENS  # matrices of tokens stack their rows: [H₁; H₂]
             for block in node.blocks:
-                classes.unify(block.shape[1], 1, node, "only column vectors can be concatenated")
+                classes.unify(block.shape[1], TOKENS if tokens else 1, node,
+                              "only column vectors, or matrices of tokens, can be concatenated")
     dims = set()
     for node in topological_order(expressions):
         for d in node.shape:

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .language import DefinitionError, applied_functions_as_nodes
+from .tokens import Tokens
 
 
 @dataclass
@@ -53,6 +54,10 @@ def symbolic_view(model, path: str, trace: Trace):
         if not path:
             trace.rigid_dims |= {d for d in (rows, cols) if isinstance(d, sympy.Symbol)}
     view.__dict__["_params"] = symbols
+    for name, declared in cls.declared_params().items():  # a declared dimension reads as a number: self.k
+        for dim in declared.dims:
+            if isinstance(dim, str) and dim not in view.__dict__ and not hasattr(cls, dim):
+                view.__dict__[dim] = dim_symbol(dim, path)
     states = {}
     for name, declared in cls.declared_states().items():
         previous = sympy.MatrixSymbol(prefix + name, dim_symbol(declared.dims[0], path), 1)
@@ -73,10 +78,10 @@ def trace_forward(model, input_names: list[str] | None = None) -> Trace:
     cls = model if isinstance(model, type) else type(model)
     trace = Trace(inputs=[], params={}, states=[], outputs=[], loss=bool(getattr(cls, "is_loss", False)))
     view = symbolic_view(model, "", trace)
-    names = input_names or cls.input_names()
+    declared = input_names or cls.input_names()
     taken = set(trace.params) | {record[0] for record in trace.states}
-    names = [internal_name(n, taken) for n in names]  # an input called like a parameter is W′ in the maths
-    trace.inputs = [sympy.MatrixSymbol(n, sympy.Symbol(f"n_{n}", positive=True, integer=True), 1) for n in names]
+    names = [internal_name(n, taken) for n in declared]  # an input called like a parameter is W′ in the maths
+    trace.inputs = [input_symbol(cls, d, n, trace) for d, n in zip(declared, names)]
     before = attribute_snapshots(view, "")
     with refusing_truth_tests(cls.__name__):
         try:
@@ -108,6 +113,20 @@ def trace_forward(model, input_names: list[str] | None = None) -> Trace:
                 + (f" (in the sub-model {name.rpartition('.')[0]})" if "." in name else ""))
         record[2] = as_nodes(new)
     return trace
+
+
+def input_symbol(cls, declared: str, name: str, trace: Trace):
+    """x ∈ ℝ^{n_x×1}, or for a token input (`X = flux.tokens("d")`) X ∈ ℝ^{d×T} with d and T rigid."""
+    import sympy
+
+    from ..maths.matrices import TOKENS
+
+    declaration = getattr(cls, declared, None)
+    if isinstance(declaration, Tokens):
+        rows, tokens = dim_symbol(declaration.dim, ""), TOKENS
+        trace.rigid_dims |= {d for d in (rows, tokens) if isinstance(d, sympy.Symbol)}
+        return sympy.MatrixSymbol(name, rows, tokens)
+    return sympy.MatrixSymbol(name, sympy.Symbol(f"n_{name}", positive=True, integer=True), 1)
 
 
 def as_nodes(expr):
@@ -184,7 +203,9 @@ def refusing_truth_tests(model_name: str):
             "hadamard products instead"
         )
 
-    with _tracing, broadcasting_operators():
+    from ..maths.memo import memoised_doit
+
+    with _tracing, broadcasting_operators(), memoised_doit():  # memo: each distinct node simplified once
         MatrixExpr.__bool__ = refuse
         try:
             yield
