@@ -14,6 +14,7 @@ from .losses import (
 from .model import Model
 from .optimisers import SGD, Adam, Momentum, Nesterov, Optimiser, RMSProp
 from .step import TrainStep, compile_step
+from .tiers import compile
 from .trace.language import DefinitionError, concat, hadamard, param, state, total
 from .callbacks import EarlyStopping, History
 from .train import train

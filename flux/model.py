@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .run.feedforward import run_backward, run_forward
+from .run.feedforward import run_backward, run_forward, running_program
 from .run.inputs import as_float_array, to_dtype
 from .run.sequences import current_state, reset_state, run_step
 from .run.state import (RuntimeState, configuration_changed, configuration_generation, parameter_generation,
@@ -348,6 +348,7 @@ class Model(metaclass=ModelClass):
 
     def step(self, *inputs: Any) -> Any:
         """y_t = model.step(x_t): advance one time step from the carried state ((N, features) or (features,))."""
+        running_program(self)  # switches to the numba tier here if it became ready (flux.tiers)
         return run_step(self, inputs)
 
     def reset(self, initial: Any = None) -> None:

@@ -1,0 +1,204 @@
+"""The two tiers agree: every model computed by the NumPy tier (no compiling) and by the numba tier gives the same
+outputs, input gradients, parameter gradients and ∂L/∂h₀ to float tolerance — the property-based models of
+tests/test_properties.py (the same draws, so their numba kernels are shared with it), every layer and loss, every
+elementwise function and every node the printers know. The NumPy tier is also gradchecked on its own. And the
+switch between them (FLUX_TIER=auto) is race-free: threads calling one model while it switches all get right
+answers, a forward and its back always run on one tier.
+
+The rest of the suite runs on the numba tier (tests/conftest.py sets FLUX_TIER=numba), so it stays deterministic.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import threading
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+import sympy
+from hypothesis import given, settings
+from sympy import HadamardPower
+
+import flux
+from flux import pipeline, tiers
+from test_properties import CI_SETTINGS, TOLERANCE, feedforward_models, recurrent_models
+
+AGREE = dict(rtol=1e-9, atol=1e-11)  # float64: the tiers differ only in rounding (NumPy's exp/tanh, summation order)
+AGREE32 = dict(rtol=2e-5, atol=2e-6)  # float32: numba's fast exp/σ/tanh are within ~2 ulp of NumPy's
+
+
+@contextmanager
+def tier(name: str):
+    saved = os.environ.get("FLUX_TIER")
+    os.environ["FLUX_TIER"] = name
+    try:
+        yield
+    finally:
+        os.environ["FLUX_TIER"] = saved if saved is not None else "numba"
+
+
+def upstream_like(y):
+    """A fixed, non-trivial upstream gradient shaped like y."""
+    return np.cos(1.0 + np.arange(np.size(y))).reshape(np.shape(y)).astype(np.asarray(y).dtype)
+
+
+def run_on(name: str, model, inputs: tuple, **options):
+    """A copy of `model` run forward and back on one tier: (outputs, ∂L/∂inputs, ∂L/∂params, ∂L/∂h₀)."""
+    with tier(name):
+        model = copy.deepcopy(model)
+        outputs = model(*inputs, **options)
+        assert model.kernels.tier == name
+        single = not isinstance(outputs, tuple)
+        deltas = tuple(upstream_like(y) for y in ((outputs,) if single else outputs))
+        gradients = model.back(deltas[0] if single else deltas)
+    return outputs, gradients, model.grads, model.state_grads
+
+
+def assert_tiers_agree(model, *inputs, tolerance=AGREE, **options):
+    numpy_tier = run_on("numpy", model, inputs, **options)
+    numba_tier = run_on("numba", model, inputs, **options)
+    for what, a, b in zip(("outputs", "input gradients", "gradients", "state gradients"), numpy_tier, numba_tier):
+        if isinstance(a, dict):
+            assert a.keys() == b.keys(), what
+            a, b = list(a.values()), list(b.values())
+        a, b = (list(a), list(b)) if isinstance(a, (tuple, list)) else ([a], [b])
+        for u, v in zip(a, b):
+            assert np.asarray(u).dtype == np.asarray(v).dtype, what
+            np.testing.assert_allclose(u, v, **tolerance, err_msg=f"{type(model).__name__}: {what}")
+
+
+# ---- the property-based models: the tiers agree, and the NumPy tier's gradients are right -----------------------
+
+@CI_SETTINGS
+@given(feedforward_models())
+def test_tiers_agree_on_random_layers(example):
+    model, x, description = example
+    assert_tiers_agree(model, x)
+    with tier("numpy"):
+        assert flux.gradcheck(copy.deepcopy(model), x, raise_on_failure=False) < TOLERANCE, description
+
+
+@settings(CI_SETTINGS, max_examples=10)
+@given(recurrent_models())
+def test_tiers_agree_on_random_recurrent_cells(example):
+    model, xs, initial, description = example
+    assert_tiers_agree(model, xs, initial=initial)
+    with tier("numpy"):
+        error = flux.gradcheck(copy.deepcopy(model), xs, initial=initial, raise_on_failure=False)
+    assert error < TOLERANCE, description
+
+
+# ---- every layer and loss -------------------------------------------------------------------------------------
+
+RNG = np.random.default_rng(7)
+X = RNG.standard_normal((3, 4))
+XS = RNG.standard_normal((2, 5, 3))
+
+
+@pytest.mark.parametrize("layer", [
+    flux.Dense(4, 3, rng=0, dtype=np.float64),
+    flux.Dense(4, 3, flux.relu, rng=1, dtype=np.float64),
+    flux.Chain(flux.Dense(4, 5, flux.tanh, rng=0, dtype=np.float64), flux.Dense(5, 2, rng=1, dtype=np.float64),
+               flux.softmax),
+    flux.Concat(flux.Dense(4, 2, flux.σ, rng=0, dtype=np.float64), flux.Dense(4, 3, flux.gelu, rng=1,
+                                                                              dtype=np.float64)),
+], ids=["Dense", "Dense-relu", "Chain-softmax", "Concat"])
+def test_tiers_agree_on_feedforward_layers(layer):
+    assert_tiers_agree(layer, X)
+
+
+@pytest.mark.parametrize("layer", [
+    flux.Recurrent(3, 4, 2, rng=0, dtype=np.float64), flux.LSTM(3, 4, rng=0, dtype=np.float64),
+    flux.GRU(3, 4, rng=0, dtype=np.float64),
+], ids=["Recurrent", "LSTM", "GRU"])
+def test_tiers_agree_on_recurrent_layers(layer):
+    assert_tiers_agree(layer, XS)
+
+
+def test_tiers_agree_in_float32():
+    assert_tiers_agree(flux.LSTM(3, 4, rng=0), XS.astype(np.float32), tolerance=AGREE32)
+    assert_tiers_agree(flux.Chain(flux.Dense(4, 5, flux.σ, rng=0), flux.Dense(5, 3, flux.softplus, rng=1)),
+                       X.astype(np.float32), tolerance=AGREE32)
+
+
+@pytest.mark.parametrize("loss", [flux.mse, flux.crossentropy, flux.logitcrossentropy, flux.binarycrossentropy,
+                                  flux.logitbinarycrossentropy], ids=repr)
+def test_tiers_agree_on_losses(loss):
+    prediction = 1 / (1 + np.exp(-RNG.standard_normal((3, 4))))
+    target = np.eye(4)[[0, 2, 3]]
+    for name in ("numpy", "numba"):
+        with tier(name):
+            model = copy.deepcopy(loss)
+            value, gradient = model.value_and_gradient(prediction, target)
+            if name == "numpy":
+                expected = (value, gradient)
+    np.testing.assert_allclose(expected[0], value, **AGREE)
+    np.testing.assert_allclose(expected[1], gradient, **AGREE)
+
+
+# ---- every elementwise function and every node --------------------------------------------------------------
+
+class Everything(flux.Model):
+    """Every node type at once: products through transposes, Hadamard powers (−1, ½, −½, 3, π), symbolic
+    coefficients (π, √2), a per-sample scalar times a vector, slices, concatenation, totals and softmax (their
+    derivatives add 1 − y, spread scalars and the rest)."""
+
+    W = flux.param("m", "n")
+    b = flux.param("m")
+    V = flux.param("m", "m")
+
+    def forward(self, x):
+        z = self.W * x + self.b
+        p = flux.exp(flux.tanh(z))  # positive: its powers are real
+        first, second = flux.split(z, 2)
+        s = flux.total(p)
+        powers = (HadamardPower(p, -1) + HadamardPower(p, sympy.Rational(1, 2)) + HadamardPower(p, -sympy.S.Half)
+                  + HadamardPower(flux.tanh(z), 3) + HadamardPower(p, sympy.pi))
+        mixed = self.V.T * flux.tanh(z) + sympy.pi * z + sympy.sqrt(2) * (self.V * z)
+        return flux.concat(flux.softmax(mixed + powers), flux.tanh(first) * s, flux.σ(second))
+
+
+def test_tiers_agree_on_every_node():
+    rng = np.random.default_rng(5)
+    model = Everything(W=rng.standard_normal((4, 4)) / 2, b=rng.standard_normal(4), V=rng.standard_normal((4, 4)) / 2,
+                       dtype=np.float64)
+    assert_tiers_agree(model, X)
+    with tier("numpy"):
+        assert flux.gradcheck(copy.deepcopy(model), X, raise_on_failure=False) < TOLERANCE
+
+
+def test_tiers_agree_on_every_elementwise_function():
+    user = flux.elementwise("bent", lambda z: sympy.Piecewise((sympy.erf(z) - 1, z < 0), (sympy.Max(z, z**2 / 3), True)))
+
+    class Functions(flux.Model):
+        W = flux.param("m", "n")
+
+        def forward(self, x):
+            z = self.W * x
+            terms = [f(z) for f in (flux.σ, flux.tanh, flux.relu, flux.softplus, flux.exp, flux.erf, flux.gelu,
+                                    flux.silu, flux.elu, flux.leakyrelu, flux.softsign, flux.abs, flux.square, user)]
+            positive = flux.softplus(z)
+            terms += [flux.log(positive), flux.sqrt(positive)]
+            total = terms[0]
+            for term in terms[1:]:
+                total = total + term
+            return total
+
+    model = Functions(W=np.random.default_rng(3).standard_normal((3, 4)), dtype=np.float64)
+    assert_tiers_agree(model, X)
+
+
+def test_the_numpy_tier_module_is_plain_numpy():
+    with tier("numpy"):
+        model = flux.Chain(flux.Dense(4, 3, flux.gelu, rng=0), flux.Dense(3, 2, rng=1))
+        model(X)
+        source = model.kernels.source
+    assert "njit" not in source and "numba" not in source.split('"""')[2]
+    assert "@" in model.kernels.forward.source  # products through BLAS
+
+
+def test_an_unknown_tier_is_refused(monkeypatch):
+    monkeypatch.setenv("FLUX_TIER", "fast")
+    with pytest.raises(ValueError, match="FLUX_TIER must be one of auto, numba, numpy; got 'fast'"):
+        flux.Dense(2, 2, rng=0)(np.ones((1, 2)))
