@@ -202,3 +202,100 @@ def test_an_unknown_tier_is_refused(monkeypatch):
     monkeypatch.setenv("FLUX_TIER", "fast")
     with pytest.raises(ValueError, match="FLUX_TIER must be one of auto, numba, numpy; got 'fast'"):
         flux.Dense(2, 2, rng=0)(np.ones((1, 2)))
+
+
+# ---- the switch: NumPy first, numba when ready, between calls ----------------------------------------------
+
+@pytest.fixture
+def auto_tier(private_cache, monkeypatch):
+    """FLUX_TIER=auto with an empty cache and no background compile started or remembered."""
+    monkeypatch.setattr(pipeline, "_numpy_programs", {})
+    monkeypatch.setattr(tiers, "_jobs", {})
+    monkeypatch.setenv("FLUX_TIER", "auto")
+    monkeypatch.setenv("FLUX_BACKGROUND", "thread")
+    return private_cache
+
+
+def test_threads_calling_one_model_while_it_switches(auto_tier):
+    model = flux.Dense(4, 3, flux.tanh, rng=0, dtype=np.float64)
+    rng = np.random.default_rng(1)
+    inputs = [rng.standard_normal((5, 4)) for _ in range(3)]
+    W, b = model.params["W"], model.params["b"]
+    expected = [np.tanh(x @ W.T + b) for x in inputs]
+    model(inputs[0])
+    assert model.kernels.tier == "numpy"  # the first call did not wait for numba
+    stop, errors, calls = threading.Event(), [], []
+
+    def call(k: int) -> None:
+        try:
+            while not stop.is_set():
+                np.testing.assert_allclose(model(inputs[k]), expected[k], **AGREE)
+                # a function without parameters is shared: its tapes are per thread, so forward and back pair up
+                y = flux.tanh(inputs[k])
+                np.testing.assert_allclose(flux.tanh.back(np.ones_like(y)), 1 - np.tanh(inputs[k]) ** 2, **AGREE)
+                calls.append(model.kernels.tier)
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=call, args=(k,)) for k in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        assert flux.compile(model, timeout=300) == "numba"
+        assert flux.compile(flux.tanh, timeout=300) == "numba"
+        switched = len(calls)
+        while len(calls) < switched + 30 and not errors:
+            threading.Event().wait(0.01)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert not errors, errors[0]
+    assert "numpy" in calls and calls[-1] == "numba"
+    assert model.kernels.tier == "numba"
+
+
+def test_a_forward_and_its_back_run_on_one_tier_across_the_switch(auto_tier):
+    cell = flux.GRU(3, 4, rng=0, dtype=np.float64)
+    reference = run_on("numpy", cell, (XS,))  # (not numba: compiled in this process, it would be ready at once)
+    model = copy.deepcopy(cell)
+    tiers_used = []
+    for _ in range(2000):
+        ys = model(XS)
+        tiers_used.append(model.kernels.tier)
+        gradient = model.back(upstream_like(ys))
+        np.testing.assert_allclose(ys, reference[0], **AGREE)
+        np.testing.assert_allclose(gradient, reference[1], **AGREE)
+        for name, g in model.grads.items():
+            np.testing.assert_allclose(g, reference[2][name], **AGREE)
+        model.zero_grad()
+        if tiers_used[-1] == "numba" and len(tiers_used) > 1:
+            break
+        threading.Event().wait(0.01)
+    assert tiers_used[0] == "numpy" and tiers_used[-1] == "numba"
+
+
+def test_the_background_process_fills_the_cache_for_the_next_process(auto_tier, monkeypatch):
+    monkeypatch.setenv("FLUX_BACKGROUND", "process")
+    model = flux.Dense(3, 2, flux.σ, rng=0, dtype=np.float64)
+    model(X[:, :3])
+    assert model.kernels.tier == "numpy"
+    assert flux.compile(model, timeout=300) == "numba"
+    assert list(auto_tier.glob("dense_float64_*.ready"))  # marked ready by the background process
+    # a new process (no program in memory) runs numba from its first call
+    monkeypatch.setattr(pipeline, "_programs", {})
+    monkeypatch.setattr(pipeline, "_numpy_programs", {})
+    monkeypatch.setattr(tiers, "_jobs", {})
+    again = flux.Dense(3, 2, flux.σ, rng=1, dtype=np.float64)
+    again(X[:, :3])
+    assert again.kernels.tier == "numba"
+
+
+def test_forced_tiers_never_switch(private_cache, monkeypatch):
+    monkeypatch.setattr(pipeline, "_numpy_programs", {})
+    monkeypatch.setattr(tiers, "_jobs", {})
+    monkeypatch.setenv("FLUX_TIER", "numpy")
+    model = flux.Dense(3, 2, rng=0, dtype=np.float64)
+    model(X[:, :3])
+    assert model.kernels.tier == "numpy" and model.kernels.job is None  # nothing compiles
+    assert flux.compile(model) == "numpy"
