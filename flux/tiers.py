@@ -30,6 +30,10 @@ from typing import Any, Callable
 import numpy as np
 
 TIERS = ("auto", "numba", "numpy")
+# The background process yields to the user's: on 2 cores, a user calling a model non-stop kept ~70 % of their rate
+# with it (a thread: ~55 %; a process at the same priority: ~30 %, OpenBLAS's threads descheduled); idle, it
+# compiles as fast as a thread (benchmarks/first_call.py).
+NICENESS = 10
 _jobs: dict = {}  # key → Job
 _lock = threading.Lock()
 
@@ -162,7 +166,7 @@ def _main(arguments: list[str]) -> None:
     """The background compile's process: import the module (trusted and sealed only), call it once, mark it."""
     path, module_key, arrays = arguments
     if hasattr(os, "nice"):
-        os.nice(10)  # the user's process comes first on a busy machine
+        os.nice(NICENESS)  # the user's process comes first on a busy machine
     from .cache import import_trusted, mark_ready
 
     module = import_trusted(Path(path), module_key)
