@@ -20,8 +20,8 @@ import numpy as np
 
 from . import cache
 from .derive.derivation import Derivation, derive_trace
-from .run.state import configuration_generation, runtime_of
-from .tiers import example_arrays, requested_tier, start_background
+from .run.state import configuration_generation, requested_tier, runtime_of
+from .tiers import example_arrays, start_background
 from .trace.tracing import trace_forward
 
 

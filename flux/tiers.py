@@ -29,22 +29,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-TIERS = ("auto", "numba", "numpy")
 # The background process yields to the user's: on 2 cores, a user calling a model non-stop kept ~70 % of their rate
 # with it (a thread: ~55 %; a process at the same priority: ~30 %, OpenBLAS's threads descheduled); idle, it
 # compiles as fast as a thread (benchmarks/first_call.py).
 NICENESS = 10
 _jobs: dict = {}  # key → Job
 _lock = threading.Lock()
-
-
-def requested_tier() -> str:
-    """FLUX_TIER: auto (default), numba or numpy."""
-    tier = os.environ.get("FLUX_TIER", "").strip().lower() or "auto"
-    if tier not in TIERS:
-        raise ValueError(f"flux: FLUX_TIER must be one of {', '.join(TIERS)}; got {tier!r}")
-    return tier
-
 
 class Job:
     """The background compile of one numba module: `program` is set (and `done`) when it is ready to run."""
@@ -58,7 +48,6 @@ class Job:
     def finish(self, program: Any = None, error: str | None = None) -> None:
         self.program, self.error = program, error
         self.done.set()
-
 
 def start_background(key: Any, description: str, path: Path, module_key: str, load: Callable[[], Any],
                      loaded: Callable[[Any], None], example: dict) -> Job:
@@ -89,7 +78,6 @@ def start_background(key: Any, description: str, path: Path, module_key: str, lo
     threading.Thread(target=run, name=f"flux-compile-{description}", daemon=True).start()
     return job
 
-
 def compile_in_process(path: Path, module_key: str, example: dict) -> None:
     """Run `_main` in a new Python process (module, key, arrays): it compiles the kernels into the disk cache."""
     with tempfile.TemporaryDirectory(prefix="flux-example-") as folder:
@@ -102,7 +90,6 @@ def compile_in_process(path: Path, module_key: str, example: dict) -> None:
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if finished.returncode != 0:
         raise RuntimeError(f"the background compile failed: {finished.stderr.strip().splitlines()[-1:]}")
-
 
 def warm_up(module, inputs: list, starts: list, params: list) -> None:
     """Call the module's forward and backward once on copies (nothing of the model's is written): numba compiles
@@ -120,7 +107,6 @@ def warm_up(module, inputs: list, starts: list, params: list) -> None:
         results = module.forward(*inputs, *params)
         module.backward(*[np.ones_like(y) for y in results[:n_out]], *inputs, *params, *results, *grads)
 
-
 def example_arrays(module, params: list, dtype) -> dict:
     """Small arrays of the types a model's kernels are called with: 2 samples (and 2 time steps) of 0.5."""
     metadata = module.METADATA
@@ -134,7 +120,6 @@ def example_arrays(module, params: list, dtype) -> dict:
               for s, d in zip(module.state_sizes(*params), metadata["state_dims"])]
     return {"inputs": [np.full((2, 2, s), 0.5, dtype=dtype) for s in sizes],
             "starts": [np.zeros((2, s), dtype=dtype) for s in states], "params": params}
-
 
 def compile(model, wait: bool = True, timeout: float | None = None) -> str:  # noqa: A001 (flux.compile)
     """Make `model` run on its numba kernels: start (or wait for) the background compile and switch the model.
@@ -160,7 +145,6 @@ def compile(model, wait: bool = True, timeout: float | None = None) -> str:  # n
         raise RuntimeError(f"flux: compiling {job.description} with numba failed ({job.error}); "
                            f"{type(model).__name__} keeps running on the NumPy tier")
     return running_program(model).tier
-
 
 def _main(arguments: list[str]) -> None:
     """The background compile's process: import the module (trusted and sealed only), call it once, mark it."""

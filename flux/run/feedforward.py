@@ -15,8 +15,7 @@ import numpy as np
 
 from .inputs import as_float_array, as_input_array, follow_input_precision, to_dtype
 from .sequences import run_sequence, run_sequence_backward
-from ..tiers import requested_tier
-from .state import ForwardTape, RuntimeState, configuration_counter, runtime_of
+from .state import ForwardTape, RuntimeState, configuration_counter, requested_tier, runtime_of
 
 
 def run_forward(model, inputs: tuple, **options: Any) -> Any:
