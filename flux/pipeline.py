@@ -21,7 +21,7 @@ import numpy as np
 from . import cache
 from .derive.derivation import Derivation, derive_trace
 from .run.state import configuration_generation, requested_tier, runtime_of
-from .tiers import example_arrays, start_background
+from .tiers import TieredStep, example_arrays, start_background
 from .trace.tracing import trace_forward
 
 
@@ -216,7 +216,8 @@ def compile_in_background(model, maths: Maths, dtype, program: Program):
 def load_step_module(objective, optimiser: Any, dtype) -> Any:
     """The fused training step's module (`flux.step.TrainStep`'s kernel), keyed by the objective's traced maths,
     the optimiser's rule (its exact SymPy form) and the dtype: a second process traces the objective and loads the
-    module without deriving it."""
+    module without deriving it. On the tiers (flux.tiers): numba's module, the NumPy tier's, or with FLUX_TIER=auto
+    a `TieredStep` running NumPy until numba's is compiled in the background (numba at once if it is ready)."""
     from sympy import srepr
 
     dtype = np.dtype(dtype)
@@ -232,4 +233,24 @@ def load_step_module(objective, optimiser: Any, dtype) -> Any:
 
         return generate_step_source(derivation_of_maths(maths), rules, type(optimiser).__name__, dtype, key)
 
-    return cache.load_module(name, key, generate)
+    tier = requested_tier()
+    if tier == "numba" or (tier == "auto" and cache.is_ready(cache.trusted_directory() / f"{name}_{key}.py")):
+        return cache.load_module(name, key, generate)
+    numpy_key = cache.module_key("train-step-numpy", maths.identity, type(optimiser).__name__, rule_text, dtype.name)
+
+    def generate_numpy() -> str:
+        from .generate.numpy_tier import generate_numpy_step_source
+
+        return generate_numpy_step_source(derivation_of_maths(maths), rules, type(optimiser).__name__, dtype,
+                                          numpy_key)
+
+    numpy_module = cache.load_module(f"{name}_numpy", numpy_key, generate_numpy)
+    if tier == "numpy":
+        return numpy_module
+
+    def start(arguments: list):
+        path = cache.module_file(name, key, generate)
+        return start_background((key, "train-step"), name, path, key, lambda: cache.load_module(name, key, generate),
+                                lambda module: None, {"arguments": arguments})
+
+    return TieredStep(numpy_module, start)

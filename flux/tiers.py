@@ -29,12 +29,16 @@ from typing import Any, Callable
 
 import numpy as np
 
+from .run.state import requested_tier
+
+
 # The background process yields to the user's: on 2 cores, a user calling a model non-stop kept ~70 % of their rate
 # with it (a thread: ~55 %; a process at the same priority: ~30 %, OpenBLAS's threads descheduled); idle, it
 # compiles as fast as a thread (benchmarks/first_call.py).
 NICENESS = 10
 _jobs: dict = {}  # key → Job
 _lock = threading.Lock()
+
 
 class Job:
     """The background compile of one numba module: `program` is set (and `done`) when it is ready to run."""
@@ -48,6 +52,7 @@ class Job:
     def finish(self, program: Any = None, error: str | None = None) -> None:
         self.program, self.error = program, error
         self.done.set()
+
 
 def start_background(key: Any, description: str, path: Path, module_key: str, load: Callable[[], Any],
                      loaded: Callable[[Any], None], example: dict) -> Job:
@@ -66,7 +71,7 @@ def start_background(key: Any, description: str, path: Path, module_key: str, lo
             if mode == "process":
                 compile_in_process(path, module_key, example)
             program = load()
-            warm_up(program.module, **example)  # in-process: from the disk cache (compiled here if it missed)
+            warm_up(getattr(program, "module", program), example)  # from the disk cache (compiled if it missed)
             from .cache import mark_ready
 
             mark_ready(path)
@@ -77,6 +82,7 @@ def start_background(key: Any, description: str, path: Path, module_key: str, lo
 
     threading.Thread(target=run, name=f"flux-compile-{description}", daemon=True).start()
     return job
+
 
 def compile_in_process(path: Path, module_key: str, example: dict) -> None:
     """Run `_main` in a new Python process (module, key, arrays): it compiles the kernels into the disk cache."""
@@ -91,9 +97,15 @@ def compile_in_process(path: Path, module_key: str, example: dict) -> None:
     if finished.returncode != 0:
         raise RuntimeError(f"the background compile failed: {finished.stderr.strip().splitlines()[-1:]}")
 
-def warm_up(module, inputs: list, starts: list, params: list) -> None:
-    """Call the module's forward and backward once on copies (nothing of the model's is written): numba compiles
-    both for these argument types. `inputs` are laid out as the kernels take them ((N, k), or (T, N, k))."""
+
+def warm_up(module, example: dict) -> None:
+    """Call the module's functions once on copies (nothing of the user's is written): numba compiles them for
+    these argument types. A model's: forward and backward (`example_arrays`); a training step's: `train_step`
+    on copies of its first call's arguments."""
+    if "arguments" in example:
+        module.train_step(*(a.copy() if isinstance(a, np.ndarray) else a for a in example["arguments"]))
+        return
+    inputs, starts, params = example["inputs"], example["starts"], example["params"]
     metadata = module.METADATA
     params = [p.copy() for p in params]
     grads = [np.zeros_like(p) for p in params]
@@ -106,6 +118,7 @@ def warm_up(module, inputs: list, starts: list, params: list) -> None:
     else:
         results = module.forward(*inputs, *params)
         module.backward(*[np.ones_like(y) for y in results[:n_out]], *inputs, *params, *results, *grads)
+
 
 def example_arrays(module, params: list, dtype) -> dict:
     """Small arrays of the types a model's kernels are called with: 2 samples (and 2 time steps) of 0.5."""
@@ -121,6 +134,42 @@ def example_arrays(module, params: list, dtype) -> dict:
     return {"inputs": [np.full((2, 2, s), 0.5, dtype=dtype) for s in sizes],
             "starts": [np.zeros((2, s), dtype=dtype) for s in states], "params": params}
 
+
+class TieredStep:
+    """A fused training step's module with FLUX_TIER=auto: its `train_step` runs the NumPy tier's until numba's,
+    compiled in the background for the types of the first call's arguments, is ready (then numba's, from the next
+    call on). `start(arguments)` starts that compile and returns its Job."""
+
+    def __init__(self, numpy_module, start: Callable[[list], Job]):
+        self.numpy_module, self.start, self.job = numpy_module, start, None
+        self.check_params, self.input_sizes = numpy_module.check_params, numpy_module.input_sizes
+        self.train_step = TieredKernel(self)
+
+
+class TieredKernel:
+    """`train_step` of a TieredStep: the tier is chosen when a call starts, never during one."""
+
+    def __init__(self, step: TieredStep):
+        self.step = step
+
+    def __call__(self, *arguments):
+        step = self.step
+        if step.job is None:  # copies: the warm-up must not update the user's parameters
+            step.job = step.start([a.copy() if isinstance(a, np.ndarray) else a for a in arguments])
+        job = step.job
+        if job.program is not None and requested_tier() == "auto":
+            return job.program.train_step(*arguments)
+        return step.numpy_module.train_step(*arguments)
+
+    @property
+    def py_func(self):
+        """The Python source's function (TrainStep.source): numba's once it runs, else the NumPy tier's."""
+        job = self.step.job
+        if job is not None and job.program is not None:
+            return job.program.train_step.py_func
+        return self.step.numpy_module.train_step
+
+
 def compile(model, wait: bool = True, timeout: float | None = None) -> str:  # noqa: A001 (flux.compile)
     """Make `model` run on its numba kernels: start (or wait for) the background compile and switch the model.
 
@@ -133,7 +182,7 @@ def compile(model, wait: bool = True, timeout: float | None = None) -> str:  # n
     if program.tier == "numba":
         if wait and not program.compiled:  # FLUX_TIER=numba: compile now, in this thread
             params = [model.params[n].copy() for n in program.metadata["params"]]
-            warm_up(program.module, **example_arrays(program.module, params, np.dtype(program.metadata["dtype"])))
+            warm_up(program.module, example_arrays(program.module, params, np.dtype(program.metadata["dtype"])))
             program.compiled = True
         return "numba"
     job = program.job
@@ -146,6 +195,7 @@ def compile(model, wait: bool = True, timeout: float | None = None) -> str:  # n
                            f"{type(model).__name__} keeps running on the NumPy tier")
     return running_program(model).tier
 
+
 def _main(arguments: list[str]) -> None:
     """The background compile's process: import the module (trusted and sealed only), call it once, mark it."""
     path, module_key, arrays = arguments
@@ -155,9 +205,10 @@ def _main(arguments: list[str]) -> None:
 
     module = import_trusted(Path(path), module_key)
     with np.load(arrays) as data:
-        example = {kind: [data[name] for name in sorted((n for n in data.files if n.rstrip("0123456789") == kind),
-                                                        key=lambda n: int(n[len(kind):]))]
-                   for kind in ("inputs", "starts", "params")}
-    warm_up(module, **example)
+        kinds = {n.rstrip("0123456789") for n in data.files}
+        example = {kind: [data[n] if data[n].ndim else data[n][()]  # a saved number is a number again
+                          for n in sorted((n for n in data.files if n.rstrip("0123456789") == kind),
+                                          key=lambda n: int(n[len(kind):]))] for kind in kinds}
+    warm_up(module, example)
     mark_ready(Path(path))
 

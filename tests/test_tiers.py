@@ -299,3 +299,36 @@ def test_forced_tiers_never_switch(private_cache, monkeypatch):
     model(X[:, :3])
     assert model.kernels.tier == "numpy" and model.kernels.job is None  # nothing compiles
     assert flux.compile(model) == "numpy"
+
+
+def test_tiers_agree_on_the_fused_training_step():
+    rng = np.random.default_rng(0)
+    x, labels = rng.standard_normal((8, 4)), rng.integers(0, 3, 8)
+    runs = {}
+    for name in ("numpy", "numba"):
+        with tier(name):
+            chain = flux.Chain(flux.Dense(4, 5, flux.relu, rng=0, dtype=np.float64),
+                               flux.Dense(5, 3, rng=1, dtype=np.float64))
+            step = flux.compile_step(chain, flux.logitcrossentropy, flux.Adam(1e-2))
+            runs[name] = ([step(x, labels) for _ in range(4)], chain.params)
+    np.testing.assert_allclose(runs["numpy"][0], runs["numba"][0], **AGREE)
+    for key, value in runs["numba"][1].items():
+        np.testing.assert_allclose(runs["numpy"][1][key], value, **AGREE)
+
+
+def test_the_fused_training_step_switches_between_steps(auto_tier):
+    rng = np.random.default_rng(0)
+    x, labels = rng.standard_normal((8, 4)), rng.integers(0, 3, 8)
+    with tier("numpy"):
+        reference = flux.Chain(flux.Dense(4, 5, flux.tanh, rng=0, dtype=np.float64),
+                               flux.Dense(5, 3, rng=1, dtype=np.float64))
+        reference_step = flux.compile_step(reference, flux.logitcrossentropy, flux.SGD(0.1))
+    chain = flux.Chain(flux.Dense(4, 5, flux.tanh, rng=0, dtype=np.float64), flux.Dense(5, 3, rng=1, dtype=np.float64))
+    step = flux.compile_step(chain, flux.logitcrossentropy, flux.SGD(0.1))
+    step(x, labels)
+    reference_step(x, labels)
+    assert step.module.job is not None and not step.module.job.done.is_set()  # numba compiles meanwhile
+    assert step.module.job.done.wait(300) and step.module.job.error is None
+    for _ in range(3):  # now on numba: the same training as on NumPy
+        np.testing.assert_allclose(step(x, labels), reference_step(x, labels), **AGREE)
+    assert "@njit" in step.source

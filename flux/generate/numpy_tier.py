@@ -26,8 +26,8 @@ from types import ModuleType
 from ..cache import END, KEY_LINE
 from .vectorised import vector_kernel_source
 
-ENTRY_POINTS = ("forward", "backward")  # called by flux.run: made quiet (NumPy warns where numba's model does not)
-VECTORMATH = ("sigmoid", "clampedlog_derivative", "quiet")
+ENTRY_POINTS = ("forward", "backward", "train_step")  # called by flux.run: made quiet (NumPy warns where numba's model does not)
+VECTORMATH = ("sigmoid", "clampedlog_derivative", "all_finite", "quiet")
 _siblings: dict[str, ModuleType] = {}
 _lock = threading.Lock()
 
@@ -37,6 +37,28 @@ def generate_numpy_module_source(derivation, dtype, key: str) -> str:
     if derivation.states:
         return sibling("recurrent").generate_recurrent_module_source(derivation, dtype, key)
     return sibling("feedforward").generate_module_source(derivation, dtype, key)
+
+
+def generate_numpy_step_source(derivation, rules, optimiser_name: str, dtype, key: str) -> str:
+    """The NumPy tier's fused training step (flux.generate.train_step), its update rule on whole arrays."""
+    return sibling("train_step").generate_step_source(derivation, rules, optimiser_name, dtype, key)
+
+
+def numpy_update_source(rules, printed: dict, optimiser_name: str) -> str:
+    """train_step.update_source on whole arrays: every state from the old values, then θ, all in place."""
+    states = list(rules.state)
+    arguments = ", ".join(["θ_", "g_"] + [f"{s}_" for s in states] + ["step_count"]
+                          + [f"hyper_{h}" for h in rules.hyperparameters])
+    maths = "; ".join(f"{t} ← {e}" for t, e in rules.updates.items())
+
+    def whole(code: str) -> str:  # math.sqrt(v) of an array: np.sqrt
+        return re.sub(r"(?<![\w.])math\.", "np.", code)
+
+    lines = [f"def update({arguments}):", f'    """{optimiser_name}: {maths}"""', "    θ = θ_", "    g = g_"]
+    lines += [f"    {s}_old = {s}_.copy()" for s in states]
+    lines += [f"    {s}_[...] = {whole(printed[s])}" for s in states]
+    lines.append(f"    θ_[...] = {whole(printed['θ'])}")
+    return "\n".join(lines)
 
 
 def numpy_module_source(key: str, docstring: str, dtype, *, metadata: dict | None = None, helpers: list[str] = (),
@@ -74,7 +96,8 @@ def sibling(name: str) -> ModuleType:
             _siblings["kernel_pair"] = kernel_pair
             if name != "kernel_pair":
                 _siblings[name] = _copy(name, generate_kernel_source=vector_kernel_source,
-                                        kernel_pair=kernel_pair.kernel_pair, module_source=numpy_module_source)
+                                        kernel_pair=kernel_pair.kernel_pair, module_source=numpy_module_source,
+                                        update_source=numpy_update_source)
         return _siblings[name]
 
 
