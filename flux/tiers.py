@@ -105,7 +105,7 @@ def warm_up(module, example: dict) -> None:
     if "arguments" in example:
         module.train_step(*(a.copy() if isinstance(a, np.ndarray) else a for a in example["arguments"]))
         return
-    inputs, starts, params = example["inputs"], example["starts"], example["params"]
+    inputs, starts, params = (example.get(kind, []) for kind in ("inputs", "starts", "params"))  # [] not saved
     metadata = module.METADATA
     params = [p.copy() for p in params]
     grads = [np.zeros_like(p) for p in params]
