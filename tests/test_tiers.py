@@ -195,7 +195,9 @@ def test_the_numpy_tier_module_is_plain_numpy():
         model(X)
         source = model.kernels.source
     assert "njit" not in source and "numba" not in source.split('"""')[2]
-    assert "@" in model.kernels.forward.source  # products through BLAS
+    forward = model.kernels.forward.source
+    assert forward.startswith("@quiet\ndef forward(") and " @ " in forward  # products through BLAS, no loops
+    assert "for " not in forward
 
 
 def test_an_unknown_tier_is_refused(monkeypatch):
