@@ -138,8 +138,10 @@ def program_of(model, dtype, tier: str | None = None) -> Program:
 
     The on-disk module is named by a hash of the maths' identity, the dtype and flux's generator, so a second
     process traces the model (cheap, no derivation) and loads the module without deriving or generating.
-    `tier` (default FLUX_TIER, see flux.tiers): "numba"; "numpy"; "auto": numba if its machine code is ready
-    (compiled in this process or marked ready in the disk cache), else NumPy while numba compiles in the background.
+    `tier` (default FLUX_TIER, see flux.tiers): "numba"; "numpy"; "auto": numba if it is compiled in this
+    process, else NumPy while numba compiles in the background — or, when the disk cache holds numba's machine code
+    (marked ready) and the NumPy module, NumPy while a thread loads numba's (loading the NumPy module is faster than
+    importing numba and its machine code; without the NumPy module on disk, numba at once: no derivation).
     A model class is never run: its program is numba's (compiled on its first call, if any).
     """
     dtype = np.dtype(dtype)
@@ -148,21 +150,24 @@ def program_of(model, dtype, tier: str | None = None) -> Program:
     tier = "numba" if isinstance(model, type) else tier or requested_tier()
     if tier == "numba" or (tier == "auto" and key in _programs and _programs[key].compiled):
         return numba_program(maths, dtype)
-    if tier == "auto" and cache.is_ready(numba_module_path(maths, dtype)):
+    module_key = cache.module_key("model-numpy", maths.identity, dtype.name)
+    numpy_name = f"{maths.name.lower()}_{dtype.name}_numpy"
+    compiled = tier == "auto" and cache.is_ready(numba_module_path(maths, dtype))
+    if compiled and key not in _numpy_programs and not (cache.trusted_directory() / f"{numpy_name}_{module_key}.py"
+                                                         ).exists():
         return numba_program(maths, dtype)
     if key not in _numpy_programs:
-        module_key = cache.module_key("model-numpy", maths.identity, dtype.name)
 
         def generate_numpy() -> str:
             from .generate.numpy_tier import generate_numpy_module_source
 
             return generate_numpy_module_source(derivation_of_maths(maths), dtype, module_key)
 
-        module = cache.load_module(f"{maths.name.lower()}_{dtype.name}_numpy", module_key, generate_numpy)
+        module = cache.load_module(numpy_name, module_key, generate_numpy)
         _numpy_programs[key] = Program(module, "numpy")
     program = _numpy_programs[key]
     if tier == "auto" and program.job is None:
-        program.job = compile_in_background(model, maths, dtype, program)
+        program.job = compile_in_background(model, maths, dtype, program, load_only=compiled)
     return program
 
 
@@ -195,8 +200,9 @@ def numba_module_path(maths: Maths, dtype, write: bool = False):
     return cache.trusted_directory() / f"{name}_{module_key}.py"
 
 
-def compile_in_background(model, maths: Maths, dtype, program: Program):
-    """Start compiling the numba tier of `program`'s maths (flux.tiers), warmed up on arrays shaped as the model's."""
+def compile_in_background(model, maths: Maths, dtype, program: Program, load_only: bool = False):
+    """Start compiling the numba tier of `program`'s maths (flux.tiers), warmed up on arrays shaped as the model's
+    (`load_only`: its machine code is in the disk cache, a thread loads it)."""
     key = (maths.identity, dtype.name)
     params = [model.params[n].copy() for n in program.metadata["params"]]
     example = example_arrays(program.module, params, dtype)
@@ -209,7 +215,8 @@ def compile_in_background(model, maths: Maths, dtype, program: Program):
         compiled.compiled = True  # from now on `program_of` hands it out
 
     return start_background(key, f"{maths.name} ({dtype.name})", path,
-                            cache.module_key("model", maths.identity, dtype.name), load, loaded, example)
+                            cache.module_key("model", maths.identity, dtype.name), load, loaded, example,
+                            load_only=load_only)
 
 
 

@@ -284,13 +284,19 @@ def test_the_background_process_fills_the_cache_for_the_next_process(auto_tier, 
     assert model.kernels.tier == "numpy"
     assert flux.compile(model, timeout=300) == "numba"
     assert list(auto_tier.glob("dense_float64_*.ready"))  # marked ready by the background process
-    # a new process (no program in memory) runs numba from its first call
-    monkeypatch.setattr(pipeline, "_programs", {})
-    monkeypatch.setattr(pipeline, "_numpy_programs", {})
-    monkeypatch.setattr(tiers, "_jobs", {})
-    again = flux.Dense(3, 2, flux.σ, rng=1, dtype=np.float64)
-    again(X[:, :3])
-    assert again.kernels.tier == "numba"
+    # a new process (nothing in memory): the NumPy module loads faster than numba's machine code, which a thread
+    # then loads from the cache (no compiling, no process); without the NumPy module on disk, numba at once
+    for numpy_module_on_disk in (True, False):
+        monkeypatch.setattr(pipeline, "_programs", {})
+        monkeypatch.setattr(pipeline, "_numpy_programs", {})
+        monkeypatch.setattr(tiers, "_jobs", {})
+        if not numpy_module_on_disk:
+            for file in auto_tier.glob("dense_float64_numpy_*.py"):
+                file.unlink()
+        again = flux.Dense(3, 2, flux.σ, rng=1, dtype=np.float64)
+        again(X[:, :3])
+        assert again.kernels.tier == ("numpy" if numpy_module_on_disk else "numba")
+        assert flux.compile(again, timeout=300) == "numba"
 
 
 def test_forced_tiers_never_switch(private_cache, monkeypatch):
