@@ -33,11 +33,12 @@ import numpy as np
 
 from .run.state import requested_tier
 
-
-# The background process yields to the user's: on 2 cores, a user calling a model non-stop kept ~70 % of their rate
-# with it (a thread: ~55 %; a process at the same priority: ~30 %, OpenBLAS's threads descheduled); idle, it
-# compiles as fast as a thread (benchmarks/first_call.py).
+# The background process yields to the user's: on 2 cores, a user calling an MLP / an LSTM non-stop kept 73 % / 68 %
+# of their rate beside it (a thread: 15 % / 57 %, the GIL; a process at the same priority: 33 % / 31 %, OpenBLAS's
+# threads descheduled), at the price of numba arriving later (22 s / 76 s instead of 2.5 s / 26 s with a thread).
+# A user who waits (a notebook between cells) gets numba as soon from either (11.3 s / 11.7 s for the LSTM).
 NICENESS = 10
+BACKGROUND = ("process", "thread")
 _jobs: dict = {}  # key → Job
 _lock = threading.Lock()
 
@@ -61,12 +62,14 @@ def start_background(key: Any, description: str, path: Path, module_key: str, lo
     """Compile the numba module at `path` in the background (once per key and process); `load()` then imports it
     here, and the warm-up calls load its machine code from the disk cache; `loaded(program)` runs before the job
     is done. `load_only`: the machine code is in the disk cache already: loaded by a thread, no process."""
+    mode = "thread" if load_only else os.environ.get("FLUX_BACKGROUND", "process").strip().lower()
+    if mode not in BACKGROUND:
+        raise ValueError(f"flux: FLUX_BACKGROUND must be process or thread; got {mode!r}")
     with _lock:
         job = _jobs.get(key)
         if job is not None:
             return job
         job = _jobs[key] = Job(description)
-    mode = "thread" if load_only else os.environ.get("FLUX_BACKGROUND", "process").strip().lower()
 
     def run() -> None:
         try:
