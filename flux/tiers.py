@@ -8,13 +8,18 @@ returns, and agree to float tolerance (tests/test_tiers.py), so nothing a user s
     FLUX_TIER=auto   (default) NumPy first, numba in the background, then numba
     FLUX_TIER=numba  numba only, compiled on the first call in the caller's thread (benchmarks, the test suite)
     FLUX_TIER=numpy  NumPy only, nothing compiled (debugging: the generated code is plain NumPy)
+    FLUX_BACKGROUND=thread (default) or process: where the background compile runs
     flux.compile(model)  wait until the model runs on numba (compiling it now if needed)
 
-The background compile runs in a separate process (FLUX_BACKGROUND=process, the default; `thread` also works): it
-imports the generated module from the disk cache, calls forward and backward once on small arrays of the right
-types (so numba compiles exactly the signatures the model will call, and caches them on disk), marks the module
-ready (`cache.mark_ready`) and exits; this process then loads the machine code from the disk cache. Measured on 2
-cores (benchmarks/first_call.py), a process blocks the user less than a thread: numba's compiler holds the GIL.
+The background compile runs in a thread (FLUX_BACKGROUND=thread, the default): it calls the numba module's
+forward and backward once on small arrays of the right types (so numba compiles exactly the signatures the model
+will call, and caches them on disk) and marks the module ready (`cache.mark_ready`). FLUX_BACKGROUND=process does
+the compiling in a separate process at low priority instead (it imports the module from the disk cache, compiles,
+marks it and exits; this process then loads the machine code). Measured on 2 cores shared with other work
+(benchmarks/first_call.py; see NICENESS), neither blocks a user who calls the model non-stop clearly less — the
+process wins most pairs, but a BLAS-heavy MLP fell to 1–4 % of its rate beside it (OpenBLAS's threads
+descheduled) — while the thread delivers numba 3–10× sooner (LSTM: 22 s instead of 151 s); a user who waits gets
+numba as soon from either.
 A later process finds the mark: it runs the NumPy module from the disk cache while a thread loads numba's machine
 code (0.25 s to a first result instead of 0.8 s: importing numba and its cache is the slower start), or numba at
 once when there is no NumPy module on disk (it would need a derivation).
@@ -33,10 +38,10 @@ import numpy as np
 
 from .run.state import requested_tier
 
-# The background process yields to the user's: on 2 cores, a user calling an MLP / an LSTM non-stop kept 73 % / 68 %
-# of their rate beside it (a thread: 15 % / 57 %, the GIL; a process at the same priority: 33 % / 31 %, OpenBLAS's
-# threads descheduled), at the price of numba arriving later (22 s / 76 s instead of 2.5 s / 26 s with a thread).
-# A user who waits (a notebook between cells) gets numba as soon from either (11.3 s / 11.7 s for the LSTM).
+# FLUX_BACKGROUND=process runs at low priority. The user's rate while calling a model non-stop (perceptron, MLP,
+# LSTM, GRU; three runs, load 2–7 on 2 cores) beside a niced process: 20–22 %, 1–73 %, 47–124 %, 46–89 %; beside a
+# thread: 12–19 %, 15–71 %, 16–57 %, 28–66 %. numba ready: process 89–113 s, 23–125 s, 76–291 s, 35–253 s; thread
+# 9–14 s, 3–13 s, 22–60 s, 13–28 s. Idle, both ≈ 11.5 s for the LSTM.
 NICENESS = 10
 BACKGROUND = ("process", "thread")
 _jobs: dict = {}  # key → Job
@@ -62,7 +67,7 @@ def start_background(key: Any, description: str, path: Path, module_key: str, lo
     """Compile the numba module at `path` in the background (once per key and process); `load()` then imports it
     here, and the warm-up calls load its machine code from the disk cache; `loaded(program)` runs before the job
     is done. `load_only`: the machine code is in the disk cache already: loaded by a thread, no process."""
-    mode = "thread" if load_only else os.environ.get("FLUX_BACKGROUND", "process").strip().lower()
+    mode = "thread" if load_only else os.environ.get("FLUX_BACKGROUND", "thread").strip().lower()
     if mode not in BACKGROUND:
         raise ValueError(f"flux: FLUX_BACKGROUND must be process or thread; got {mode!r}")
     with _lock:
