@@ -31,6 +31,7 @@ CASES = {
     "gru": "(e′) GRU 32→64, T=50, batch 16, MSE on all h_t",
     "startup": "(f) start-up, fresh processes",
     "distributed": "(g) data-parallel MLP 784-1024-10, batch 1024: 1 process vs 2 Dask workers",
+    "firstcall": "(h) first call: each tier cold and cached, numba in the background (benchmarks/first_call.py)",
 }
 # (row label, module in benchmarks/, function name pattern); a missing floor function means "no floor row"
 VARIANTS = [
@@ -46,6 +47,7 @@ VARIANTS = [
 def main() -> None:
     cleared = clear_blas_overrides()
     args = parse_arguments()
+    os.environ.setdefault("FLUX_TIER", "numba")  # steady-state rows time numba's kernels (case (h) sets its own)
     threads = args.threads or os.cpu_count() or 1
     thread_actions = limit_threads(threads)
     if not args.spin:
@@ -73,8 +75,14 @@ def main() -> None:
           f"warm-up ≥ {warmup} s per variant (JIT excluded)")
     print(flush=True)
 
-    sections = []
+    sections, first_call = [], []
     for case in args.case or list(CASES):
+        if case == "firstcall":
+            from .first_call import first_call_rows
+
+            print(f"… {CASES[case]}", file=sys.stderr, flush=True)
+            first_call = first_call_rows(["mlp", "lstm"] if args.quick else ["perceptron", "mlp", "lstm", "gru"])
+            continue
         if case == "distributed":
             print(f"… {CASES[case]}", file=sys.stderr, flush=True)
             sections.append((case, CASES[case], data_parallel_results(threads, quick=args.quick)))
@@ -103,6 +111,11 @@ def main() -> None:
         sections.append((case, CASES[case], list(results.values())))
     print_table(sections)
     print_targets(sections)
+    if first_call:
+        from .first_call import print_rows
+
+        print(f"\n{CASES['firstcall']}")
+        print_rows(first_call)
     print(f"\nload      {harness.load_text()} at the end (other processes on the machine add noise to every row)")
 
 

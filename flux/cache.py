@@ -117,6 +117,44 @@ def load_module(name: str, key: str, generate: Callable[[], str]) -> ModuleType:
                            "this is a bug in flux, please report it") from None
 
 
+def module_file(name: str, key: str, generate: Callable[[], str]) -> Path:
+    """The path of the module `name_key.py`, written first if it is missing or not what flux wrote (for another
+    process to import: the background compile), in the trusted cache or else a private directory."""
+    path = trusted_directory() / f"{name}_{key}.py"
+    if untrusted_module(path):
+        path = private_directory() / path.name
+    try:
+        intact = unsealed(path.read_text(encoding="utf-8")) is not None
+    except (OSError, UnicodeDecodeError):
+        intact = False
+    if not intact:
+        write_atomically(path, sealed(generate()))
+    return path
+
+
+def import_trusted(path: Path, key: str) -> ModuleType:
+    """Import a module `module_file` wrote (in another process), refusing it as `load_module` would."""
+    refusal = untrusted_module(path)
+    if refusal:
+        raise PermissionError(f"flux: not trusting the cache: {refusal}")
+    discard_damaged_machine_code(path)
+    return import_file(path, key)
+
+
+def mark_ready(path: Path) -> None:
+    """Record that numba's machine code for the module at `path` is in the cache (forward and backward compiled):
+    a later process runs it from its first call. Only a hint about speed; nothing is ever read from the file."""
+    try:
+        path.with_suffix(".ready").touch(mode=0o600)
+    except OSError:
+        pass
+
+
+def is_ready(path: Path) -> bool:
+    """Whether the module's machine code was marked ready (`mark_ready`) and the module is still there."""
+    return path.with_suffix(".ready").exists() and path.exists() and bool(machine_code_files(path))
+
+
 def sealed(text: str) -> str:
     """`text` with a last line holding the SHA-256 of everything before it."""
     return f"{text}{SEAL}{hashlib.sha256(text.encode()).hexdigest()}\n"

@@ -4,9 +4,8 @@
     dx = model.back(Δ)   # returns ∂L/∂x and adds Σₙ ∂L/∂W into model.grads["W"]
     model.update(lr=0.1) # W ← W − lr·∂L/∂W for every parameter, then gradients are zeroed
 
-A Model holds arrays and nothing clever. Its maths (`derivation`) and compiled kernels (`kernels`) belong to its
-traced expression — what `forward` computes on symbols, whatever the class or the sizes (flux.pipeline) — and are
-computed once and shared by every model with the same maths.
+A Model holds arrays and nothing clever. Its maths (`derivation`) and kernels (`kernels`) belong to its traced
+expression (what `forward` computes on symbols, whatever the class or sizes), made once and shared (flux.pipeline).
 """
 from __future__ import annotations
 
@@ -15,7 +14,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .run.feedforward import run_backward, run_forward
+from .run.feedforward import run_backward, run_forward, running_program
 from .run.inputs import as_float_array, to_dtype
 from .run.sequences import current_state, reset_state, run_step
 from .run.state import (RuntimeState, configuration_changed, configuration_generation, parameter_generation,
@@ -362,6 +361,7 @@ class Model(metaclass=ModelClass):
 
     def step(self, *inputs: Any) -> Any:
         """y_t = model.step(x_t): advance one time step from the carried state ((N, features) or (features,))."""
+        running_program(self)  # switches to the numba tier here if it became ready (flux.tiers)
         return run_step(self, inputs)
 
     def reset(self, initial: Any = None) -> None:

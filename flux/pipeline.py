@@ -20,7 +20,8 @@ import numpy as np
 
 from . import cache
 from .derive.derivation import Derivation, derive_trace
-from .run.state import configuration_generation, runtime_of
+from .run.state import configuration_generation, requested_tier, runtime_of
+from .tiers import TieredStep, example_arrays, start_background
 from .trace.tracing import trace_forward
 
 
@@ -81,7 +82,7 @@ class Kernel:
 
     @cached_property
     def source(self) -> str:
-        return inspect.getsource(self.function.py_func)
+        return inspect.getsource(getattr(self.function, "py_func", self.function))  # a NumPy-tier one: itself
 
     def __call__(self, *args):
         return self.function(*args)
@@ -91,10 +92,16 @@ class Kernel:
 
 
 class Program:
-    """A model's loaded kernels and the metadata that says how to call them."""
+    """A model's loaded kernels and the metadata that says how to call them.
 
-    def __init__(self, module):
+    `tier` is "numba" or "numpy" (flux.tiers); a NumPy-tier program started in FLUX_TIER=auto has the `job`
+    compiling its numba successor (`job.program` once it is ready)."""
+
+    def __init__(self, module, tier: str = "numba", job: Any = None):
         self.module = module
+        self.tier = tier
+        self.job = job
+        self.compiled = False  # numba tier: forward and backward compiled (or loaded) in this process
         self.metadata: dict[str, Any] = module.METADATA
         self.forward = Kernel(module.forward, "forward")
         self.backward = Kernel(module.backward, "backward")
@@ -106,10 +113,12 @@ class Program:
         return inspect.getsource(self.module)
 
     def __repr__(self) -> str:
-        return f"<flux program {self.metadata['model']} ({self.metadata['dtype']}): forward, backward>"
+        return (f"<flux program {self.metadata['model']} ({self.metadata['dtype']}, {self.tier} tier): forward, "
+                "backward>")
 
 
-_programs: dict = {}  # (identity, dtype name) → Program
+_programs: dict = {}  # (identity, dtype name) → Program (numba tier)
+_numpy_programs: dict = {}  # (identity, dtype name) → Program (NumPy tier)
 _derivations: dict = {}  # identity → Derivation
 
 
@@ -124,32 +133,104 @@ def derivation_of_maths(maths: Maths) -> Derivation:
     return _derivations[maths.identity]
 
 
-def program_of(model, dtype) -> Program:
-    """The compiled program for a model's maths and dtype: from memory, the disk cache, or generated.
+def program_of(model, dtype, tier: str | None = None) -> Program:
+    """The program a model runs for its maths and dtype: from memory, the disk cache, or generated.
 
     The on-disk module is named by a hash of the maths' identity, the dtype and flux's generator, so a second
     process traces the model (cheap, no derivation) and loads the module without deriving or generating.
+    `tier` (default FLUX_TIER, see flux.tiers): "numba"; "numpy"; "auto": numba if it is compiled in this
+    process, else NumPy while numba compiles in the background — or, when the disk cache holds numba's machine code
+    (marked ready) and the NumPy module, NumPy while a thread loads numba's (loading the NumPy module is faster than
+    importing numba and its machine code; without the NumPy module on disk, numba at once: no derivation).
+    A model class is never run: its program is numba's (compiled on its first call, if any).
     """
     dtype = np.dtype(dtype)
     maths = maths_of(model)
     key = (maths.identity, dtype.name)
+    tier = "numba" if isinstance(model, type) or not has_numpy_tier(maths) else tier or requested_tier()
+    if tier == "numba" or (tier == "auto" and key in _programs and _programs[key].compiled):
+        return numba_program(maths, dtype)
+    module_key = cache.module_key("model-numpy", maths.identity, dtype.name)
+    numpy_name = f"{maths.name.lower()}_{dtype.name}_numpy"
+    compiled = tier == "auto" and cache.is_ready(numba_module_path(maths, dtype))
+    if compiled and key not in _numpy_programs and not (cache.trusted_directory() / f"{numpy_name}_{module_key}.py"
+                                                         ).exists():
+        return numba_program(maths, dtype)
+    if key not in _numpy_programs:
+
+        def generate_numpy() -> str:
+            from .generate.numpy_tier import generate_numpy_module_source
+
+            return generate_numpy_module_source(derivation_of_maths(maths), dtype, module_key)
+
+        module = cache.load_module(numpy_name, module_key, generate_numpy)
+        _numpy_programs[key] = Program(module, "numpy")
+    program = _numpy_programs[key]
+    if tier == "auto" and program.job is None:
+        program.job = compile_in_background(model, maths, dtype, program, load_only=compiled)
+    return program
+
+
+def has_numpy_tier(maths: Maths) -> bool:
+    """Vector models (feed-forward and recurrent) have a NumPy tier; sequences of tokens (matrices per sample)
+    run on numba only, for now."""
+    return all(x.shape[1] == 1 for x in maths.trace.inputs)
+
+
+def numba_program(maths: Maths, dtype) -> Program:
+    """The numba-tier program (loaded; numba compiles each kernel on its first call, or loads it from the cache)."""
+    key = (maths.identity, dtype.name)
     if key not in _programs:
         module_key = cache.module_key("model", maths.identity, dtype.name)
-
-        def generate() -> str:
-            from .generate import generate_module_source
-
-            return generate_module_source(derivation_of_maths(maths), dtype, module_key)
-
-        module = cache.load_module(f"{maths.name.lower()}_{dtype.name}", module_key, generate)
+        module = cache.load_module(f"{maths.name.lower()}_{dtype.name}", module_key, numba_generator(maths, dtype))
         _programs[key] = Program(module)
     return _programs[key]
+
+
+def numba_generator(maths: Maths, dtype):
+    module_key = cache.module_key("model", maths.identity, dtype.name)
+
+    def generate() -> str:
+        from .generate import generate_module_source
+
+        return generate_module_source(derivation_of_maths(maths), dtype, module_key)
+
+    return generate
+
+
+def numba_module_path(maths: Maths, dtype, write: bool = False):
+    """Where the numba module for this maths and dtype is (written first with `write`)."""
+    name, module_key = f"{maths.name.lower()}_{dtype.name}", cache.module_key("model", maths.identity, dtype.name)
+    if write:
+        return cache.module_file(name, module_key, numba_generator(maths, dtype))
+    return cache.trusted_directory() / f"{name}_{module_key}.py"
+
+
+def compile_in_background(model, maths: Maths, dtype, program: Program, load_only: bool = False):
+    """Start compiling the numba tier of `program`'s maths (flux.tiers), warmed up on arrays shaped as the model's
+    (`load_only`: its machine code is in the disk cache, a thread loads it)."""
+    key = (maths.identity, dtype.name)
+    params = [model.params[n].copy() for n in program.metadata["params"]]
+    example = example_arrays(program.module, params, dtype)
+    path = numba_module_path(maths, dtype, write=True)
+
+    def load() -> Program:
+        return numba_program(maths, dtype)
+
+    def loaded(compiled: Program) -> None:
+        compiled.compiled = True  # from now on `program_of` hands it out
+
+    return start_background(key, f"{maths.name} ({dtype.name})", path,
+                            cache.module_key("model", maths.identity, dtype.name), load, loaded, example,
+                            load_only=load_only)
+
 
 
 def load_step_module(objective, optimiser: Any, dtype) -> Any:
     """The fused training step's module (`flux.step.TrainStep`'s kernel), keyed by the objective's traced maths,
     the optimiser's rule (its exact SymPy form) and the dtype: a second process traces the objective and loads the
-    module without deriving it."""
+    module without deriving it. On the tiers (flux.tiers): numba's module, the NumPy tier's, or with FLUX_TIER=auto
+    a `TieredStep` running NumPy until numba's is compiled in the background (numba at once if it is ready)."""
     from sympy import srepr
 
     dtype = np.dtype(dtype)
@@ -170,4 +251,25 @@ def load_step_module(objective, optimiser: Any, dtype) -> Any:
 
         return generate_step_source(derivation_of_maths(maths), rules, type(optimiser).__name__, dtype, key)
 
-    return cache.load_module(name, key, generate)
+    tier = requested_tier()
+    ready = cache.is_ready(cache.trusted_directory() / f"{name}_{key}.py")
+    if tier == "numba" or maths.trace.states or not has_numpy_tier(maths) or (tier == "auto" and ready):
+        return cache.load_module(name, key, generate)  # the recurrent fused step has no NumPy tier yet
+    numpy_key = cache.module_key("train-step-numpy", maths.identity, type(optimiser).__name__, rule_text, dtype.name)
+
+    def generate_numpy() -> str:
+        from .generate.numpy_tier import generate_numpy_step_source
+
+        return generate_numpy_step_source(derivation_of_maths(maths), rules, type(optimiser).__name__, dtype,
+                                          numpy_key)
+
+    numpy_module = cache.load_module(f"{name}_numpy", numpy_key, generate_numpy)
+    if tier == "numpy":
+        return numpy_module
+
+    def start(arguments: list):
+        path = cache.module_file(name, key, generate)
+        return start_background((key, "train-step"), name, path, key, lambda: cache.load_module(name, key, generate),
+                                lambda module: None, {"arguments": arguments})
+
+    return TieredStep(numpy_module, start)

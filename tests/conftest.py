@@ -6,6 +6,9 @@ import pytest
 
 # Compiled kernels are shared across tests (and across runs) through the on-disk cache.
 os.environ.setdefault("FLUX_CACHE_DIR", str(Path(__file__).resolve().parent.parent / ".flux_cache"))
+# The suite runs on the numba tier, deterministically (no background compile, no switch); tests/test_tiers.py runs
+# the NumPy tier and the switch on purpose.
+os.environ.setdefault("FLUX_TIER", "numba")
 
 from flux import cache, pipeline  # noqa: E402  (after the cache directory is chosen)
 

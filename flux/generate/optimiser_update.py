@@ -10,12 +10,17 @@ import sympy
 from sympy.printing.pycode import pycode
 
 
-def update_source(rules, optimiser_name: str) -> str:
-    """A kernel applying the optimiser's rule to every entry of one flattened parameter."""
+def printed_updates(rules) -> dict:
+    """Each updated quantity's new value as Python code in θ, g, <state>_old, hyper_<name> and step_count."""
     symbol_names = {rules.theta: "θ", rules.gradient: "g", rules.step: "step_count"}
     symbol_names.update({s: f"{name}_old" for name, s in rules.state.items()})
     symbol_names.update({s: f"hyper_{name}" for name, s in rules.hyperparameters.items()})
-    printed = {updated: scalar_code(expr, symbol_names) for updated, expr in rules.updates.items()}
+    return {updated: scalar_code(expr, symbol_names) for updated, expr in rules.updates.items()}
+
+
+def update_source(rules, optimiser_name: str) -> str:
+    """A kernel applying the optimiser's rule to every entry of one flattened parameter."""
+    printed = printed_updates(rules)
     states = list(rules.state)
     hyper = [f"hyper_{h}" for h in rules.hyperparameters]
     arguments = ", ".join(["θ_", "g_"] + [f"{s}_" for s in states] + ["step_count"] + hyper)

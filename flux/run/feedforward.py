@@ -15,7 +15,7 @@ import numpy as np
 
 from .inputs import as_float_array, as_input_array, follow_input_precision, to_dtype
 from .sequences import run_sequence, run_sequence_backward
-from .state import ForwardTape, RuntimeState, configuration_counter, runtime_of
+from .state import ForwardTape, RuntimeState, configuration_counter, requested_tier, runtime_of
 from .tokens import run_tokens
 
 
@@ -32,9 +32,21 @@ def run_forward(model, inputs: tuple, **options: Any) -> Any:
         return forward_unlocked(model, runtime, params, inputs, **options)
 
 
-def forward_unlocked(model, runtime: RuntimeState, params: list, inputs: tuple, **options: Any) -> Any:
+def running_program(model) -> Any:
+    """The program the model's call runs: its current one — or, once the numba tier compiled in the background
+    is ready, that one (flux.tiers). Called at the start of a call, so a model switches tier between calls, never
+    during one; a forward's tape keeps its program, so `back` runs on the forward's tier."""
+    runtime = model.__dict__.get("_runtime") or runtime_of(model)
     current = runtime.program is not None and runtime.configuration == configuration_counter[0]
     program = runtime.program if current else model.kernels
+    job = program.job
+    if job is not None and job.program is not None and requested_tier() == "auto":
+        program = runtime.program = job.program  # one atomic assignment: a call in flight keeps its own
+    return program
+
+
+def forward_unlocked(model, runtime: RuntimeState, params: list, inputs: tuple, **options: Any) -> Any:
+    program = running_program(model)
     metadata = program.metadata
     if metadata.get("states"):  # recurrent: sequences through the compiled time loop
         with runtime.lock:

@@ -11,6 +11,7 @@ and its parents', may have).
 """
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -41,6 +42,17 @@ def configuration_changed() -> None:
 
 def configuration_generation() -> int:
     return configuration_counter[0]
+
+
+TIERS = ("auto", "numba", "numpy")
+
+
+def requested_tier() -> str:
+    """FLUX_TIER: auto (default), numba or numpy (see flux.tiers)."""
+    tier = os.environ.get("FLUX_TIER", "").strip().lower() or "auto"
+    if tier not in TIERS:
+        raise ValueError(f"flux: FLUX_TIER must be one of {', '.join(TIERS)}; got {tier!r}")
+    return tier
 
 
 class ForwardTape(NamedTuple):
