@@ -203,3 +203,12 @@ def test_broadcasts_inside_a_recurrent_cell_gradcheck():
     cell = Cell(Wz=rng.normal(size=(4, 3)) / 2, Uz=rng.normal(size=(4, 4)) / 2, Wh=rng.normal(size=(4, 3)) / 2,
                 dtype=np.float64)
     assert flux.gradcheck(cell, rng.normal(size=(2, 5, 3)), initial={"h": rng.normal(size=(2, 4))}) < 1e-6
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_each_idiom_runs_the_same_on_the_numpy_tier(monkeypatch, name):
+    monkeypatch.setenv("FLUX_TIER", "numpy")
+    model = model_class(name, CASES[name][0])(W=W0, b=B0, dtype=np.float64)
+    np.testing.assert_allclose(model(X), CASES[name][1](X), rtol=1e-12, atol=1e-12)
+    assert model.kernels.tier == "numpy"
+    assert flux.gradcheck(model, X, seed=7) < 1e-6
