@@ -86,17 +86,22 @@ class TrainStep:
         hyper = [real(getattr(optimiser, h)) for h in optimiser.defaults]
         loss, status = self.kernel(x, target, *kernel_params, scale, *gradients, *states,
                                    real(optimiser.step_count + 1), *hyper)
+        return self._finish(loss, status, params, gradients, tied)
+
+    def _finish(self, loss, status: int, params: list, gradients: list, tied: dict | None) -> float:
+        """After the kernel: its status (−1 the loss, k ≥ 0 the k-th gradient not finite: nothing was updated,
+        FloatingPointError naming it), then the one update of tied parameters, or the optimiser's step count."""
+        model = type(self.model).__name__
         if status == -1:
-            raise FloatingPointError(f"{type(model).__name__}: the loss is not finite ({loss}); "
-                                     "no parameter was updated")
+            raise FloatingPointError(f"{model}: the loss is not finite ({loss}); no parameter was updated")
         if status >= 0:
-            name = self.names[status].removeprefix("model.")
-            raise FloatingPointError(f"{type(model).__name__}: the gradient of parameter {name!r} is not finite; "
+            culprit = self.names[status].removeprefix("model.")
+            raise FloatingPointError(f"{model}: the gradient of parameter {culprit!r} is not finite; "
                                      "no parameter was updated")
         if tied:
             self._update_tied(params, gradients, tied["groups"])
         else:
-            optimiser.step_count += 1
+            self.optimiser.step_count += 1
         return float(loss)
 
     def _update_tied(self, params: list, gradients: list, groups: list[list[int]]) -> None:
@@ -155,7 +160,6 @@ class RecurrentTrainStep(TrainStep):
 
     def __call__(self, x: Any, target: Any) -> float:
         model, optimiser = self.model, self.optimiser
-        name = type(model).__name__
         params, sizes, gradients = self._prepare()
         x = as_sequence_array(model, "x", x, sizes[0])
         batch, steps = x.shape[:2]
@@ -180,17 +184,7 @@ class RecurrentTrainStep(TrainStep):
         with single_threaded_blas():  # the time loop's products are small: a second BLAS thread only waits
             value, status = self.kernel(*time_major, scale, *kernel_targets, self.learnable, *gradients, *states,
                                         real(optimiser.step_count + 1), *hyper, *buffers)
-        if status == -1:
-            raise FloatingPointError(f"{name}: the loss is not finite ({value}); no parameter was updated")
-        if status >= 0:
-            culprit = self.names[status].removeprefix("model.")
-            raise FloatingPointError(f"{name}: the gradient of parameter {culprit!r} is not finite; "
-                                     "no parameter was updated")
-        if tied:
-            self._update_tied(targets, gradients, tied["groups"])
-        else:
-            optimiser.step_count += 1
-        return float(value)
+        return self._finish(value, status, targets, gradients, tied)
 
     def _prepare(self) -> tuple:
         """Parameters (kernel order), input sizes and gradient buffers (h₀'s too); checked again only when

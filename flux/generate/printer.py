@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from .batch_sums import BatchSums
 from .forms import INDENT, CodegenError, describe, form, is_scalar
 from .loops import Loop, ElementwiseLoops
-from .sizes import dimension_code, size_codes
+from .sizes import size_code, size_codes
 from .statements import Statements
 from ..maths.graph import Dependence, matrix_children, topological_order
 from ..maths.nodes import Apply, Spread
@@ -160,11 +160,7 @@ class KernelWriter(ElementwiseLoops, Statements, BatchSums):
 
     def size(self, dim) -> str:
         """Code for a dimension, read from the argument arrays (parenthesised unless one number or one size)."""
-        dim = sympy.sympify(dim)
-        code = dimension_code(dim, self.sizes)
-        if code is None:
-            raise CodegenError(f"no argument array has the dimension {dim}")
-        return code if dim.is_Symbol or dim.is_Integer else f"({code})"
+        return size_code(dim, self.sizes)
 
     def number(self, value) -> str:
         """A scalar constant in the kernel's float type; sizes (1/k in a mean) are read from the arrays."""

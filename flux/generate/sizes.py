@@ -37,6 +37,18 @@ def dimension_code(dim, sources: dict) -> str | None:
     return str(dim.xreplace({s: sympy.Symbol(sources[s]) for s in dim.free_symbols}))
 
 
+def size_code(dim, sources: dict) -> str:
+    """Code for a dimension read off the argument arrays, parenthesised unless one number or one size; a dimension
+    no argument has is a CodegenError."""
+    from .forms import CodegenError
+
+    dim = sympy.sympify(dim)
+    code = dimension_code(dim, sources)
+    if code is None:
+        raise CodegenError(f"no argument array has the dimension {dim}")
+    return code if dim.is_Symbol or dim.is_Integer else f"({code})"
+
+
 def sizes_function(name: str, doc: str, arguments: list, dims: list, sources: dict) -> str:
     """Plain Python `def name(arguments): return (size of each dim, None where the arguments do not fix it)`."""
     codes = [dimension_code(dim, sources) or "None" for dim in dims]

@@ -22,7 +22,7 @@ from sympy.matrices.expressions.matexpr import MatrixExpr
 from sympy.printing.pycode import pycode
 
 from .forms import INDENT, CodegenError, form, is_scalar
-from .sizes import dimension_code, size_codes
+from .sizes import size_code, size_codes
 from .vector_functions import apply_code, uses_argument_twice
 from ..maths.graph import Dependence, matrix_children, topological_order
 from ..maths.nodes import Apply, Spread
@@ -107,11 +107,7 @@ class VectorWriter:
     # ---- sizes and numbers ----------------------------------------------------------------------------
 
     def size(self, dim) -> str:
-        dim = sympy.sympify(dim)
-        code = dimension_code(dim, self.sizes)
-        if code is None:
-            raise CodegenError(f"no argument array has the dimension {dim}")
-        return code if dim.is_Symbol or dim.is_Integer else f"({code})"
+        return size_code(dim, self.sizes)
 
     def number(self, value) -> str:
         """A constant in the function's float type (π, √2, 1/k with k a size read off the arrays)."""
