@@ -71,7 +71,7 @@ def assert_tiers_agree(model, *inputs, tolerance=AGREE, **options):
 
 # ---- the property-based models: the tiers agree, and the NumPy tier's gradients are right -----------------------
 
-@CI_SETTINGS
+@settings(CI_SETTINGS, max_examples=8)  # the first draws of test_properties' (derandomized): numba's kernels are shared
 @given(feedforward_models())
 def test_tiers_agree_on_random_layers(example):
     model, x, description = example
@@ -80,7 +80,7 @@ def test_tiers_agree_on_random_layers(example):
         assert flux.gradcheck(copy.deepcopy(model), x, raise_on_failure=False) < TOLERANCE, description
 
 
-@settings(CI_SETTINGS, max_examples=10)
+@settings(CI_SETTINGS, max_examples=4)  # each a Python time loop gradchecked on the NumPy tier: the slowest draws
 @given(recurrent_models())
 def test_tiers_agree_on_random_recurrent_cells(example):
     model, xs, initial, description = example
