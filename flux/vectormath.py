@@ -2,6 +2,8 @@
 
     sigmoid(z) = 1 / (1 + e^{−z})        as numba's fast_sigmoid; e^{800} = inf gives 0 (under `quiet`)
     clampedlog_derivative(z) = [z > e^{−100}] / max(z, tiny)   (flux.maths.elementwise's clampedlog′)
+    copy_into(out, value), add_into(out, value, c): out ← value, out ← out + c·value (the recurrent drivers are
+              printed once for both tiers; flux/products.py has the numba versions)
     all_finite(a): no inf or NaN in a (the training step checks its gradients before updating)
     quiet(f): f run under np.errstate(all="ignore"): 1/0 = inf and 0/0 = NaN without a warning, as numba's
               error model gives them
@@ -25,6 +27,14 @@ def clampedlog_derivative(z):
     z = np.asarray(z)
     real = z.dtype.type
     return np.where(z <= real(3.720075976020836e-44), real(0), real(1) / np.maximum(z, real(np.finfo(real).tiny)))
+
+
+def copy_into(out, value) -> None:
+    out[...] = value.reshape(out.shape)
+
+
+def add_into(out, value, scale) -> None:
+    out += scale * value.reshape(out.shape)
 
 
 def all_finite(a) -> bool:

@@ -11,6 +11,8 @@ def test_imports_are_read_off_the_printed_code():
     assert imports_for(code) == ("import math\n\nimport numpy as np\nfrom numba import njit\n\n"
                                  "from flux.fastmath import all_finite, fast_exp")
     assert "import math" not in imports_for('"""the maths."""\nx = np.e')  # `maths.` is not `math.`
+    assert imports_for("@njit\ndef f(a, b, c):\n    dot_into(a, b, c)\n    return np.dot(a, b)").endswith(
+        "from flux.products import dot_into")  # np.dot is NumPy's own, not flux.products.dot
 
 
 def test_every_module_has_the_markers_the_cache_checks():
@@ -95,3 +97,37 @@ def test_one_pair_builder_for_feed_forward_models_and_row_kernels():
     assert pair.forward.startswith("def f(x, W, b):") and pair.outputs == ["y"] and pair.kept == []
     assert pair.outputs_read == ["y"]  # tanh′ = 1 − y²: backward reads the output, not z
     assert pair.backward.startswith("def b(Δ, x, W, b, y, grad_W, grad_b):") and pair.leaf_gradients == [0]
+
+
+def test_the_shared_product_helpers_compute_what_numpy_does():
+    from flux.products import add_into, copy_into, dot, dot_into
+
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((5, 4)), rng.standard_normal((3, 4))
+    np.testing.assert_allclose(dot(a, b.T), a @ b.T, rtol=1e-14)
+    out = np.empty((4, 4))
+    dot_into(a.T, a, out)
+    np.testing.assert_allclose(out, a.T @ a, rtol=1e-14)
+    total = np.ones((5, 3))
+    add_into(total, a @ b.T, 0.5)
+    np.testing.assert_allclose(total, 1 + 0.5 * (a @ b.T), rtol=1e-14)
+    copy_into(total[1], b[:, 0])
+    np.testing.assert_array_equal(total[1], b[:, 0])
+
+
+def test_generated_kernels_leave_the_costly_numpy_calls_to_compiled_helpers():
+    """What costs numba seconds per module (np.dot re-typed, np.max/np.sum reductions, array statements that pull
+    in the shape-error formatter) is printed as calls of flux.products' cached helpers or as plain loops."""
+    import re
+
+    import flux
+
+    import inspect
+
+    dense = flux.Chain(flux.Dense(4, 3, flux.relu), flux.Dense(3, 2))
+    step = flux.compile_step(dense, flux.logitcrossentropy, flux.Adam())
+    sources = [dense.kernels.source, flux.LSTM(2, 3).kernels.source, inspect.getsource(step.module)]
+    for source in sources:
+        assert not re.search(r"np\.(dot|max|sum|isfinite)\(", source), source
+        assert not re.search(r"^\s+\w+(\[0\])? \+?= \w+_(initial|seq\[t\])$", source, re.M), source
+    assert "dot(" in sources[0] and "copy_into(" in sources[1] and "add_into(" in sources[1]

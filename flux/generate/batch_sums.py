@@ -5,7 +5,7 @@
 
 This stays a printing decision, not a rewrite in `flux.derive.simplify`: the maths is per sample, so AᵀB (A the
 batch stacked in rows) has no per-sample expression to rewrite into, and whether the GEMM writes straight into
-the gradient array (np.dot(A.T, B, grad)) depends on what was already printed into it.
+the gradient array (dot_into(A.T, B, grad)) depends on what was already printed into it.
 """
 from __future__ import annotations
 
@@ -57,9 +57,9 @@ class BatchSums:
             a, b = self.array(middle[0]), self.array(middle[1])
             if into in self.unwritten and coefficient == 1 and not prefix and not suffix:
                 self.unwritten.discard(into)
-                self.emit(f"np.dot({a}.T, {b}, {into})")  # written straight into the gradient: no temporary
+                self.emit(f"dot_into({a}.T, {b}, {into})")  # written straight into the gradient: no temporary
                 return
-            code = f"np.dot({a}.T, {b})"
+            code = f"dot({a}.T, {b})"
         elif len(middle) == 1:
             summed = self.temporary()
             self.emit(f"{summed} = np.zeros({self.entries(middle[0])}, dtype=real)")
@@ -68,12 +68,11 @@ class BatchSums:
         else:
             raise CodegenError(f"cannot sum this per-sample product over the batch: {MatMul(*factors)}")
         for left in reversed(prefix):
-            code = f"np.dot({self.array(left)}, {code})"
+            code = f"dot({self.array(left)}, {code})"
         for right in suffix:
-            code = f"np.dot({code}, {self.array(right)})"
-        scale = "" if coefficient == 1 else f"{self.number(coefficient)} * "
+            code = f"dot({code}, {self.array(right)})"
         self.start_writing(into)
-        self.emit(f"{into} += {scale}{code}")
+        self.emit(f"add_into({into}, {code}, {self.number(coefficient)})")  # no array statement: see flux.products
 
     def start_writing(self, into: str) -> None:
         """Before the first `+=` into an "assign" target, clear it."""

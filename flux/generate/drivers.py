@@ -47,7 +47,7 @@ def forward_driver(plan, workspace: bool = False) -> str:
             lines.append(f"{I}{u}_seq = {u}.reshape((T, N, {u}.shape[1]))")
     for state in plan.states if not workspace else ():
         lines.append(f"{I}{state}_seq = np.empty((T + 1, N, {state}_initial.shape[1]), dtype=real)")
-        lines.append(f"{I}{state}_seq[0] = {state}_initial")
+        lines.append(f"{I}copy_into({state}_seq[0], {state}_initial)")  # no array statement: see flux.products
     for name, dim in zip(plan.kept, plan.kept_dims) if not workspace else ():
         lines.append(f"{I}{name}_seq = np.empty((T, N, {dimension_code(dim, sources)}), dtype=real)")
     cell_arguments = [f"{name}_seq[t]" for name in plan.cell_inputs]  # a state's [t] is h_{t−1}
@@ -126,7 +126,7 @@ def backward_driver(plan, workspace: bool = False) -> str:
     lines.append(f"{I}for t in range(T - 1, -1, -1):")
     for state, delta in zip(plan.states, state_deltas):
         if state in before_step:
-            lines.append(f"{I * 2}{delta} += {before_step[state]}")
+            lines.append(f"{I * 2}add_into({delta}, {before_step[state]}, real(1))")
     call = f"cell_backward({', '.join(cell_arguments)})"
     lines.append(f"{I * 2}{', '.join(returned)}{',' if len(returned) == 1 else ''} = {call}" if returned
                  else f"{I * 2}{call}")
@@ -137,7 +137,7 @@ def backward_driver(plan, workspace: bool = False) -> str:
         else:
             lines.append(f"{I * 2}{delta} = np.zeros_like({delta})")
         if state in after_step:
-            lines.append(f"{I * 2}{delta} += {after_step[state]}")
+            lines.append(f"{I * 2}add_into({delta}, {after_step[state]}, real(1))")
     if plan.gradient_factors:
         factor_buffers = [factor_buffer(plan, n) for n in plan.gradient_factors]
         lines.append(f"{I}gradients({', '.join(f'rows({b})' for b in factor_buffers)}, {params}, {grads})")
@@ -152,13 +152,13 @@ def backward_driver(plan, workspace: bool = False) -> str:
             lines.append(f"{I}{', '.join(returned)}{',' if len(returned) == 1 else ''} = {call}")
             for i in projection.leaf_gradients:
                 name = plan.inputs[i].name
-                lines.append(f"{I}grad_{name}_seq += from_projection{i}.reshape({name}_seq.shape)")
+                lines.append(f"{I}add_into(grad_{name}_seq, from_projection{i}, real(1))")
         else:
             lines.append(f"{I}{call}")
     for i in readout.leaf_gradients if not workspace else ():
         if i < n_in:
             name = plan.inputs[i].name
-            lines.append(f"{I}grad_{name}_seq += from_readout{i}.reshape({name}_seq.shape)")
+            lines.append(f"{I}add_into(grad_{name}_seq, from_readout{i}, real(1))")
     results = ([] if workspace else [f"grad_{a.name}_seq" for a in plan.inputs]) + state_deltas
     lines.append(f"{I}return {', '.join(results)}{',' if len(results) == 1 else ''}")
     return "\n".join(lines) + "\n"

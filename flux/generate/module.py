@@ -9,7 +9,7 @@
     # end of generated module            cache.END: a truncated file is never loaded
 
 The imports are read off what was printed (as sympy.codegen.pyutils.render_as_module does), so a function whose
-code needs `math` or a new `flux.fastmath` helper needs no edit here.
+code needs `math` or a new `flux.fastmath` / `flux.products` helper needs no edit here.
 """
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ from ..cache import END, KEY_LINE
 
 # NumPy's error model: 1/0 is inf and 0/0 is NaN (as in NumPy), never a ZeroDivisionError mid-kernel.
 JIT = '@njit(cache=True, nogil=True, error_model="numpy")'
-# the helpers generated code may call from flux.fastmath, found in the text by their call
+# the helpers generated code may call from flux.fastmath and flux.products, found in the text by their call
 FASTMATH = ("all_finite", "fast_exp", "fast_sigmoid", "fast_tanh")
+PRODUCTS = ("dot", "dot_into", "add_into", "copy_into")
 
 
 def module_source(key: str, docstring: str, dtype, *, metadata: dict | None = None, helpers: list[str] = (),
@@ -39,6 +40,7 @@ def imports_for(code: str) -> str:
     """The import lines the printed `code` needs (and `real = np.<dtype>` always needs NumPy)."""
     standard = ["import math"] if re.search(r"(?<![\w.])math\.", code) else []
     third_party = ["import numpy as np"] + (["from numba import njit"] if re.search(r"\bnjit\b", code) else [])
-    used = [name for name in FASTMATH if re.search(rf"\b{name}\(", code)]
-    flux = [f"from flux.fastmath import {', '.join(used)}"] if used else []
+    flux = [f"from flux.{module} import {', '.join(used)}" for module, names in (("fastmath", FASTMATH),
+                                                                                 ("products", PRODUCTS))
+            if (used := [name for name in names if re.search(rf"(?<![\w.]){name}\(", code)])]
     return "\n\n".join("\n".join(group) for group in (standard, third_party, flux) if group)

@@ -27,7 +27,7 @@ from ..cache import END, KEY_LINE
 from .vectorised import vector_kernel_source
 
 ENTRY_POINTS = ("forward", "backward", "train_step")  # called by flux.run: made quiet (NumPy warns where numba's model does not)
-VECTORMATH = ("sigmoid", "clampedlog_derivative", "all_finite", "quiet")
+VECTORMATH = ("sigmoid", "clampedlog_derivative", "copy_into", "add_into", "all_finite", "quiet")
 _siblings: dict[str, ModuleType] = {}
 _lock = threading.Lock()
 

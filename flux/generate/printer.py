@@ -128,7 +128,10 @@ class KernelWriter(ElementwiseLoops, Statements, BatchSums):
                     self.emit(f"{result.into}[:] = {array}")
             elif result.mode == "mean":
                 total = self.array(result.expr)
-                self.emit(f"{result.name} = np.sum({total}) / N")
+                self.emit(f"{result.name} = 0.0")  # Σₙ in float64 as a loop (np.sum costs numba a second to compile)
+                self.emit("for n in range(N):")
+                self.emit(f"{INDENT}{result.name} += {total}[n, 0]")
+                self.emit(f"{result.name} /= N")
                 returned.append(result.name)
             else:
                 if self.batched(result.expr) and form(result.expr) == "mat":

@@ -97,7 +97,7 @@ def train_step_driver(plan, pair, rules, optimiser_name: str) -> str:
     lines += [f"{I}scale_ = rows(scale_seq)", f"{I}loss = 0.0", f"{I}for i in range(T * N):",
               f"{I * 2}if scale_[i, 0] != 0:",  # a step outside the loss counts 0, even if its ℓ is not finite
               f"{I * 3}loss += scale_[i, 0] * per_row_[i, 0]",
-              f"{I}if not np.isfinite(loss):", f"{I * 2}return loss, -1"]
+              f"{I}if not math.isfinite(loss):", f"{I * 2}return loss, -1"]
     read = [{"per_row": "per_row_"}.get(n, f"{n}_") for n in pair.outputs_read]
     lines.append(f"{I}from_loss, = loss_backward({', '.join(['scale_', f'rows({y})', 'rows(t_seq)'] + kept + read)})")
     lines += [f"{I}zero_({g})" for g in grads[:len(params)]]

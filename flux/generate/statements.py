@@ -1,6 +1,7 @@
-"""Statements that fill an array: matrix products through BLAS (np.dot), reductions, softmax, slices and blocks.
+"""Statements that fill an array: matrix products through BLAS (`flux.products.dot`), reductions, softmax, slices
+and blocks.
 
-    W·x  (x batched, held as X ∈ ℝᴺˣⁿ)  →  np.dot(X, W.T): the batch stays in rows, one GEMM for all samples
+    W·x  (x batched, held as X ∈ ℝᴺˣⁿ)  →  dot(X, W.T): the batch stays in rows, one GEMM for all samples
 """
 from __future__ import annotations
 
@@ -41,8 +42,8 @@ class Statements:
                 return self.rowwise_dot(self.array(left), right_code)
             raise CodegenError(f"a per-sample matrix product is not supported: {left} * {right}")
         if form(left) == "row":
-            return f"np.dot({right_code}, {self.array(left)}).reshape((N, 1))"
-        return f"np.dot({right_code}, {self.transposed(left)})"
+            return f"dot({right_code}, {self.array(left)}).reshape((N, 1))"
+        return f"dot({right_code}, {self.transposed(left)})"
 
     def product_left(self, left: MatrixExpr, left_code: str, right: MatrixExpr) -> str:
         """Code for left·right, left held as an array (batched rows or unbatched)."""
@@ -53,17 +54,22 @@ class Statements:
         if self.batched(right):
             return self.product(left, right, self.array(right))
         if self.batched(left) and form(right) == "col":
-            return f"np.dot({left_code}, {self.array(right)}).reshape((N, 1))"
+            return f"dot({left_code}, {self.array(right)}).reshape((N, 1))"
         if not self.batched(left) and form(left) == "col" and form(right) == "row":
             return f"np.outer({left_code}, {self.array(right)})"
-        return f"np.dot({left_code}, {self.array(right)})"
+        return f"dot({left_code}, {self.array(right)})"
 
     def transposed(self, node: MatrixExpr) -> str:
         return self.array(node.arg) if isinstance(node, Transpose) else f"{self.array(node)}.T"
 
     def rowwise_dot(self, a: str, b: str) -> str:
         name = self.temporary()
-        self.emit(f"{name} = np.sum({a} * {b}, axis=1).reshape((N, 1))")
+        self.emit(f"{name} = np.empty((N, 1), dtype=real)  # a row of dot products, one per sample")
+        self.emit("for n in range(N):")
+        self.emit(f"{INDENT}acc = real(0)")
+        self.emit(f"{INDENT}for j in range({a}.shape[1]):")
+        self.emit(f"{INDENT * 2}acc += {a}[n, j] * {b}[n, j]")
+        self.emit(f"{INDENT}{name}[n, 0] = acc")
         return name
 
     def _statement_MatPow(self, node):
@@ -111,7 +117,9 @@ class Statements:
         """For each sample n (the loop left open): shift = maxⱼ zₙⱼ, acc = Σⱼ e^(zₙⱼ − shift), each term `term`
         (with `store`, first written there: the array `term` indexes)."""
         self.emit("for n in range(N):")
-        self.emit(f"{INDENT}shift = np.max({z}[n])")
+        self.emit(f"{INDENT}shift = {z}[n, 0]")  # the row's maximum, as a loop (np.max costs numba a second to compile)
+        self.emit(f"{INDENT}for j in range(1, {z}.shape[1]):")
+        self.emit(f"{INDENT * 2}shift = max(shift, {z}[n, j])")
         self.emit(f"{INDENT}acc = real(0)")
         self.emit(f"{INDENT}for j in range({z}.shape[1]):")
         if store:

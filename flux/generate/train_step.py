@@ -30,7 +30,7 @@ def generate_step_source(derivation, rules, optimiser_name: str, dtype, key: str
     hyper = [f"hyper_{h}" for h in rules.hyperparameters]
     results = [Result("loss", derivation.output.xreplace({}), mode="mean")]
     results += [Result(g, derivation.gradients[a.symbol.name], mode="assign", into=g) for a, g in zip(params, gradients)]
-    epilogue = ["if not np.isfinite(loss):", "    return loss, -1"]
+    epilogue = ["if not math.isfinite(loss):", "    return loss, -1"]
     for k, g in enumerate(gradients):
         epilogue += [f"if not all_finite({g}):", f"    return loss, {k}"]
     for a, g in zip(params, gradients):
