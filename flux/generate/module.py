@@ -21,6 +21,7 @@ from ..cache import END, KEY_LINE
 JIT = '@njit(cache=True, nogil=True, error_model="numpy")'
 # the helpers generated code may call from flux.fastmath, found in the text by their call
 FASTMATH = ("all_finite", "fast_exp", "fast_sigmoid", "fast_tanh")
+SMALL_PRODUCTS = ("step_product",)  # from flux.small_products: a recurrent cell's per-step products
 
 
 def module_source(key: str, docstring: str, dtype, *, metadata: dict | None = None, helpers: list[str] = (),
@@ -39,6 +40,8 @@ def imports_for(code: str) -> str:
     """The import lines the printed `code` needs (and `real = np.<dtype>` always needs NumPy)."""
     standard = ["import math"] if re.search(r"(?<![\w.])math\.", code) else []
     third_party = ["import numpy as np"] + (["from numba import njit"] if re.search(r"\bnjit\b", code) else [])
-    used = [name for name in FASTMATH if re.search(rf"\b{name}\(", code)]
-    flux = [f"from flux.fastmath import {', '.join(used)}"] if used else []
+    flux = []
+    for module, names in (("fastmath", FASTMATH), ("small_products", SMALL_PRODUCTS)):
+        used = [name for name in names if re.search(rf"\b{name}\(", code)]
+        flux += [f"from flux.{module} import {', '.join(used)}"] if used else []
     return "\n\n".join("\n".join(group) for group in (standard, third_party, flux) if group)
