@@ -294,23 +294,14 @@ class single_threaded_blas:
     def functions(cls) -> tuple:
         """(get_num_threads, set_num_threads) of SciPy's OpenBLAS, or (None, None): looked up once."""
         if cls._functions is None:
-            cls._functions = (None, None)
             import ctypes
-            import glob
-            import os
 
-            import scipy
+            from .blas import openblas_function
 
-            for path in glob.glob(os.path.join(os.path.dirname(scipy.__file__) + ".libs", "*openblas*")):
-                library = ctypes.CDLL(path)  # already loaded by SciPy: the same handle
-                for prefix in ("scipy_", ""):
-                    for suffix in ("", "64_"):
-                        get = getattr(library, f"{prefix}openblas_get_num_threads{suffix}", None)
-                        set_ = getattr(library, f"{prefix}openblas_set_num_threads{suffix}", None)
-                        if get is not None and set_ is not None:
-                            set_.argtypes = [ctypes.c_int]
-                            cls._functions = (get, set_)
-                            return cls._functions
+            get, set_ = openblas_function("get_num_threads"), openblas_function("set_num_threads")
+            if get is not None and set_ is not None:
+                set_.argtypes = [ctypes.c_int]
+            cls._functions = (get, set_) if get is not None and set_ is not None else (None, None)
         return cls._functions
 
 

@@ -19,9 +19,11 @@ from ..cache import END, KEY_LINE
 
 # NumPy's error model: 1/0 is inf and 0/0 is NaN (as in NumPy), never a ZeroDivisionError mid-kernel.
 JIT = '@njit(cache=True, nogil=True, error_model="numpy")'
-# the helpers generated code may call from flux.fastmath and flux.products, found in the text by their call
+# the helpers generated code may call from flux.fastmath, flux.products and flux.small_products, found in the text
+# by their call
 FASTMATH = ("all_finite", "fast_exp", "fast_sigmoid", "fast_tanh")
 PRODUCTS = ("dot", "dot_into", "add_into", "copy_into")
+SMALL_PRODUCTS = ("step_product",)  # from flux.small_products: a recurrent cell's per-step products
 
 
 def module_source(key: str, docstring: str, dtype, *, metadata: dict | None = None, helpers: list[str] = (),
@@ -41,6 +43,7 @@ def imports_for(code: str) -> str:
     standard = ["import math"] if re.search(r"(?<![\w.])math\.", code) else []
     third_party = ["import numpy as np"] + (["from numba import njit"] if re.search(r"\bnjit\b", code) else [])
     flux = [f"from flux.{module} import {', '.join(used)}" for module, names in (("fastmath", FASTMATH),
-                                                                                 ("products", PRODUCTS))
+                                                                                 ("products", PRODUCTS),
+                                                                                 ("small_products", SMALL_PRODUCTS))
             if (used := [name for name in names if re.search(rf"(?<![\w.]){name}\(", code)])]
     return "\n\n".join("\n".join(group) for group in (standard, third_party, flux) if group)

@@ -60,21 +60,23 @@ ELEMENTWISE = (MatAdd, HadamardProduct, HadamardPower, Apply, Spread, OneMatrix,
 
 
 def generate_kernel_source(name: str, arguments: list[Argument], results: list[Result], doc: str = "", *,
-                           extra_arguments: list[str] = (), epilogue: list[str] = ()) -> str:
+                           extra_arguments: list[str] = (), epilogue: list[str] = (), per_step: bool = False) -> str:
     """The source of `def name(arguments…, extra_arguments…)`, computing `results` (see `Result`).
 
     `epilogue` lines run after the results are computed and, when given, end the function themselves (they must
-    return).
+    return). `per_step`: the kernel runs once per time step (a recurrent cell), so its batch·parameter products
+    are small and go through `flux.small_products.step_product`.
     """
-    return KernelWriter(arguments, results).write(name, doc, list(extra_arguments), list(epilogue))
+    return KernelWriter(arguments, results, per_step).write(name, doc, list(extra_arguments), list(epilogue))
 
 
 class KernelWriter(ElementwiseLoops, Statements, BatchSums):
     """Writes one kernel: plans which nodes become arrays, then prints statements in dependency order."""
 
-    def __init__(self, arguments: list[Argument], results: list[Result]):
+    def __init__(self, arguments: list[Argument], results: list[Result], per_step: bool = False):
         self.arguments = arguments
         self.results = results
+        self.per_step = per_step  # a recurrent cell's kernel: its products are one time step's (small)
         self.batched = Dependence(a.symbol for a in arguments if a.batched)  # per sample: reads a batched argument
         self.arrays: dict[MatrixExpr, str] = {a.symbol: a.name for a in arguments}
         self.sizes = size_codes(arguments)

@@ -176,7 +176,8 @@ class CellWriter:
             transposed.update(copies)
             rewritten.append(Result(r.name, expr, mode="write", into=o.name))
         copies = [Argument(copy, copy.name, False) for copy in transposed.values()]
-        forward = generate_kernel_source("cell_forward", cell_inputs + self.params + copies + outs, rewritten, doc=doc)
+        forward = generate_kernel_source("cell_forward", cell_inputs + self.params + copies + outs, rewritten, doc=doc,
+                                         per_step=True)
         # where each forward value lives in the drivers' time-major buffers
         buffers_of = {name: f"{name}_seq[t]" for name in kept_names}
         for state, node in zip(self.states, news):
@@ -224,7 +225,8 @@ class CellWriter:
                    else r for r in results]
         backward = generate_kernel_source(
             "cell_backward", deltas + cell_inputs + self.params + saved + gradient_arrays(self.params) + outs, results,
-            doc="one step back: ∂L/∂x_t, ∂L/∂u_t, ∂L/∂h_{t−1} and the δ_t of the deferred gradients returned")
+            doc="one step back: ∂L/∂x_t, ∂L/∂u_t, ∂L/∂h_{t−1} and the δ_t of the deferred gradients returned",
+            per_step=True)
         plan.update(
             transposed=transposed, cell_inputs=[a.name for a in cell_inputs],
             cell_forward_destinations=[destinations[r.name] for r in rewritten],

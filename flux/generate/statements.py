@@ -43,6 +43,8 @@ class Statements:
             raise CodegenError(f"a per-sample matrix product is not supported: {left} * {right}")
         if form(left) == "row":
             return f"dot({right_code}, {self.array(left)}).reshape((N, 1))"
+        if self.per_step:  # h·Uᵀ or δ·U of one time step: small (np.dot or a blocked loop, by size)
+            return f"step_product({right_code}, {self.transposed(left)})"
         return f"dot({right_code}, {self.transposed(left)})"
 
     def product_left(self, left: MatrixExpr, left_code: str, right: MatrixExpr) -> str:

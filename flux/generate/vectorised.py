@@ -31,9 +31,10 @@ ELEMENTWISE = (MatAdd, HadamardProduct, HadamardPower, Apply, Spread, OneMatrix,
 
 
 def vector_kernel_source(name: str, arguments: list, results: list, doc: str = "", *,
-                         extra_arguments: list[str] = (), epilogue: list[str] = ()) -> str:
+                         extra_arguments: list[str] = (), epilogue: list[str] = (), per_step: bool = False) -> str:
     """The source of `def name(arguments…, extra_arguments…)` computing `results` with whole-array NumPy (see
-    `flux.generate.printer.Result` for the modes)."""
+    `flux.generate.printer.Result` for the modes). `per_step` (a recurrent cell's kernel) changes nothing here: every
+    product is one np.dot call whatever its size."""
     return VectorWriter(arguments, results).write(name, doc, list(extra_arguments), list(epilogue))
 
 

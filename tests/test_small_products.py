@@ -1,0 +1,28 @@
+"""flux.small_products: the per-step product agrees with np.dot on both sides of its size limit."""
+import numpy as np
+import pytest
+
+from flux.small_products import _limit, blocked_product_into, step_product
+
+rng = np.random.default_rng(3)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (4, 4, 16), (5, 7, 3), (16, 64, 64), (9, 13, 33)])
+def test_the_blocked_loop_is_a_product_with_any_leftover_rows_and_ks(shape, dtype):
+    n, k, m = shape
+    a, b = rng.standard_normal((n, k)).astype(dtype), rng.standard_normal((k, m)).astype(dtype)
+    out = np.ones((n, m), dtype=dtype)
+    blocked_product_into(out, a, b)  # out += a·b
+    tolerance = 1e-12 if dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(out, 1 + a.astype(np.float64) @ b, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize("limit", [0, 10**6])  # the loop for every size; np.dot up to 10⁶ multiply-adds
+@pytest.mark.parametrize("k", [64, 260])  # 16·64·64 under 10⁶, 16·260·260 over
+def test_step_product_matches_numpy_on_both_sides_of_the_blas_limit(k, limit, monkeypatch):
+    monkeypatch.setattr(_limit, "value", limit)  # read by the compiled code at run time
+    a, b = rng.standard_normal((16, k)), rng.standard_normal((k, k))
+    np.testing.assert_allclose(step_product(a, b), a @ b, rtol=1e-12, atol=1e-12)
+    transposed = np.ascontiguousarray(b.T).T  # a strided view reads the same
+    np.testing.assert_allclose(step_product(a, transposed), a @ transposed, rtol=1e-12, atol=1e-12)
