@@ -132,7 +132,19 @@ class TokenKernelWriter(TokenProducts):
             return False
         if isinstance(node, (OneMatrix, ZeroMatrix, Identity, Transpose)):
             return True
-        return self.is_elementwise(node) and self.uses[node] <= 1
+        return self.is_elementwise(node) and (self.uses[node] <= 1 or self.is_read(node, top=True))
+
+    def is_read(self, node: MatrixExpr, top: bool = False) -> bool:
+        """A stored value read through a broadcast, a transpose or a slice, times a constant at most (1·γᵀ,
+        −μ·1ᵀ/d): recomputed in every consumer's loop rather than written out as a full array."""
+        if node in self.arrays or isinstance(node, MatrixSymbol) or (not top and not self.inlined(node)):
+            return True  # stored: read in place
+        if isinstance(node, (RowSpread, Transpose, MatrixSlice)):
+            return self.is_read(matrix_children(node)[0])
+        if isinstance(node, MatMul):
+            coefficient, factors = node.as_coeff_matrices()
+            return len(factors) == 1 and self.is_read(factors[0])
+        return False
 
     def prepare(self, node: MatrixExpr) -> None:
         """Write the statements of every stored node an inlined `node` reads."""

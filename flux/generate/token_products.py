@@ -10,11 +10,15 @@ its transpose (a view: the operand is Vᵀ, the array holds V). With store(M) = 
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-from sympy import BlockMatrix, MatAdd, MatMul, Transpose, ZeroMatrix
+import sympy
+
+from sympy import BlockMatrix, HadamardProduct, MatAdd, MatMul, Transpose, ZeroMatrix
 
 from .forms import INDENT, describe
+from .product_plans import NOMINAL_SIZE, plan_products, token_sum_cost, transpose_cost
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,12 @@ class Operand:
             return f"{self.code}.T"
         return f"{self.code}[n].T" if self.transposed else f"{self.code}[n]"
 
+    def sample(self) -> str:
+        """Sample n's operand itself (2-D), inside a loop over n."""
+        if not self.batched:
+            return self.code
+        return f"{self.code}[n]" if self.transposed else f"{self.code}[n].T"
+
 
 class TokenProducts:
     """The part of `TokenKernelWriter` that writes products and batch sums (see the module docstring)."""
@@ -41,6 +51,9 @@ class TokenProducts:
         if self.batched(factor):
             if isinstance(factor, Transpose):
                 return Operand(self.array(factor.arg), factor.shape, True, True)
+            flipped = transposed_form(factor)
+            if flipped is not None and (flipped in self.arrays or factor not in self.arrays):
+                return Operand(self.array(flipped), factor.shape, True, True)
             return Operand(self.array(factor), factor.shape, True)
         if isinstance(factor, Transpose):
             inner = self.operand(factor.arg)
@@ -49,31 +62,62 @@ class TokenProducts:
             return Operand(f"{self.array(factor)}.reshape(({self.size(factor.shape[0])}, 1))", factor.shape, False)
         return Operand(self.array(factor), factor.shape, False)
 
-    def chain(self, factors: list) -> Operand:
-        """The product of `factors` into a new array: parameters first multiplied together, each run of them then
-        applied to the per-sample factor on its right in one GEMM over all tokens, the rest per sample."""
-        merged: list[Operand] = []
-        for factor in factors:
-            op = self.operand(factor)
-            if merged and not merged[-1].batched and not op.batched:
-                merged[-1] = self.shared(("U", merged[-1], op), lambda left=merged[-1], right=op: self.unbatched(left, right))
-            else:
-                merged.append(op)
-        hoisted: list[Operand] = []
-        k = 0
-        while k < len(merged):
-            op = merged[k]
-            if not op.batched and k + 1 < len(merged) and merged[k + 1].batched and not merged[k + 1].transposed:
-                hoisted.append(self.shared(("W", op, merged[k + 1]),
-                                           lambda W=op, V=merged[k + 1]: self.over_all_tokens(W, V)))
-                k += 2
-            else:
-                hoisted.append(op)
-                k += 1
-        result = hoisted[0]
-        for right in hoisted[1:]:
-            result = self.shared(("P", result, right), lambda left=result, right=right: self.per_sample(left, right))
-        return result
+    def chain(self, factors: list, kind: str = "batched") -> Operand:
+        """The product of `factors` into a new array, in the cheapest order (plan_products): parameters applied to
+        every token in one GEMM, the rest per sample. `kind` asks for a batched result as the node's own layout
+        ("batched"), or as the samples themselves ("transposed", for a GEMM over every token), or either ("any")."""
+        operands = [self.operand(f) for f in factors]
+        plans = plan_products(operands, self.estimate)
+        if kind == "any":
+            return self.emit_plan(min(plans[0, len(operands)].values(), key=lambda p: p.cost), operands)
+        best = plans[0, len(operands)]
+        if kind == "transposed" or "unbatched" in best:
+            return self.emit_plan(best.get(kind) or best["unbatched"], operands)
+        flipped = best.get("transposed")
+        if flipped is not None and (kind not in best or flipped.cost + transpose_cost(flipped, self.estimate)
+                                    < best[kind].cost):
+            return self.untransposed(self.emit_plan(flipped, operands))
+        return self.emit_plan(best[kind], operands)
+
+    def emit_plan(self, plan, operands: list) -> Operand:
+        """The statements of one plan; every product shared within the kernel (see `shared`)."""
+        if isinstance(plan.steps, int):
+            return operands[plan.steps]
+        left, right = (self.emit_plan(p, operands) for p in plan.steps)
+        if not left.batched and not right.batched:
+            return self.shared(("U", left, right), lambda: self.unbatched(left, right))
+        if not left.batched and not right.transposed:
+            return self.shared(("W", left, right), lambda: self.over_all_tokens(left, right))
+        if left.transposed and not right.batched:
+            return self.shared(("V", left, right), lambda: self.tokens_times(left, right))
+        if plan.kind == "transposed":
+            return self.shared(("S", left, right), lambda: self.per_sample(left, right, transposed=True))
+        return self.shared(("P", left, right), lambda: self.per_sample(left, right))
+
+    def estimate(self, dim) -> int:
+        """A nominal size for planning: every dimension 64 (a head, k/h, comes out smaller)."""
+        value = sympy.sympify(dim)
+        return max(1, int(value.subs({s: NOMINAL_SIZE for s in value.free_symbols})))
+
+    def tokens_times(self, V: Operand, W: Operand) -> Operand:
+        """Vₙ·W for every sample at once, V a transposed operand (its array holds Vₙ itself): one GEMM over all
+        N·c rows, the result again the samples themselves (a transposed operand)."""
+        rows, inner = V.shape
+        name = self.temporary()
+        flat = f"{V.code}.reshape((N * {self.size(rows)}, {self.size(inner)}))"
+        self.emit(f"{name} = np.dot({flat}, {W.code}).reshape((N, {self.size(rows)}, {self.size(W.shape[1])}))")
+        return Operand(name, (rows, W.shape[1]), True, True)
+
+    def untransposed(self, op: Operand) -> Operand:
+        """A transposed operand copied into the node layout (N, c, r)."""
+        rows, cols = op.shape
+        name = self.temporary()
+        self.emit(f"{name} = np.empty((N, {self.size(cols)}, {self.size(rows)}), dtype=real)")
+        self.emit("for n in range(N):")
+        self.emit(f"{INDENT}for j in range({self.size(cols)}):")
+        self.emit(f"{INDENT * 2}for i in range({self.size(rows)}):")
+        self.emit(f"{INDENT * 3}{name}[n, j, i] = {op.code}[n, i, j]")
+        return Operand(name, op.shape, True)
 
     def shared(self, key: tuple, make) -> Operand:
         """A product computed once per kernel: the gradients of attention repeat sub-products (Wvᵀ·Δ, W·X, …).
@@ -95,14 +139,19 @@ class TokenProducts:
         self.emit(f"{name} = np.dot({flat}, {W.code}.T).reshape((N, {self.size(cols)}, {self.size(W.shape[0])}))")
         return Operand(name, (W.shape[0], cols), True)
 
-    def per_sample(self, left: Operand, right: Operand) -> Operand:
-        """left·right sample by sample: store(L·R)ₙ = store(R)ₙ·store(L)ₙ, into one preallocated array."""
+    def per_sample(self, left: Operand, right: Operand, transposed: bool = False) -> Operand:
+        """left·right sample by sample into one preallocated array: in node layout, store(L·R)ₙ = store(R)ₙ·store(L)ₙ;
+        `transposed`, the samples themselves, (L·R)ₙ = Lₙ·Rₙ (a transposed operand)."""
         shape = (left.shape[0], right.shape[1])
         name = self.temporary()
-        self.emit(f"{name} = np.empty((N, {self.size(shape[1])}, {self.size(shape[0])}), dtype=real)")
+        rows, cols = (shape[0], shape[1]) if transposed else (shape[1], shape[0])
+        self.emit(f"{name} = np.empty((N, {self.size(rows)}, {self.size(cols)}), dtype=real)")
         self.emit("for n in range(N):")
-        self.emit(f"{INDENT}np.dot({right.stored()}, {left.stored()}, {name}[n])")
-        return Operand(name, shape, True)
+        if transposed:
+            self.emit(f"{INDENT}np.dot({left.sample()}, {right.sample()}, {name}[n])")
+        else:
+            self.emit(f"{INDENT}np.dot({right.stored()}, {left.stored()}, {name}[n])")
+        return Operand(name, shape, True, transposed)
 
     def _statement_MatMul(self, node):
         coefficient, factors = node.as_coeff_matrices()
@@ -144,25 +193,31 @@ class TokenProducts:
         self.add_into(into, self.summed(Operand(self.array(expr), expr.shape, True)), coefficient)
 
     def batch_sum_product(self, factors: list, into: str, coefficient) -> None:
-        """Σₙ U·Mₙ·V = U·(Σₙ Mₙ)·V; Σₙ Lₙ·Gₙᵀ as one GEMM over every token."""
-        batched = [k for k, f in enumerate(factors) if self.batched(f)]
-        prefix, suffix = factors[:batched[0]], factors[batched[-1] + 1:]
-        middle = factors[batched[0]:batched[-1] + 1]
-        last = middle[-1]
-        code = None
-        if len(middle) >= 2 and isinstance(last, Transpose) and self.batched(last.arg):
-            left = self.chain(middle[:-1]) if len(middle) > 2 else self.operand(middle[0])
-            if left.batched and not left.transposed:
-                rows, tokens = left.shape
-                other = self.array(last.arg)
-                code = (f"np.dot({left.code}.reshape((N * {self.size(tokens)}, {self.size(rows)})).T, "
-                        f"{other}.reshape((N * {self.size(tokens)}, {self.size(last.shape[1])})))")
-        if code is None:
-            code = self.summed(self.chain(middle) if len(middle) > 1 else self.operand(middle[0]))
-        for left in reversed(prefix):
-            code = f"np.dot({self.operand(left).code}, {code})"
-        for right in suffix:
-            code = f"np.dot({code}, {self.operand(right).code})"
+        """Σₙ of a product with per-sample factors, the cheaper of: Σₙ Lₙ·Rₙ as ONE GEMM over every token,
+        flat(store L)ᵀ·flat(R) (L in node layout, R the samples themselves), or U·(Σₙ Mₙ)·V."""
+        operands = [self.operand(f) for f in factors]
+        plans = plan_products(operands, self.estimate)
+        count = len(operands)
+        split, cost = None, math.inf
+        for k in range(1, count):
+            left, right = plans[0, k].get("batched"), plans[k, count].get("transposed")
+            if left is not None and right is not None and token_sum_cost(left, right, self.estimate) < cost:
+                split, cost = (left, right), token_sum_cost(left, right, self.estimate)
+        batched = [k for k, op in enumerate(operands) if op.batched]
+        first, last = batched[0], batched[-1] + 1
+        middle = min(plans[first, last].values(), key=lambda plan: plan.cost)
+        if split is not None and cost < middle.cost + transpose_cost(middle, self.estimate) / 2:
+            left, right = (self.emit_plan(plan, operands) for plan in split)
+            rows, inner = left.shape
+            code = (f"np.dot({left.code}.reshape((N * {self.size(inner)}, {self.size(rows)})).T, "
+                    f"{right.code}.reshape((N * {self.size(inner)}, {self.size(right.shape[1])})))")
+            self.add_into(into, code, coefficient)
+            return
+        code = self.summed(self.emit_plan(middle, operands))
+        for left in reversed(operands[:first]):
+            code = f"np.dot({left.code}, {code})"
+        for right in operands[last:]:
+            code = f"np.dot({code}, {right.code})"
         self.add_into(into, code, coefficient)
 
     def summed(self, op: Operand) -> str:
@@ -181,3 +236,16 @@ class TokenProducts:
         value = f"({code})[:, 0]" if vector else code
         scale = "" if coefficient == 1 else f"{self.number(coefficient)} * "
         self.emit(f"{into} += {scale}{value}")
+
+
+def transposed_form(node):
+    """M when `node` is Mᵀ written with its transposes pushed to the leaves (X̂ᵀ = γ1ᵀ ⊙ (Xᵀ − …)): stored once,
+    as M, and read transposed; None when `node` is not written so."""
+    if not isinstance(node, (MatAdd, HadamardProduct, BlockMatrix)) or not node.has(Transpose):
+        return None
+    flipped = Transpose(node).doit()
+    return flipped if count_transposes(flipped) < count_transposes(node) else None
+
+
+def count_transposes(node) -> int:
+    return sum(1 for _ in sympy.preorder_traversal(node) if isinstance(_, Transpose))

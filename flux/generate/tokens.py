@@ -9,7 +9,7 @@ kernels are written by the token printer (token_printer.py), where a sample is a
 from __future__ import annotations
 
 import numpy as np
-from sympy import ZeroMatrix
+from sympy import Transpose, ZeroMatrix
 
 from .feedforward import common_metadata, shape_checks
 from .kernel_pair import gradient_arrays, kept_for_backward
@@ -17,6 +17,7 @@ from .module import module_source
 from .names import identifier
 from .printer import Argument, Result, describe
 from .token_printer import TokenKernelWriter
+from .token_products import transposed_form
 from ..maths.graph import Dependence
 from ..maths.nodes import Generated
 
@@ -44,12 +45,16 @@ def generate_token_module_source(derivation, dtype, key: str) -> str:
         named.setdefault(node, name)
     # values of parameters only (a broadcast bias) are recomputed by backward: kept arrays have a batch
     kept = [k for k in kept_for_backward(derivation, gradients) if k not in named and batched(k)]
+    # Mᵀ written with its transposes at the leaves (X̂ᵀ) is kept as M and read transposed: one array, not two
+    flipped = {k: f for k in kept if (f := transposed_form(k)) is not None}
+    kept = list(dict.fromkeys(f for f in (flipped.get(k, k) for k in kept) if f not in named))
     named.update({node: f"kept{k}" for k, node in enumerate(kept, 1)})
     doc = "; ".join(f"{n} = {describe(o, width=200)}" for n, o in zip(output_names, derivation.outputs))
     forward = TokenKernelWriter(inputs + params, [Result(n, o) for n, o in zip(output_names, derivation.outputs)]
                                 + [Result(named[k], k) for k in kept]).write("forward", doc)
     symbols = set(derivation.inputs) | set(derivation.params.values())
     replacements = {node: Generated(n, *node.shape) for node, n in named.items() if node not in symbols}
+    replacements.update({k: Transpose(Generated(named[f], *f.shape)) for k, f in flipped.items()})
     deltas = [Argument(d, identifier(d.name), True) for d in derivation.upstream]
     saved = [Argument(Generated(named[k], *k.shape), named[k], batched(k)) for k in list(derivation.outputs) + kept]
     results, leaf_gradients = [], []

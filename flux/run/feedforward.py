@@ -123,7 +123,13 @@ def backward_of_tape(model, Δ: Any, tape) -> Any:
             raise ValueError(f"{model_name}.back: {label} must have the output's shape {expected_shape}, got {d.shape}")
         checked.append(to_dtype(model_name, label, d.reshape(out.shape), out.dtype, "gradient"))
     params, grads = model.flat_arrays()
-    returned = program.backward.function(*checked, *arrays, *params, *results, *grads)
+    if metadata.get("tokens"):
+        from .tokens import token_blas  # small GEMMs on one BLAS thread (flux/run/tokens.py says why)
+
+        with token_blas():
+            returned = program.backward.function(*checked, *arrays, *params, *results, *grads)
+    else:
+        returned = program.backward.function(*checked, *arrays, *params, *results, *grads)
     runtime_of(model).drop_tape()
     model._set_has_grads(True)
     input_gradients, k = [], 0

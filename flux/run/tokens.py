@@ -44,9 +44,20 @@ def run_tokens(model, runtime: RuntimeState, program, params: list, inputs: tupl
             raise ValueError(f"{model_name}: input {n} has {a.shape[0]} sequences of {a.shape[1]} tokens but "
                              f"{names[0]} has {arrays[0].shape[0]} of {arrays[0].shape[1]}")
     single = all(s for _, s in checked)
-    results = program.forward.function(*arrays, *params)
+    with token_blas():
+        results = program.forward.function(*arrays, *params)
     runtime.keep_tape(ForwardTape(arrays, results, single, threading.get_ident(), program))
     outputs = results[: metadata["outputs"]]
     if single:
         outputs = tuple(o[0] for o in outputs)
     return outputs[0] if len(outputs) == 1 else outputs
+
+
+def token_blas():
+    """The BLAS setting token kernels run under: one thread. Their GEMMs are small (N·T rows by d or a head) and
+    many (about 60 a training step); with two OpenBLAS threads on busy cores each call waits for a descheduled
+    second thread (TransformerBlock step, N 16, T 32, d 64, 2 busy cores: 36 ms with 2 BLAS threads, see the
+    benchmark for 1)."""
+    from ..step import single_threaded_blas
+
+    return single_threaded_blas()
