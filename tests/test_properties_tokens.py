@@ -14,22 +14,19 @@ Every draw compiles fresh numba kernels, so CI runs a few fixed examples (`deran
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import erf
 
 import flux
+from tests.test_properties import CI_SETTINGS as VECTOR_CI_SETTINGS
+from tests.test_properties import LONG, LONG_SETTINGS
 
-LONG = os.environ.get("FLUX_LONG_TESTS") == "1"
-CI_SETTINGS = settings(max_examples=4, derandomize=True, deadline=None, database=None, print_blob=True,
-                       phases=[Phase.explicit, Phase.generate],
-                       suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-LONG_SETTINGS = settings(max_examples=200, deadline=None, print_blob=True,
-                         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+# The vector properties' settings (fixed draws in CI, no shrinking; FLUX_LONG_TESTS=1 for a long random run), with
+# fewer CI examples: every draw compiles a token kernel pair.
+CI_SETTINGS = settings(VECTOR_CI_SETTINGS, max_examples=4)
 TOLERANCE = 1e-6
 
 
