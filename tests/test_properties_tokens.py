@@ -26,7 +26,7 @@ from tests.test_properties import LONG, LONG_SETTINGS
 
 # The vector properties' settings (fixed draws in CI, no shrinking; FLUX_LONG_TESTS=1 for a long random run), with
 # fewer CI examples: every draw compiles a token kernel pair.
-CI_SETTINGS = settings(VECTOR_CI_SETTINGS, max_examples=4)
+CI_SETTINGS = settings(VECTOR_CI_SETTINGS, max_examples=3)
 TOLERANCE = 1e-6
 
 
