@@ -29,6 +29,7 @@ CASES = {
     "rnn": "(d) Elman RNN 32→64→32 σ, T=50, batch 16, MSE on all y_t",
     "lstm": "(e) LSTM 32→64, T=50, batch 16, MSE on all h_t",
     "gru": "(e′) GRU 32→64, T=50, batch 16, MSE on all h_t",
+    "transformer": "(e″) TransformerBlock d 64, 4 heads, hidden 256, T=32, batch 16, MSE (benchmarks/transformer.py)",
     "startup": "(f) start-up, fresh processes",
     "distributed": "(g) data-parallel MLP 784-1024-10, batch 1024: 1 process vs 2 Dask workers",
     "firstcall": "(h) first call: each tier cold and cached, numba in the background (benchmarks/first_call.py)",

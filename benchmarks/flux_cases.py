@@ -245,3 +245,10 @@ if kind != "import":
     result["ready"] = time.perf_counter() - imported
 print("STARTUP " + json.dumps(result))
 '''
+
+
+def transformer_call(problem: Problem):
+    """The TransformerBlock case: benchmarks/transformer.py's flux step."""
+    from .transformer import flux_step
+
+    return flux_step(problem.copy_params(), problem.x, problem.target)

@@ -108,3 +108,10 @@ def _trained(problem: Problem, loss):
         return value
 
     return step
+
+
+def transformer(problem: Problem):
+    """The TransformerBlock case: benchmarks/transformer.py's jax step."""
+    from .transformer import jax_step
+
+    return jax_step(problem.copy_params(), problem.x, problem.target)

@@ -96,3 +96,13 @@ def lstm(n_in: int = 32, n_hidden: int = 64, steps: int = 50, batch: int = 16) -
     x = rng.standard_normal((batch, steps, n_in)).astype(np.float32)
     target = rng.uniform(-0.5, 0.5, size=(batch, steps, n_hidden)).astype(np.float32)
     return Problem("lstm", params, x, target, sizes=dict(n_in=n_in, n_hidden=n_hidden, steps=steps))
+
+
+def transformer() -> Problem:
+    """A pre-norm TransformerBlock's training step (issue 17): the problem and step builders of
+    benchmarks/transformer.py (N 16, T 32, d 64, 4 heads, hidden 256, MSE, SGD lr 0.01)."""
+    from . import transformer as case
+
+    params, x, target = case.problem()
+    return Problem("transformer", params, x, target, lr=case.LR,
+                   sizes=dict(N=case.N, T=case.T, d=case.D, heads=case.HEADS, hidden=case.HIDDEN))

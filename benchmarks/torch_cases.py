@@ -115,3 +115,10 @@ def _load(problem: Problem, tensors: list) -> None:
     with torch.no_grad():
         for tensor, value in zip(tensors, problem.params.values()):
             tensor.copy_(torch.from_numpy(value))
+
+
+def transformer(problem: Problem):
+    """The TransformerBlock case: benchmarks/transformer.py's torch step."""
+    from .transformer import torch_step
+
+    return torch_step(problem.copy_params(), problem.x, problem.target)

@@ -8,6 +8,7 @@ from .layers.activations import (
 from .layers.basic import Chain, Concat, Dense, Parallel, split
 from .layers.attention import MultiHeadAttention, TransformerBlock
 from .layers.dropout import Dropout
+from .layers.positional import PositionalEncoding, positional_encoding
 from .layers.gates import GLU, Bilinear, Highway, SkipConnection
 from .layers.normalisation import LayerNorm, RMSNorm
 from .layers.recurrent import GRU, LSTM, Recurrent
@@ -32,7 +33,7 @@ __all__ = [
     "elementwise", "erf", "gelu", "silu", "swish", "elu", "leakyrelu", "softsign",
     "softmax", "Dense", "Chain", "Parallel", "Concat", "split", "Recurrent", "LSTM", "GRU",
     "LayerNorm", "RMSNorm", "Highway", "GLU", "Bilinear", "SkipConnection", "Dropout",
-    "MultiHeadAttention", "TransformerBlock",
+    "MultiHeadAttention", "TransformerBlock", "PositionalEncoding", "positional_encoding",
     "Loss", "mse", "crossentropy", "logitcrossentropy", "binarycrossentropy", "logitbinarycrossentropy",
     "loss_and_grad", "onehot",
     "gradcheck", "GradientCheckError", "DefinitionError",

@@ -326,6 +326,11 @@ def compile_step(model: Model, loss: Any, optimiser: Any, *, last: bool = False)
     `return_sequences=False`). Each call starts from h₀ (zero, or the learnable initial state) as PyTorch's
     `nn.RNN` without h does, and leaves the model's carried state alone.
     """
+    from .layers.basic import token_declaration
+
+    if token_declaration(model) is not None:
+        raise TypeError(f"compile_step: {type(model).__name__} takes sequences of tokens (flux.tokens), which have no "
+                        "fused step yet; train it with model(x), model.back(Δ), model.update(…) — flux.train does")
     if is_recurrent(model):
         return RecurrentTrainStep(model, loss, optimiser, last=bool(last))
     if last:

@@ -52,8 +52,8 @@ def execute(path: Path, kernel_specs: KernelSpecManager, extra_code: str | None 
 
 def test_there_are_the_tutorial_notebooks():
     names = [p.name for p in NOTEBOOK_PATHS]
-    assert names[:4] == ["01_derived_gradients.ipynb", "02_mlp_digits.ipynb", "03_recurrence.ipynb",
-                         "04_your_own_layer.ipynb"], names
+    assert names[:5] == ["01_derived_gradients.ipynb", "02_mlp_digits.ipynb", "03_recurrence.ipynb",
+                         "04_your_own_layer.ipynb", "05_attention.ipynb"], names
 
 
 @pytest.mark.parametrize("path", [p for p in NOTEBOOK_PATHS if p.name != "02_mlp_digits.ipynb"], ids=lambda p: p.stem)

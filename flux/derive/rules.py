@@ -136,12 +136,15 @@ def _slice(node, Δ):
 
 @vjp(BlockMatrix)
 def _concat(node, Δ):
-    """y = [a; b; …]  ⇒  ∂L/∂a = Δ[rows of a], …"""
-    rules, offset = [], 0
-    for block in node.blocks:
-        rows = block.shape[0]
-        rules.append(Δ[offset:offset + rows, :])
-        offset = offset + rows
+    """y = [a; b; …] (or [a b …], a transposed stack)  ⇒  ∂L/∂a = Δ[rows and columns of a], …"""
+    grid, rules, top = node.blocks, [], 0
+    for r in range(grid.shape[0]):
+        left = 0
+        for c in range(grid.shape[1]):
+            rows, cols = grid[r, c].shape
+            rules.append(Δ[top:top + rows, left:left + cols])
+            left = left + cols
+        top = top + grid[r, 0].shape[0]
     return rules
 
 

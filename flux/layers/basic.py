@@ -13,6 +13,7 @@ import numpy as np
 from ..model import Model
 from ..run.state import ChainTape, runtime_of
 from ..trace.language import concat, is_symbolic, param
+from ..trace.tokens import Tokens
 
 
 class Dense(Model):
@@ -68,18 +69,40 @@ class Chain(Model):
         self.fuse = fuse
 
     def __call__(self, *inputs: Any, **options: Any) -> Any:
-        from .dropout import draws_masks  # a training Dropout's mask is drawn per call: its layers run in turn
-
-        if (self.fuse and not draws_masks(self)) or self.__dict__.get("_tracing") or any(map(is_symbolic, inputs)):
+        if (self.fuse and not adds_inputs_per_call(self)) or self.__dict__.get("_tracing") \
+                or any(map(is_symbolic, inputs)):
             return super().__call__(*inputs, **options)  # options: a recurrent chain's initial=, carry=
         (x,) = inputs
+        parts = self.parts()
         tapes = []
-        for layer in self.layers:
-            x = layer(x)
+        for part in parts:
+            x = part(x)
             # one function object may appear twice: keep each use's tape (a shared function's is this thread's)
-            tapes.append(runtime_of(layer).current_tape() if isinstance(layer, Model) else None)
-        runtime_of(self).keep_tape(ChainTape(tapes, threading.get_ident()))
+            tapes.append(runtime_of(part).current_tape() if isinstance(part, Model) else None)
+        runtime_of(self).keep_tape(ChainTape(tapes, threading.get_ident(), parts))
         return x
+
+    def parts(self) -> list:
+        """What runs in turn on arrays: with fuse=False every layer; otherwise each layer that adds inputs of its own
+        on every call (a training Dropout's mask, PositionalEncoding's table) alone, and each run of layers between
+        them as one fused Chain (kept, so that its kernels are made once)."""
+        if not self.fuse:
+            return list(self.layers)
+        alone = tuple(adds_inputs_per_call(layer) for layer in self.layers)
+        cached = self.__dict__.get("_parts")
+        if cached is not None and cached[0] == alone and all(a is b for a, b in zip(cached[1], self.layers)):
+            return cached[2]
+        parts, run = [], []
+        for layer, by_itself in zip(self.layers, alone):
+            if by_itself or not isinstance(layer, Model):
+                parts += [run[0] if len(run) == 1 else Chain(*run)] if run else []
+                parts.append(layer)
+                run = []
+            else:
+                run.append(layer)
+        parts += [run[0] if len(run) == 1 else Chain(*run)] if run else []
+        self.__dict__["_parts"] = (alone, list(self.layers), parts)
+        return parts
 
     def back(self, Δ: Any) -> Any:
         if not isinstance(runtime_of(self).current_tape(), ChainTape):  # the forward pass ran fused
@@ -88,7 +111,7 @@ class Chain(Model):
         if tape is None:
             raise RuntimeError("Chain.back: there is no forward pass to back-propagate through; call chain(x) first "
                                "(each forward pass can be back-propagated once)")
-        for layer, layer_tape in zip(reversed(self.layers), reversed(tape.tapes)):
+        for layer, layer_tape in zip(reversed(tape.parts), reversed(tape.tapes)):
             runtime_of(layer).keep_tape(layer_tape)
             Δ = layer.back(Δ)
         runtime_of(self).drop_tape()
@@ -105,6 +128,12 @@ class Chain(Model):
         for layer in self.layers:
             x = layer(x)
         return x
+
+    @property
+    def x(self) -> Tokens | None:
+        """The declaration of the Chain's input x: its first layer's (flux.tokens when that layer takes sequences of
+        tokens, so a Chain of token models is a token model; None: a column vector)."""
+        return token_declaration(self.layers[0]) if self.layers else None
 
     def __getitem__(self, index: int) -> Any:
         return self.layers[index]
@@ -184,6 +213,25 @@ def as_activation(activation: Any, layer: str) -> Any:
         raise TypeError(f"{layer}: an activation is a flux function (flux.relu), its name ('relu') or a function of a "
                         f"symbol (lambda z: flux.tanh(z)); got {activation!r} ({type(activation).__name__})")
     return activation
+
+
+def adds_inputs_per_call(model: Any) -> bool:
+    """True when `model` is or holds a layer that adds inputs of its own to its maths on every call (a training
+    Dropout's mask, PositionalEncoding's table for the call's T): such a layer runs on arrays, never inside a kernel
+    compiled for a whole model."""
+    if not isinstance(model, Model):
+        return False
+    return bool(getattr(model, "adds_inputs_per_call", False)) or any(
+        adds_inputs_per_call(sub) for _, sub in model.named_submodels())
+
+
+def token_declaration(model: Any) -> Tokens | None:
+    """The flux.tokens declaration of a model's first input, if it takes sequences of tokens."""
+    if not isinstance(model, Model):
+        return None
+    names = type(model).input_names()
+    declaration = getattr(model, names[0], None) if names else None
+    return declaration if isinstance(declaration, Tokens) else None
 
 
 def common_dtype(models) -> Any:

@@ -56,6 +56,11 @@ class Dropout(Model):
     def forward(self, x, m):
         return hadamard(m, x) / (1 - self.p)
 
+    @property
+    def adds_inputs_per_call(self) -> bool:
+        """A mask is drawn for every call in training mode: the layer then runs on arrays, outside fused kernels."""
+        return self.training and self.p > 0
+
     def __call__(self, x: Any, m: Any = None) -> Any:
         """y = dropout(x): with a mask drawn now (training), or x itself (evaluation); dropout(x, m) uses m."""
         if self.__dict__.get("_tracing") or is_symbolic(x):

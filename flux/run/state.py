@@ -78,10 +78,12 @@ class SequenceTape:
 
 
 class ChainTape(NamedTuple):
-    """An unfused Chain's forward pass: each layer's own tape, in order (a layer used twice has two)."""
+    """An unfused Chain's forward pass: each part's own tape, in order (a layer used twice has two); the parts are
+    its layers, or runs of them fused into one Chain (Chain.parts)."""
 
     tapes: list
     thread: int
+    parts: list
 
 
 class RuntimeState:

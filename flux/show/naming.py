@@ -27,6 +27,8 @@ prints.
   the derivation uses twice is s (a norm's √(xᵀ·x): then y = x/s, ∂L/∂x = Δ/s − Σ(Δ ⊙ x)·x/s³), a small number
   added to something is ε with a line ε = 1e-5 (`values.py`).
 - Δ factored. A sum whose every term has the upstream factor reads Δ ⊙ (a − b) (`factoring.py`).
+- A, Δ_A. A softmax of a matrix is A, the gradient reaching it Δ_A, and a transposed softmax product reads as a
+  transpose (`attention.py`): A ⊙ (Δ_A − 1·(1ᵀ(A ⊙ Δ_A))).
 - Order. Each equation comes after every named value it uses, otherwise in the order above.
 """
 from __future__ import annotations
@@ -35,6 +37,7 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any
 
+from .attention import softmax_upstreams, softmax_values, with_transposed_products
 from .factoring import with_upstream_factored
 from .values import repeated_values, small_constants
 from .names import (
@@ -63,7 +66,7 @@ def lay_out(derivation: Any, loss: bool | None = None, wrt: str | None = None) -
     """Name the quantities of a derivation (the rules are in this module's docstring); `loss`: its output is a
     loss ℓ (by default: when the derivation is a flux.losses.Loss class's); `wrt`: which gradients to show (see
     `shown_gradients`)."""
-    derivation = with_upstream_factored(with_products_unified(derivation))
+    derivation = with_transposed_products(with_upstream_factored(with_products_unified(derivation)))
     t = "t" if derivation.states else ""
     names: dict = {}
     for x in derivation.inputs:
@@ -95,11 +98,12 @@ def lay_out(derivation: Any, loss: bool | None = None, wrt: str | None = None) -
     gates = gate_values(derivation, names, t)
     values = submodel_values(derivation, names, y, t, gates) + gates + values
     values = [(n, z, e) for n, z, e in values if names.get(e) == n]  # one equation for a value named twice
+    attention = softmax_values(derivation, names)
 
     gradients = [(names[s], derivation.gradients[s.name]) for s in
                  list(derivation.params.values()) + derivation.inputs + [p for _, p, _ in derivation.states]
                  if s.name in shown_gradients(derivation, loss, wrt)]
-    forward = repeated_values([e for _, _, e in values], [g for _, g in gradients], names, t)
+    forward = attention + repeated_values([e for _, _, e in values], [g for _, g in gradients], names, t)
     for name, z_name, expr in values:
         argument = expr.argument if type(expr).__name__ == "Apply" else None
         if argument is not None and not is_leaf(argument, names) and any(
@@ -122,7 +126,8 @@ def lay_out(derivation: Any, loss: bool | None = None, wrt: str | None = None) -
         names[delta] = name
         upstream.append((name, of, source))
 
-    intermediates = name_repeated(gradients, names, t)
+    upstreams = softmax_upstreams(gradients, names)
+    intermediates = order_by_use(upstreams + name_repeated(gradients, names, t), names)
     params = [(dotted, names[s], s.shape) for dotted, s in derivation.params.items()]
     forward = order_by_use(forward, names)
     for _, expr in forward:  # names list values in the order of their equations (⊙ products follow it)

@@ -81,7 +81,7 @@ def trace_forward(model, input_names: list[str] | None = None) -> Trace:
     declared = input_names or cls.input_names()
     taken = set(trace.params) | {record[0] for record in trace.states}
     names = [internal_name(n, taken) for n in declared]  # an input called like a parameter is W′ in the maths
-    trace.inputs = [input_symbol(cls, d, n, trace) for d, n in zip(declared, names)]
+    trace.inputs = [input_symbol(model, d, n, trace) for d, n in zip(declared, names)]
     before = attribute_snapshots(view, "")
     with refusing_truth_tests(cls.__name__):
         try:
@@ -115,13 +115,14 @@ def trace_forward(model, input_names: list[str] | None = None) -> Trace:
     return trace
 
 
-def input_symbol(cls, declared: str, name: str, trace: Trace):
-    """x ∈ ℝ^{n_x×1}, or for a token input (`X = flux.tokens("d")`) X ∈ ℝ^{d×T} with d and T rigid."""
+def input_symbol(model, declared: str, name: str, trace: Trace):
+    """x ∈ ℝ^{n_x×1}, or for a token input (`X = flux.tokens("d")`) X ∈ ℝ^{d×T} with d and T rigid. The declaration
+    is read from the model (a class or an instance: a Chain's input is declared as its first layer's)."""
     import sympy
 
     from ..maths.matrices import TOKENS
 
-    declaration = getattr(cls, declared, None)
+    declaration = getattr(model, declared, None)
     if isinstance(declaration, Tokens):
         rows, tokens = dim_symbol(declaration.dim, ""), TOKENS
         trace.rigid_dims |= {d for d in (rows, tokens) if isinstance(d, sympy.Symbol)}
