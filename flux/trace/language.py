@@ -149,7 +149,7 @@ def norm(x):
 
 def is_symbolic(value: Any) -> bool:
     """True for SymPy objects (tracing), without importing SymPy on the numeric path."""
-    return type(value).__module__.startswith(("sympy", "flux.maths.nodes"))
+    return type(value).__module__.startswith(("sympy", "flux.maths."))  # every node class flux defines
 
 
 def applied_functions_as_nodes(expr):
