@@ -341,3 +341,17 @@ def test_a_pooled_scalar_scales_a_bias():
     rng = np.random.default_rng(3)
     model = Pooled(W=rng.normal(size=(2, 3)), b=rng.normal(size=2), dtype=np.float64)
     assert flux.gradcheck(model, rng.normal(size=(2, 4, 3))) < 1e-6
+
+
+def test_a_power_of_a_non_square_matrix_is_refused_when_the_class_is_defined():
+    """(W·X)**2 of a k×T token matrix has no matrix power: refused naming hadamard_power (it was a CodegenError
+    at the first call)."""
+    with pytest.raises(flux.DefinitionError, match=r"not square.*hadamard_power"):
+        class Squared(flux.Model):
+            W = flux.param("k", "d")
+            X = flux.tokens("d")
+
+            def forward(self, X):
+                return (self.W * X) ** 2
+
+        Squared.derivation

@@ -128,8 +128,11 @@ def power(m: MatrixExpr, p) -> MatrixExpr:
         raise BroadcastError(f"{m} ** {p}: the exponent must be a number")
     if is_vector(m):
         return m if p == 1 else HadamardPower(m, p)
-    if p.is_Integer and p >= 1:
+    if p.is_Integer and p >= 1 and m.shape[0] == m.shape[1]:
         return MatMul(*[m] * int(p)).doit() if p > 1 else m
+    if m.shape[0] != m.shape[1]:
+        raise BroadcastError(f"{m} ** {p}: {m} is {m.shape[0]}×{m.shape[1]}, not square, so it has no matrix "
+                             f"power; for the elementwise power use flux.hadamard_power({m}, {p})")
     raise BroadcastError(f"{m} ** {p}: only vectors have elementwise powers and only positive integer powers of "
                          "a square matrix are supported (no matrix inverse or root); for an elementwise power of "
                          "a matrix use flux.hadamard_power")
