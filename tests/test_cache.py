@@ -166,4 +166,4 @@ def test_processes_compiling_at_once_all_succeed_and_a_later_one_reuses_the_cach
     first = ", ".join(f"{r['seconds']:.2f}" for r in results)
     print(f"\nsecond process: import + construct + first call + back of a cached Perceptron took "
           f"{again['seconds']:.2f} s (the processes that compiled it: {first} s)")
-    assert again["seconds"] < 3.0
+    assert again["seconds"] < min(r["seconds"] for r in results)  # loading beats compiling, whatever the load
