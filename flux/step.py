@@ -17,6 +17,7 @@ import numpy as np
 from .model import Model
 from .run.inputs import as_float_array, as_input_array, to_dtype
 from .run.sequences import as_sequence_array, initial_param_name, state_owner
+from .blas import single_threaded_blas
 from .run.state import parameter_generation
 
 
@@ -265,44 +266,6 @@ class RecurrentTrainStep(TrainStep):
                 scale[:] = 1.0 / (batch * steps)
             self._scales[key] = scale
         return self._scales[key]
-
-
-class single_threaded_blas:
-    """Run the block with the BLAS numba's np.dot calls (SciPy's OpenBLAS) on one thread, then restore its count.
-
-    A recurrent step makes ~100 small GEMM calls per batch in its time loops; with two OpenBLAS threads each call
-    hands work to a second thread that has gone to sleep or been descheduled (measured on 2 busy cores: RNN step
-    2.3 ms with 2 BLAS threads, 0.55 ms with 1; LSTM 64 ms vs 1.0 ms). A BLAS other than SciPy's OpenBLAS is left
-    as it is. The count is process-wide: another thread's BLAS calls during the block run on one thread too.
-    """
-
-    _functions: tuple | None = None
-
-    def __enter__(self):
-        get, set_ = self.functions()
-        self.previous = get() if get is not None else 1
-        if self.previous != 1:
-            set_(1)
-        return self
-
-    def __exit__(self, *exc):
-        if self.previous != 1:
-            self.functions()[1](self.previous)
-        return False
-
-    @classmethod
-    def functions(cls) -> tuple:
-        """(get_num_threads, set_num_threads) of SciPy's OpenBLAS, or (None, None): looked up once."""
-        if cls._functions is None:
-            import ctypes
-
-            from .blas import openblas_function
-
-            get, set_ = openblas_function("get_num_threads"), openblas_function("set_num_threads")
-            if get is not None and set_ is not None:
-                set_.argtypes = [ctypes.c_int]
-            cls._functions = (get, set_) if get is not None and set_ is not None else (None, None)
-        return cls._functions
 
 
 def walk_submodels(model: Model):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from ..blas import single_threaded_blas
 from .inputs import as_float_array, to_dtype
 from .state import ForwardTape, RuntimeState
 
@@ -58,6 +59,4 @@ def token_blas():
     many (about 60 a training step); with two OpenBLAS threads on busy cores each call waits for a descheduled
     second thread (TransformerBlock step, N 16, T 32, d 64, 2 busy cores: 36 ms with 2 BLAS threads, see the
     benchmark for 1)."""
-    from ..step import single_threaded_blas
-
     return single_threaded_blas()
