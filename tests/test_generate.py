@@ -131,3 +131,36 @@ def test_generated_kernels_leave_the_costly_numpy_calls_to_compiled_helpers():
         assert not re.search(r"np\.(dot|max|sum|isfinite)\(", source), source
         assert not re.search(r"^\s+\w+(\[0\])? \+?= \w+_(initial|seq\[t\])$", source, re.M), source
     assert "dot(" in sources[0] and "copy_into(" in sources[1] and "add_into(" in sources[1]
+
+
+def test_an_expression_returned_twice_is_two_outputs():
+    """`return W·x, W·x` (and the same for tokens) generated a backward with a duplicate argument (a module that
+    did not load); each output is now its own argument, and ∂L/∂x sums both upstream gradients."""
+    import flux
+
+    rng = np.random.default_rng(5)
+
+    class Twice(flux.Model):
+        W = flux.param("k", "d")
+
+        def forward(self, x):
+            return self.W * x, self.W * x
+
+    class TwiceTokens(flux.Model):
+        W = flux.param("k", "d")
+        X = flux.tokens("d")
+
+        def forward(self, X):
+            return self.W * X, self.W * X
+
+    for model_class, shape in ((Twice, (4, 3)), (TwiceTokens, (2, 4, 3))):
+        model = model_class(W=rng.normal(size=(2, 3)), dtype=np.float64)
+        x = rng.normal(size=shape)
+        W = model.params["W"]
+        y1, y2 = model(x)
+        np.testing.assert_allclose(y1, x @ W.T, rtol=1e-12)
+        np.testing.assert_allclose(y2, x @ W.T, rtol=1e-12)
+        d1, d2 = rng.normal(size=y1.shape), rng.normal(size=y1.shape)
+        np.testing.assert_allclose(model.back((d1, d2)), (d1 + d2) @ W, rtol=1e-12)
+        expected = ((d1 + d2).reshape(-1, 2).T @ x.reshape(-1, 3))
+        np.testing.assert_allclose(model.grads["W"], expected, rtol=1e-12)

@@ -57,6 +57,11 @@ def gradient_arrays(params: list[Argument]) -> list[Argument]:
     return [Argument(Generated(f"grad_{a.name}", *a.symbol.shape), f"grad_{a.name}", False) for a in params]
 
 
+def output_arguments(output_names: list[str], outputs: list, batched) -> list[Argument]:
+    """Every output as an argument of backward, each by its own name: an expression returned twice is two."""
+    return [Argument(Generated(n, *o.shape), n, batched(o)) for n, o in zip(output_names, outputs)]
+
+
 def kernel_pair(derivation, names: tuple[str, str], leaves: list[Argument], params: list[Argument],
                 output_names: list[str], kept_prefix: str, docs: tuple[str, str], *,
                 save_all_outputs: bool = False, gradient_leaves: set | None = None) -> KernelPair:
@@ -88,8 +93,11 @@ def kernel_pair(derivation, names: tuple[str, str], leaves: list[Argument], para
     # a leaf that is itself an output (y_t = h_t) keeps its leaf name in the gradients
     replacements = {node: Generated(n, *node.shape) for node, n in named.items() if node not in symbols}
     deltas = [Argument(d, identifier(d.name), True) for d in derivation.upstream]
-    saved_nodes = outputs_read + kept if save_all_outputs else kept + outputs_read
-    saved = [Argument(Generated(named[k], *k.shape), named[k], batched(k)) for k in saved_nodes]
+    saved = [Argument(Generated(named[k], *k.shape), named[k], batched(k)) for k in kept]
+    if save_all_outputs:
+        saved = output_arguments(output_names, derivation.outputs, batched) + saved
+    else:
+        saved += [Argument(Generated(named[k], *k.shape), named[k], batched(k)) for k in outputs_read]
     results, leaf_gradients = [], []
     for i, (a, s) in enumerate(zip(leaves, derivation.inputs)):
         g = derivation.gradients[s.name]
@@ -102,4 +110,4 @@ def kernel_pair(derivation, names: tuple[str, str], leaves: list[Argument], para
     backward = generate_kernel_source(names[1], deltas + leaves + params + saved + gradient_arrays(params), results,
                                       doc=docs[1])
     return KernelPair(forward, backward, list(output_names), [named[k] for k in kept],
-                      [named[k] for k in outputs_read], leaf_gradients)
+                      list(output_names) if save_all_outputs else [named[k] for k in outputs_read], leaf_gradients)

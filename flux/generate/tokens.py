@@ -12,7 +12,7 @@ import numpy as np
 from sympy import Transpose, ZeroMatrix
 
 from .feedforward import common_metadata, shape_checks
-from .kernel_pair import gradient_arrays, kept_for_backward
+from .kernel_pair import gradient_arrays, kept_for_backward, output_arguments
 from .module import module_source
 from .names import identifier
 from .printer import Argument, Result, describe
@@ -56,7 +56,8 @@ def generate_token_module_source(derivation, dtype, key: str) -> str:
     replacements = {node: Generated(n, *node.shape) for node, n in named.items() if node not in symbols}
     replacements.update({k: Transpose(Generated(named[f], *f.shape)) for k, f in flipped.items()})
     deltas = [Argument(d, identifier(d.name), True) for d in derivation.upstream]
-    saved = [Argument(Generated(named[k], *k.shape), named[k], batched(k)) for k in list(derivation.outputs) + kept]
+    saved = output_arguments(output_names, derivation.outputs, batched)
+    saved += [Argument(Generated(named[k], *k.shape), named[k], batched(k)) for k in kept]
     results, leaf_gradients = [], []
     for i, (a, s) in enumerate(zip(inputs, derivation.inputs)):
         g = derivation.gradients[s.name]
