@@ -327,8 +327,9 @@ def test_a_function_of_a_token_node_itself_is_traced():
     assert flux.gradcheck(model, X) < 1e-6
 
 
-@pytest.mark.skip(reason="CodegenError: the token printer has no code for Spread nodes (s·1, a per-sample scalar "
-                         "spread into a column), which a per-sample scalar times a vector added to tokens makes")
+@pytest.mark.skip(reason="CodegenError: the token printer has no code for Spread (s·1, a per-sample scalar spread "
+                         "into a column) nor for Total (Σ of a row over the tokens), which a pooled per-sample scalar "
+                         "times a bias added to tokens makes")
 def test_a_pooled_scalar_scales_a_bias():
     class Pooled(flux.Model):
         W = flux.param("k", "d")
@@ -340,7 +341,11 @@ def test_a_pooled_scalar_scales_a_bias():
 
     rng = np.random.default_rng(3)
     model = Pooled(W=rng.normal(size=(2, 3)), b=rng.normal(size=2), dtype=np.float64)
-    assert flux.gradcheck(model, rng.normal(size=(2, 4, 3))) < 1e-6
+    X = rng.normal(size=(2, 4, 3))
+    W, b = model.params["W"], model.params["b"]
+    pooled = np.tanh(X.mean(axis=2).sum(axis=1))  # per sample: Σ over tokens of each token's mean
+    np.testing.assert_allclose(model(X), X @ W.T + pooled[:, None, None] * b, rtol=1e-12)
+    assert flux.gradcheck(model, X) < 1e-6
 
 
 def test_a_power_of_a_non_square_matrix_is_refused_when_the_class_is_defined():
@@ -355,3 +360,20 @@ def test_a_power_of_a_non_square_matrix_is_refused_when_the_class_is_defined():
                 return (self.W * X) ** 2
 
         Squared.derivation
+
+
+def test_a_square_parameter_applied_twice_to_the_tokens():
+    """W·(W·X) folds into W²·X: the token printer computes W² once per call (it had no code for MatPow)."""
+    class Twice(flux.Model):
+        W = flux.param("d", "d")
+        X = flux.tokens("d")
+
+        def forward(self, X):
+            return flux.tanh(self.W * (self.W * X))
+
+    rng = np.random.default_rng(2)
+    model = Twice(W=rng.normal(size=(3, 3)) / 2, dtype=np.float64)
+    X = rng.normal(size=(2, 4, 3))
+    W = model.params["W"]
+    np.testing.assert_allclose(model(X), np.tanh(X @ (W @ W).T), rtol=1e-12)
+    assert flux.gradcheck(model, X) < 1e-6

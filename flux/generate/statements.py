@@ -75,13 +75,7 @@ class Statements:
         return name
 
     def _statement_MatPow(self, node):
-        base, power = node.args
-        if self.batched(base) or not (power.is_Integer and power >= 1):
-            raise CodegenError(f"only positive integer powers of a parameter matrix are supported: {node}")
-        name = self.temporary()
-        matrix = f"np.ascontiguousarray({self.array(base)})"
-        self.emit(f"{name} = np.linalg.matrix_power({matrix}, {int(power)})  # {describe(node, self.arrays)}")
-        return name
+        return matrix_power(self, node)
 
     def _statement_Total(self, node):
         argument = node.argument
@@ -152,3 +146,15 @@ class Statements:
             self.emit(f"{target} = {'real(0)' if array is None else array}")  # an unbatched block broadcasts
             offset = stop
         return name
+
+
+def matrix_power(writer, node) -> str:
+    """Wᵖ of a parameter matrix, once per call (not per sample): np.linalg.matrix_power. Shared by the numba
+    printer and the token printer (W·(W·X) folds into W²·X)."""
+    base, power = node.args
+    if writer.batched(base) or not (power.is_Integer and power >= 1):
+        raise CodegenError(f"only positive integer powers of a parameter matrix are supported: {node}")
+    name = writer.temporary()
+    matrix = f"np.ascontiguousarray({writer.array(base)})"
+    writer.emit(f"{name} = np.linalg.matrix_power({matrix}, {int(power)})  # {describe(node, writer.arrays)}")
+    return name

@@ -25,6 +25,7 @@ from sympy.matrices.expressions.slice import MatrixSlice
 from .forms import INDENT, CodegenError, describe
 from .scalars import scalar_code
 from .sizes import dimension_code
+from .statements import matrix_power
 from .token_products import TokenProducts
 from ..maths.elementwise import FUNCTIONS, Z
 from ..maths.graph import Dependence, matrix_children, topological_order
@@ -306,6 +307,9 @@ class TokenKernelWriter(TokenProducts):
         self.emit(f"{indent}{INDENT * 2}acc += {value}")
         self.emit(f"{indent}{INDENT}{name}[n, j, 0] = acc" if self.batched(node) else f"{indent}{INDENT}{name}[0, j] = acc")
         return name
+
+    def _statement_MatPow(self, node):
+        return matrix_power(self, node)
 
     def _statement_BlockMatrix(self, node):
         """[H₁; H₂; …] (or [A, B], a transposed stack): each block written at its row and column offsets."""
