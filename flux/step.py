@@ -114,19 +114,25 @@ class TrainStep:
         self.optimiser.apply_gradients(type(self.model).__name__, distinct, summed)
         self.optimiser.bind(self.model.params)
 
+    def _checked_groups(self, params: list) -> list[list[int]]:
+        """Check the parameters (sizes, the optimiser's state) and bind the optimiser; the positions of each distinct
+        array in `params` (a layer used twice appears once per use)."""
+        self.module.check_params(*params)
+        self.optimiser.check_parameters(self.model)
+        self.optimiser.bind(self.model.params)
+        groups: dict[int, list[int]] = {}
+        for k, p in enumerate(params):
+            groups.setdefault(id(p), []).append(k)
+        return list(groups.values())
+
     def _prepare(self) -> tuple:
         """Parameters, expected input sizes and gradient buffers; checked again only when parameters change."""
         if self._prepared is None or self._prepared[0] != parameter_generation():
             params, _ = self.objective.flat_arrays()
-            self.module.check_params(*params)
-            self.optimiser.check_parameters(self.model)
-            self.optimiser.bind(self.model.params)
-            groups: dict[int, list[int]] = {}
-            for k, p in enumerate(params):
-                groups.setdefault(id(p), []).append(k)
+            groups = self._checked_groups(params)
             tied = None
-            if any(len(g) > 1 for g in groups.values()):  # a layer used twice: its array appears once per use
-                tied = {"groups": list(groups.values()),
+            if any(len(g) > 1 for g in groups):  # a layer used twice: its array appears once per use
+                tied = {"groups": groups,
                         "scratch": [np.zeros_like(p) for p in params for _ in self.optimiser.state_names]}
             self._prepared = (parameter_generation(), params, self.module.input_sizes(*params),
                               [np.zeros_like(p) for p in params], tied)
@@ -193,16 +199,11 @@ class RecurrentTrainStep(TrainStep):
         if self._prepared is None or self._prepared[0] != parameter_generation():
             named = self.model.params
             params = [named[n] for n in self.module.METADATA["params"]]
-            self.module.check_params(*params)
-            self.optimiser.check_parameters(self.model)
-            self.optimiser.bind(self.model.params)
-            groups: dict[int, list[int]] = {}
-            for k, p in enumerate(params):
-                groups.setdefault(id(p), []).append(k)
+            groups = self._checked_groups(params)
             tied = None
-            if any(len(g) > 1 for g in groups.values()):  # a layer used twice: its array appears once per use
+            if any(len(g) > 1 for g in groups):  # a layer used twice: its array appears once per use
                 learnable = [len(params) + k for k, on in enumerate(self.learnable) if on]
-                tied = {"groups": list(groups.values()) + [[k] for k in learnable]}
+                tied = {"groups": groups + [[k] for k in learnable]}
             self._prepared = (parameter_generation(), params, self.module.input_sizes(*params),
                               [np.zeros_like(p) for p in params], tied)
             self._initial_cache.clear()
