@@ -80,22 +80,23 @@ def rnn(n_in: int = 32, n_hidden: int = 64, n_out: int = 32, steps: int = 50, ba
 def gru(n_in: int = 32, n_hidden: int = 64, steps: int = 50, batch: int = 16) -> Problem:
     """GRU (flux's, Cho et al. 2014: the reset gate before the product, n = tanh(Wn x + Un (r ⊙ h) + bn)), gates
     stacked [r, z, n] (PyTorch's order) in W (3h × n_in), U (3h × h), b (3h); MSE on every h_t."""
-    rng = np.random.default_rng(SEED)
-    params = {"W": uniform(rng, (3 * n_hidden, n_in), n_hidden), "U": uniform(rng, (3 * n_hidden, n_hidden), n_hidden),
-              "b": uniform(rng, (3 * n_hidden,), n_hidden)}
-    x = rng.standard_normal((batch, steps, n_in)).astype(np.float32)
-    target = rng.uniform(-0.5, 0.5, size=(batch, steps, n_hidden)).astype(np.float32)
-    return Problem("gru", params, x, target, sizes=dict(n_in=n_in, n_hidden=n_hidden, steps=steps))
+    return _gated("gru", 3, n_in, n_hidden, steps, batch)
 
 
 def lstm(n_in: int = 32, n_hidden: int = 64, steps: int = 50, batch: int = 16) -> Problem:
     """LSTM, gates stacked [i, f, g, o] (PyTorch's order) in W (4h × n_in), U (4h × h), b (4h); MSE on every h_t."""
+    return _gated("lstm", 4, n_in, n_hidden, steps, batch)
+
+
+def _gated(name: str, gates: int, n_in: int, n_hidden: int, steps: int, batch: int) -> Problem:
+    """A gated cell's problem: `gates` blocks stacked in W, U, b; x and every-step targets."""
     rng = np.random.default_rng(SEED)
-    params = {"W": uniform(rng, (4 * n_hidden, n_in), n_hidden), "U": uniform(rng, (4 * n_hidden, n_hidden), n_hidden),
-              "b": uniform(rng, (4 * n_hidden,), n_hidden)}
+    params = {"W": uniform(rng, (gates * n_hidden, n_in), n_hidden),
+              "U": uniform(rng, (gates * n_hidden, n_hidden), n_hidden),
+              "b": uniform(rng, (gates * n_hidden,), n_hidden)}
     x = rng.standard_normal((batch, steps, n_in)).astype(np.float32)
     target = rng.uniform(-0.5, 0.5, size=(batch, steps, n_hidden)).astype(np.float32)
-    return Problem("lstm", params, x, target, sizes=dict(n_in=n_in, n_hidden=n_hidden, steps=steps))
+    return Problem(name, params, x, target, sizes=dict(n_in=n_in, n_hidden=n_hidden, steps=steps))
 
 
 def transformer() -> Problem:

@@ -67,22 +67,7 @@ def rnn(problem: Problem):
 
 def lstm(problem: Problem):
     """nn.LSTM (one fused C++ op per time step). It has two biases: b_ih = b and b_hh = 0 at the start."""
-    s = problem.sizes
-    model = nn.LSTM(s["n_in"], s["n_hidden"], batch_first=True)
-    _load(problem, [model.weight_ih_l0, model.weight_hh_l0, model.bias_ih_l0])
-    with torch.no_grad():
-        model.bias_hh_l0.zero_()
-    optimiser = torch.optim.SGD(model.parameters(), lr=problem.lr)
-    x, target = torch.from_numpy(problem.x), torch.from_numpy(problem.target)
-
-    def step():
-        optimiser.zero_grad(set_to_none=True)
-        hs, _ = model(x)
-        loss = F.mse_loss(hs, target)
-        loss.backward()
-        optimiser.step()
-        return loss.item()
-
+    step = _fused_recurrent_step(problem, nn.LSTM)
     step.note = "nn.LSTM has a second bias b_hh (starts at 0, also trained), so losses after the first step differ slightly"
     return step
 
@@ -90,8 +75,16 @@ def lstm(problem: Problem):
 def gru(problem: Problem):
     """nn.GRU (one fused C++ op per time step). Its candidate is n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn)) (the
     reset gate after the product), not flux's r ⊙ h before it: the same cost, other losses."""
+    step = _fused_recurrent_step(problem, nn.GRU)
+    step.note = "nn.GRU puts the reset gate after its product (flux's GRU before it) and has a second bias"
+    step.comparable = False
+    return step
+
+
+def _fused_recurrent_step(problem: Problem, layer_class):
+    """An SGD step of PyTorch's fused recurrent layer (nn.LSTM, nn.GRU) on the problem's weights, b_hh = 0."""
     s = problem.sizes
-    model = nn.GRU(s["n_in"], s["n_hidden"], batch_first=True)
+    model = layer_class(s["n_in"], s["n_hidden"], batch_first=True)
     _load(problem, [model.weight_ih_l0, model.weight_hh_l0, model.bias_ih_l0])
     with torch.no_grad():
         model.bias_hh_l0.zero_()
@@ -106,8 +99,6 @@ def gru(problem: Problem):
         optimiser.step()
         return loss.item()
 
-    step.note = "nn.GRU puts the reset gate after its product (flux's GRU before it) and has a second bias"
-    step.comparable = False
     return step
 
 
