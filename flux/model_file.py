@@ -17,6 +17,7 @@ the policy, and what a model may hold, are in `flux.io`'s docstring.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import secrets
@@ -36,9 +37,11 @@ FORMAT = "flux-model"
 VERSION = 1
 DESCRIPTION = "__flux__"
 # Fields that are not configuration: parameters and gradients (saved as arrays), the run-time state (never saved:
-# flux.run.state.RuntimeState, rebuilt empty on load), and names older versions kept in __dict__.
+# flux.run.state.RuntimeState, rebuilt empty on load), a Chain's cached parts (`_parts`: which layers run in turn,
+# made again from `layers` on first use), and names older versions kept in __dict__. Never written, ignored when read:
+# a file cannot make a loaded model run anything but what its own attributes say.
 RUNTIME_FIELDS = ("_params", "_grads", "_runtime", "_tape", "_program", "_has_grads", "_tracing", "_flat",
-                  "_tape_thread", "_state_grads")
+                  "_tape_thread", "_state_grads", "_parts")
 
 
 # ---- reading: everything into memory, checked, before anything is built ---------------------------------------------
@@ -183,7 +186,11 @@ class Builder:
         model.__dict__.update(_params={}, _grads={}, _states={})  # its RuntimeState is made on first use
         self.built[node["id"]] = model
         self.declared[id(model)] = node["params"]
-        model.__dict__.update({name: self.value(value) for name, value in node["attributes"].items()})
+        attributes = {name: value for name, value in node["attributes"].items() if name not in RUNTIME_FIELDS}
+        for name in attributes:
+            if name not in cls.declared_slots():  # a sub-model declared in the class body (`a = Perceptron`)
+                check_attribute_name(cls, name, self.path)
+        model.__dict__.update({name: self.value(value) for name, value in attributes.items()})
         return model
 
     def value(self, value: Any) -> Any:
@@ -212,6 +219,19 @@ class Builder:
         if tag == "$import":
             return resolve_class(content, self.path, self.allowed, "flux.load")
         raise ValueError(f"flux.load: {self.path} has an attribute of unknown kind {tag!r}")
+
+
+def check_attribute_name(cls: type, name: Any, path) -> None:
+    """An attribute a file sets is data: refuse a name that would replace behaviour of the class (an instance
+    attribute `forward`, `back`, `parts`… shadows the method, so the model would compute what the file says rather
+    than what its class's maths shows) or that is not an attribute name at all."""
+    if not isinstance(name, str) or not name.isidentifier() or name.startswith("__"):
+        raise ValueError(f"flux.load: {path} sets an attribute named {name!r} on {cls.__name__}, which is not a "
+                         "plain attribute name")
+    behaviour = inspect.getattr_static(cls, name, None)
+    if callable(behaviour) or hasattr(behaviour, "__get__"):
+        raise ValueError(f"flux.load: {path} sets the attribute {name!r} of {cls.__name__}, which is a method or "
+                         "property of the class: a file holds data and cannot replace what a model computes")
 
 
 def parameter_owners(model: Model, prefix: str, declared: dict):

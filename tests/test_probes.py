@@ -1,0 +1,115 @@
+"""Regression tests for bugs found by probing flux as a demanding user and as a hostile file author.
+
+Each test failed before its fix (the commit naming the bug). Small sizes and the session's kernel cache keep it fast.
+"""
+import json
+
+import numpy as np
+import pytest
+
+import flux
+from flux import tanh
+
+F64 = np.float64
+
+
+def rewrite_description(path, edit) -> None:
+    """Edit the JSON description inside a flux model file, as a hostile author would (arrays kept)."""
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    description = json.loads(str(arrays["__flux__"]))
+    edit(description)
+    arrays["__flux__"] = np.array(json.dumps(description))
+    np.savez(path, **arrays)
+
+
+def description_of(path) -> dict:
+    with np.load(path, allow_pickle=False) as archive:
+        return json.loads(str(archive["__flux__"]))
+
+
+@pytest.fixture(scope="module")
+def x():
+    return np.random.default_rng(11).standard_normal((2, 3))
+
+
+# ---- model files: a file is data, it cannot change what a loaded model computes ------------------------------------
+
+
+def training_chain():
+    return flux.Chain(flux.Dense(3, 3, tanh, rng=1, dtype=F64), flux.Dropout(0.5, rng=0),
+                      flux.Dense(3, 3, rng=2, dtype=F64))
+
+
+def test_a_chains_cached_parts_are_not_saved_and_a_file_cannot_make_it_run_other_layers(tmp_path, x):
+    """Bug: a Chain's run-time cache `_parts` (which layers run in turn in training mode) was saved, and loaded back
+    as data, so a file could make a loaded Chain run [A, Dropout, A] while its layers (and its maths) say
+    [A, Dropout, B]."""
+    chain = training_chain()
+    chain(x)  # in training mode a Chain with a Dropout runs its parts in turn, and caches them
+    path = tmp_path / "chain.npz"
+    flux.save(chain, path)
+    assert "_parts" not in description_of(path)["model"]["attributes"]
+    honest = flux.load(path)
+
+    def run_the_first_layer_twice(description):
+        attributes = description["model"]["attributes"]
+        layers = attributes["layers"]
+        attributes["_parts"] = {"$tuple": [[False, True, False], layers, [layers[0], layers[1], layers[0]]]}
+
+    rewrite_description(path, run_the_first_layer_twice)
+    tampered = flux.load(path)
+    np.testing.assert_array_equal(tampered(x), honest(x))  # the same masks: both generators start alike
+
+
+@pytest.mark.parametrize("name, value", [("forward", {"$elementwise": "relu"}),
+                                         ("back", {"$elementwise": "relu"}),
+                                         ("named_submodels", {"$import": "flux.layers.basic:Chain"})])
+def test_a_file_cannot_replace_a_method_of_the_models_class(tmp_path, x, name, value):
+    """Bug: any attribute of a file went into the instance's __dict__, so `"forward": {"$elementwise": "relu"}` made a
+    loaded Dense compute relu(x) (no W, no b) — code chosen by the file in place of the class's maths."""
+    dense = flux.Dense(3, 3, rng=1, dtype=F64)
+    path = tmp_path / "dense.npz"
+    flux.save(dense, path)
+    rewrite_description(path, lambda d: d["model"]["attributes"].update({name: value}))
+    with pytest.raises(ValueError, match=f"'{name}' of Dense, which is a method or property"):
+        flux.load(path)
+
+
+# ---- parameters: an error changes nothing --------------------------------------------------------------------------
+
+
+def test_params_update_with_one_bad_entry_changes_no_parameter():
+    """Bug: `model.params.update({"W": good, "b": bad})` copied W in, then raised on b: a half-updated model."""
+    dense = flux.Dense(3, 2, rng=1, dtype=F64)
+    before = {k: v.copy() for k, v in dense.params.items()}
+    with pytest.raises(ValueError, match="parameter b has shape"):
+        dense.params.update({"W": np.ones((2, 3)), "b": np.ones(5)})
+    for name, value in dense.params.items():
+        np.testing.assert_array_equal(value, before[name])
+    dense.params.update({"W": np.ones((2, 3)), "b": np.zeros(2)})  # and a good update still copies everything
+    np.testing.assert_array_equal(dense.params["W"], np.ones((2, 3)))
+
+
+# ---- kernels compute the current maths -----------------------------------------------------------------------------
+
+
+class Scaled(flux.Model):
+    """y = α·(W·x), α read from a private attribute."""
+    W = flux.param("n", "n")
+
+    def forward(self, x):
+        return self._alpha * (self.W * x)
+
+
+def test_changing_a_private_attribute_forward_reads_changes_the_kernel():
+    """Bug: only public attributes re-traced the model, so after `m._alpha = 3.0` the kernel (and the derivation)
+    still computed 2·W·x."""
+    model = Scaled(W=np.eye(2), dtype=F64)
+    model._alpha = 2.0
+    x = np.ones((1, 2))
+    np.testing.assert_array_equal(model(x), 2 * x)
+    model._alpha = 3.0
+    np.testing.assert_array_equal(model(x), 3 * x)
+    model.back(np.ones((1, 2)))
+    np.testing.assert_array_equal(model.grads["W"], 3 * np.ones((2, 2)))
