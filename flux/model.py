@@ -14,8 +14,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from .parameters import Parameters
 from .run.feedforward import run_backward, run_forward, running_program
-from .run.inputs import as_float_array, to_dtype
 from .run.sequences import current_state, reset_state, run_step
 from .run.state import (RuntimeState, configuration_changed, configuration_generation, parameter_generation,
                         parameters_replaced, runtime_of)
@@ -23,36 +23,6 @@ from .trace.language import Param, State, is_symbolic
 from .trace.tracing import signature_inputs
 
 DEFAULT_DTYPE = np.float32
-
-
-class Parameters(dict):
-    """`model.params`: {dotted name: the parameter array itself}. Assigning an entry copies the new values INTO the
-    parameter (same shape, converted to the model's dtype like an input), so every kernel, optimiser state and
-    cached list keeps acting on the array this mapping shows; names cannot be added or removed."""
-
-    def __init__(self, model: "Model", items):
-        super().__init__(items)
-        self.model_name = type(model).__name__
-
-    def __setitem__(self, name: str, value: Any) -> None:
-        if name not in self:
-            raise KeyError(f"{self.model_name} has no parameter {name!r}; its parameters are {', '.join(self)}")
-        target = dict.__getitem__(self, name)
-        array = as_float_array(self.model_name, "parameter", name, value, target.dtype)
-        if array.shape != target.shape:
-            raise ValueError(f"{self.model_name}: parameter {name} has shape {target.shape}, got {array.shape}; "
-                             "assigning into params copies values and cannot change a shape (build a new model)")
-        np.copyto(target, to_dtype(self.model_name, name, array, target.dtype, "parameter"))
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        for name, value in dict(*args, **kwargs).items():
-            self[name] = value
-
-    def _refuse(self, *args: Any, **kwargs: Any):
-        raise TypeError(f"{self.model_name}.params: parameters are declared by the model; they cannot be added or "
-                        "removed (assign params[name] = array to set one's values)")
-
-    __delitem__ = pop = popitem = clear = setdefault = _refuse
 
 
 class RendersOnClassAndInstance:
@@ -172,6 +142,7 @@ class Model(metaclass=ModelClass):
         self.__dict__.update(views)
 
     training = True  # train()/eval(): flux.Dropout draws its masks only while training
+    per_call_attributes: tuple = ()  # attributes a call sets that forward never reads (they never re-trace)
 
     def train(self, mode: bool = True) -> "Model":
         """Training mode (`eval()` leaves it) for this model and its sub-models; returns the model, as PyTorch's."""
@@ -335,10 +306,11 @@ class Model(metaclass=ModelClass):
 
     def __setattr__(self, name: str, value: Any) -> None:
         """Attributes forward may read are part of the maths: changing one on a built model (`m.alpha = 3.0`)
-        makes every model trace itself again before its next call, so no kernel computes stale maths."""
+        makes every model trace itself again before its next call, so no kernel computes stale maths — a private
+        one (`self._alpha`) too, unless the class lists it in `per_call_attributes` (flux's own bookkeeping)."""
         object.__setattr__(self, name, value)
         cls = type(self)
-        if (not name.startswith("_") and name != "dtype" and name not in cls.declared_params()
+        if (name not in cls.per_call_attributes and name != "dtype" and name not in cls.declared_params()
                 and name not in cls.declared_states()):
             runtime = self.__dict__.get("_runtime")
             if runtime is not None and runtime.built:
