@@ -45,6 +45,8 @@ class Dropout(Model):
     the state is kept as plain data, so `flux.save` keeps it and a loaded model goes on drawing the same masks.
     """
 
+    per_call_attributes = ("_rng_state", "_mask_given")  # the generator moves on each call; not maths
+
     def __init__(self, p: float = 0.5, *, rng: Any = None):
         check_probability("Dropout", p)
         super().__init__()

@@ -49,6 +49,7 @@ class PositionalEncoding(Model):
         self.d = int(d)
         self._table_given = False
 
+    per_call_attributes = ("_table_given",)
     adds_inputs_per_call = True  # its table is made for each call's T: it runs on arrays, outside fused kernels
 
     def forward(self, X, P):
