@@ -113,3 +113,47 @@ def test_changing_a_private_attribute_forward_reads_changes_the_kernel():
     np.testing.assert_array_equal(model(x), 3 * x)
     model.back(np.ones((1, 2)))
     np.testing.assert_array_equal(model.grads["W"], 3 * np.ones((2, 2)))
+
+
+# ---- powers: NumPy's values at 0 and ±∞, never an exception ---------------------------------------------------------
+
+
+class Powers(flux.Model):
+    """y = [x^{∘½}; x^{∘−1}; x^{∘−2}; f(x)], f(z) = z⁻³ a function of the user's."""
+
+    def forward(self, x):
+        return flux.concat(x ** 0.5, x ** -1, flux.hadamard_power(x, -2), inverse_cube(x))
+
+
+inverse_cube = flux.elementwise("inverse_cube", lambda z: z ** -3)
+
+
+def test_negative_integer_powers_and_square_roots_give_numpys_values_at_zero_and_infinity():
+    """Bug: the numba tier printed x^{∘−2} as `x ** -2`, and numba's integer power raises ZeroDivisionError at 0
+    (whatever the error model): backward through x ** -1, forward through x^{∘−2} or z⁻³ raised at x = 0. And
+    x ** 0.5 was printed as pow(x, 0.5), +∞ at −∞ where NumPy (and the NumPy tier) give NaN."""
+    model = Powers(dtype=F64)
+    x = np.array([[0.0, -np.inf, np.inf, -1.0, 4.0, np.nan]])
+    with np.errstate(all="ignore"):
+        expected = np.concatenate([np.sqrt(x), 1 / x, x ** -2.0, x ** -3.0], axis=1)
+        Δ = np.ones_like(expected)
+        dx = (0.5 / np.sqrt(x) - x ** -2.0 - 2 * x ** -3.0 - 3 * x ** -4.0)
+    np.testing.assert_array_equal(model(x), expected)
+    np.testing.assert_array_equal(model.back(Δ), dx)
+    assert flux.gradcheck(model, np.array([[0.7, 1.3, 2.0]])) < 1e-6
+
+
+class TokenPowers(flux.Model):
+    X = flux.tokens("d")
+
+    def forward(self, X):
+        return flux.hadamard_power(X, -2) + flux.hadamard_power(X, 0.5)
+
+
+def test_powers_of_token_matrices_give_numpys_values_at_zero_and_infinity():
+    """The same bug in the printer of token models: X^{∘−2} raised ZeroDivisionError at 0."""
+    model = TokenPowers(dtype=F64)
+    X = np.array([[[0.0, -np.inf], [4.0, 1.0]]])
+    with np.errstate(all="ignore"):
+        np.testing.assert_array_equal(model(X), X ** -2.0 + np.sqrt(X))
+        np.testing.assert_array_equal(model.back(np.ones_like(X)), -2 * X ** -3.0 + 0.5 / np.sqrt(X))

@@ -15,7 +15,7 @@ from sympy.matrices.expressions.matexpr import MatrixExpr
 
 from .forms import INDENT, describe, form, is_scalar
 from ..maths.elementwise import FUNCTIONS, Z
-from .scalars import scalar_code
+from .scalars import power_code, scalar_code
 from ..maths.graph import matrix_children
 
 
@@ -104,12 +104,7 @@ class ElementwiseLoops:
 
     def _element_HadamardPower(self, node, index):
         base, power = node.args
-        code = self.element(base, index)
-        if power == -1:
-            return f"(real(1) / {code})"
-        if sympy.sympify(power).is_Integer:
-            return f"({code} ** {power})"
-        return f"({code} ** {self.number(power)})"
+        return power_code(self.element(base, index), power, self.number)
 
     def _element_Apply(self, node, index):
         function, argument = FUNCTIONS[node.function], self.element(node.argument, index)

@@ -88,15 +88,9 @@ class ScalarPrinter(Printer):
 
     def _print_Pow(self, expr):
         base, exponent = expr.args
-        if exponent == sympy.S.Half:
-            return f"np.sqrt({self._print(base)})"
-        if exponent == -1:
-            return f"(real(1) / {self._print(base)})"
-        if exponent.is_Integer:
-            return f"({self._print(base)} ** {int(exponent)})"
         if base == sympy.E:
             return self._print(sympy.exp(exponent))
-        return f"({self._print(base)} ** {self._print(exponent)})"
+        return power_code(self._print(base), exponent, self._print)
 
     def _print_Function(self, expr):
         if len(expr.args) == 1 and type(expr) in SCALAR_CODE:
@@ -155,3 +149,17 @@ class ScalarPrinter(Printer):
 
     def _print_BooleanFalse(self, expr):
         return "False"
+
+
+def power_code(code: str, power, number) -> str:
+    """code^power in numba as NumPy computes it: x^(−k) as 1/x^k (numba's integer power raises ZeroDivisionError at
+    x = 0 whatever the error model; 1/0 is ∞ under error_model="numpy"), x^(±1/2) through np.sqrt (pow(−∞, ½) is
+    +∞ where √−∞ is NaN). `number` prints a non-integer exponent."""
+    power = sympy.sympify(power)
+    if power.is_Number and abs(float(power)) == 0.5:  # ½ or 0.5
+        return f"np.sqrt({code})" if power > 0 else f"(real(1) / np.sqrt({code}))"
+    if power == -1:
+        return f"(real(1) / {code})"
+    if power.is_Integer:
+        return f"({code} ** {int(power)})" if power >= 0 else f"(real(1) / ({code} ** {-int(power)}))"
+    return f"({code} ** {number(power)})"

@@ -23,7 +23,7 @@ from sympy.matrices.expressions.matexpr import MatrixExpr
 from sympy.matrices.expressions.slice import MatrixSlice
 
 from .forms import INDENT, CodegenError, describe
-from .scalars import scalar_code
+from .scalars import power_code, scalar_code
 from .sizes import dimension_code
 from .statements import matrix_power
 from .token_products import TokenProducts
@@ -226,10 +226,7 @@ class TokenKernelWriter(TokenProducts):
 
     def _element_HadamardPower(self, node, i, j):
         base, power = node.args
-        code = self.element(base, i, j)
-        if power == -1:
-            return f"(real(1) / {code})"
-        return f"({code} ** {power if sympy.sympify(power).is_Integer else self.number(power)})"
+        return power_code(self.element(base, i, j), power, self.number)
 
     def _element_Apply(self, node, i, j):
         function, argument = FUNCTIONS[node.function], self.element(node.argument, i, j)
