@@ -111,7 +111,7 @@ def load(path: str | os.PathLike, into: Model | None = None, classes: Iterable[t
     if into is None:
         try:
             return Builder(arrays, params, path, allowed).model(description["model"])
-        except (KeyError, TypeError, AttributeError) as error:
+        except (KeyError, TypeError, AttributeError, RecursionError) as error:  # a model containing itself: recursion
             raise ValueError(f"flux.load: {path} has a malformed model description ({error!r})") from None
     if not isinstance(into, Model):
         raise TypeError(f"flux.load: into= must be a flux.Model, got {type(into).__name__}")
@@ -130,6 +130,12 @@ def load(path: str | os.PathLike, into: Model | None = None, classes: Iterable[t
     extra = [name for name in params if name not in target]
     if extra:
         raise ValueError(f"flux.load: {path} has a parameter {extra[0]!r} that {model_name} does not have")
+    shared: dict[int, str] = {}  # a layer used twice (Chain(l, l)) is one array under two names
+    for name, p in target.items():
+        first = shared.setdefault(id(p), name)
+        if not np.array_equal(params[first], params[name], equal_nan=True):
+            raise ValueError(f"flux.load: {model_name}'s parameters {first!r} and {name!r} are one array (a layer used "
+                             f"twice) but {path} holds different values for them")
     for name, p in target.items():
         np.copyto(p, params[name])
     _reset_runtime(into)

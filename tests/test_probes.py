@@ -157,3 +157,28 @@ def test_powers_of_token_matrices_give_numpys_values_at_zero_and_infinity():
     with np.errstate(all="ignore"):
         np.testing.assert_array_equal(model(X), X ** -2.0 + np.sqrt(X))
         np.testing.assert_array_equal(model.back(np.ones_like(X)), -2 * X ** -3.0 + 0.5 / np.sqrt(X))
+
+
+def test_loading_different_values_into_a_layer_used_twice_is_refused(tmp_path):
+    """Bug: `flux.load(file, into=Chain(l, l))` with a file of two different layers copied "0.W" and then "1.W" into
+    the one array, silently dropping the file's first layer."""
+    layer = flux.Dense(3, 3, rng=1, dtype=F64)
+    tied = flux.Chain(layer, layer)
+    before = {k: v.copy() for k, v in tied.params.items()}
+    path = tmp_path / "untied.npz"
+    flux.save(flux.Chain(flux.Dense(3, 3, rng=2, dtype=F64), flux.Dense(3, 3, rng=3, dtype=F64)), path)
+    with pytest.raises(ValueError, match="'0.W' and '1.W' are one array"):
+        flux.load(path, into=tied)
+    for name, value in tied.params.items():
+        np.testing.assert_array_equal(value, before[name])
+    flux.save(flux.Chain(layer, layer), path)  # a tied file loads into a tied model
+    assert flux.load(path, into=tied) is tied
+
+
+def test_a_model_file_whose_model_contains_itself_is_a_value_error(tmp_path):
+    """A crafted cycle (a Chain among its own layers) raised RecursionError out of flux.load."""
+    path = tmp_path / "cycle.npz"
+    flux.save(flux.Chain(flux.Dense(3, 3, rng=1, dtype=F64)), path)
+    rewrite_description(path, lambda d: d["model"]["attributes"]["layers"].append({"$model": {"$ref": 0}}))
+    with pytest.raises(ValueError, match="malformed model description"):
+        flux.load(path)
