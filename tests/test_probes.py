@@ -182,3 +182,26 @@ def test_a_model_file_whose_model_contains_itself_is_a_value_error(tmp_path):
     rewrite_description(path, lambda d: d["model"]["attributes"]["layers"].append({"$model": {"$ref": 0}}))
     with pytest.raises(ValueError, match="malformed model description"):
         flux.load(path)
+
+
+# ---- a per-sample scalar times a product that is one --------------------------------------------------------------
+
+
+class ScaledQuadraticForm(flux.Model):
+    """y = Σ(x)·(xᵀ·W·x) + (xᵀ·x)·Σ(x)·x."""
+    W = flux.param("n", "n")
+
+    def forward(self, x):
+        return flux.total(x) * (x.T * self.W * x) + (x.T * x) * flux.total(x) * x
+
+
+def test_a_per_sample_scalar_times_a_quadratic_form_compiles_on_numba_and_is_right():
+    """Bug: Σ(x)·(xᵀ·W·x) ran on the NumPy tier but the numba tier refused it ("a per-sample matrix product is not
+    supported: total(x) * x.T*(W*x)"), at the first call: the results depended on the tier."""
+    rng = np.random.default_rng(4)
+    model = ScaledQuadraticForm(W=rng.standard_normal((3, 3)), dtype=F64)
+    x = rng.standard_normal((4, 3))
+    W, s = model.params["W"], x.sum(axis=1, keepdims=True)
+    expected = s * np.einsum("ni,ij,nj->n", x, W, x)[:, None] + (x * x).sum(axis=1, keepdims=True) * s * x
+    np.testing.assert_allclose(model(x), expected, rtol=1e-12)
+    assert flux.gradcheck(model, x) < 1e-6

@@ -9,7 +9,7 @@ import sympy
 from sympy import MatMul, Transpose, ZeroMatrix
 from sympy.matrices.expressions.matexpr import MatrixExpr
 
-from .forms import INDENT, CodegenError, describe, form
+from .forms import INDENT, CodegenError, describe, form, is_scalar
 
 
 class Statements:
@@ -17,7 +17,9 @@ class Statements:
 
     def _statement_MatMul(self, node):
         coefficient, factors = node.as_coeff_matrices()
-        factors = [f for f in factors]
+        if any(is_scalar(f) for f in factors):  # s·(xᵀ·W·x): the product of the rest, then s times it in a loop
+            product = MatMul(*[f for f in factors if not is_scalar(f)])
+            return self.array(MatMul(coefficient, *[f for f in factors if is_scalar(f)], product))
         if self.batched(factors[-1]) and form(factors[-1]) == "col":
             product = factors[-1]
             code = self.array(product)
