@@ -205,3 +205,22 @@ def test_a_per_sample_scalar_times_a_quadratic_form_compiles_on_numba_and_is_rig
     expected = s * np.einsum("ni,ij,nj->n", x, W, x)[:, None] + (x * x).sum(axis=1, keepdims=True) * s * x
     np.testing.assert_allclose(model(x), expected, rtol=1e-12)
     assert flux.gradcheck(model, x) < 1e-6
+
+
+# ---- the maths as shown -----------------------------------------------------------------------------------------
+
+
+class CubedMean(flux.Model):
+    def forward(self, x):
+        return flux.hadamard_power(flux.mean(x), 3)
+
+
+def test_a_power_of_a_size_reads_as_a_power():
+    """Bug: ((1/n)·Σx)³ read "(n_x··(−3))·Σ(x)³" and its gradient "(3/n_x··3)·…": SymPy's n**(-3) with every * made
+    a ·. Its value and gradient are checked against NumPy and finite differences too."""
+    text = str(CubedMean.derivation)
+    assert "··" not in text and "**" not in text
+    assert "(1/n_x³)·Σ(x)³" in text and "(3/n_x³)" in text
+    x = np.random.default_rng(5).standard_normal((3, 4))
+    np.testing.assert_allclose(CubedMean(dtype=F64)(x), x.mean(axis=1, keepdims=True) ** 3, rtol=1e-12)
+    assert flux.gradcheck(CubedMean(dtype=F64), x) < 1e-6

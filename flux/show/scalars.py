@@ -48,6 +48,8 @@ def scalar_text(value: Any) -> str:
     """A SymPy scalar as text, its floats short and its roots and π as symbols: 2/n, 1e-5*n, 2/√π."""
     from sympy.printing.str import StrPrinter
 
+    from .names import SUPERSCRIPTS
+
     class ShortFloats(StrPrinter):
         def _print_Float(self, expr):
             return float_text(expr)
@@ -58,7 +60,10 @@ def scalar_text(value: Any) -> str:
         def _print_Pow(self, expr, rational=False):
             if expr.exp == 1 / 2 and expr.base.is_Atom:  # √2, √π
                 return "√" + self._print(expr.base)
-            return super()._print_Pow(expr, rational)
+            if expr.exp.is_Integer and expr.base.is_Atom:  # n³, 1/n³ (never Python's n**(-3))
+                exponent = "" if abs(expr.exp) == 1 else str(abs(expr.exp)).translate(SUPERSCRIPTS)
+                return self._print(expr.base) + exponent if expr.exp > 0 else f"1/{self._print(expr.base)}{exponent}"
+            return super()._print_Pow(expr, rational).replace("**", "^")
 
     return ShortFloats().doprint(value)
 
