@@ -31,8 +31,13 @@ class Parameters(dict):
             if array.shape != target.shape:
                 raise ValueError(f"{self.model_name}: parameter {name} has shape {target.shape}, got {array.shape}; "
                                  "assigning into params copies values and cannot change a shape (build a new model)")
-            checked.append((target, to_dtype(self.model_name, name, array, target.dtype, "parameter")))
-        for target, array in checked:
+            checked.append((target, to_dtype(self.model_name, name, array, target.dtype, "parameter"), name))
+        for target, array, name in checked:  # a layer used twice: one array under two names, given one value
+            first = next(c for c in checked if c[0] is target)
+            if not np.array_equal(first[1], array, equal_nan=True):
+                raise ValueError(f"{self.model_name}: parameters {first[2]!r} and {name!r} are one array (a layer "
+                                 "used twice); they cannot be given different values")
+        for target, array, _ in checked:
             np.copyto(target, array)
 
     def _refuse(self, *args: Any, **kwargs: Any):

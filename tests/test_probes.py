@@ -224,3 +224,15 @@ def test_a_power_of_a_size_reads_as_a_power():
     x = np.random.default_rng(5).standard_normal((3, 4))
     np.testing.assert_allclose(CubedMean(dtype=F64)(x), x.mean(axis=1, keepdims=True) ** 3, rtol=1e-12)
     assert flux.gradcheck(CubedMean(dtype=F64), x) < 1e-6
+
+
+def test_assigning_different_values_to_a_layer_used_twice_is_refused():
+    """Bug: `Chain(l, l).params.update({"0.W": A, "1.W": B})` silently kept B, the last."""
+    layer = flux.Dense(2, 2, rng=1, dtype=F64)
+    tied = flux.Chain(layer, layer)
+    before = layer.params["W"].copy()
+    with pytest.raises(ValueError, match="'0.W' and '1.W' are one array"):
+        tied.params.update({"0.W": np.zeros((2, 2)), "1.W": np.ones((2, 2))})
+    np.testing.assert_array_equal(layer.params["W"], before)
+    tied.params.update({"0.W": np.ones((2, 2)), "1.W": np.ones((2, 2))})
+    np.testing.assert_array_equal(layer.params["W"], np.ones((2, 2)))
