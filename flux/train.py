@@ -195,11 +195,13 @@ def evaluate(model, loss, data: tuple[np.ndarray, np.ndarray], *, batch_size: in
     from .layers.dropout import draws_masks
 
     if draws_masks(model):
+        modes = _modes(model)
         try:
             return evaluate(model.eval(), loss, data, batch_size=batch_size, metrics=metrics,
                             include_loss=include_loss, last=last)
         finally:
-            model.train()
+            for sub, mode in modes:  # parents first: each model gets back exactly its own mode (mixed modes too)
+                sub.train(mode)
     X, Y = _training_arrays(data, "data")
     functions = metrics if isinstance(metrics, dict) else _metric_functions(metrics)
     if include_loss:
@@ -215,6 +217,14 @@ def evaluate(model, loss, data: tuple[np.ndarray, np.ndarray], *, batch_size: in
         for name, function in functions.items():
             totals[name] += float(function(y, t)) * len(x)
     return {name: total / len(X) for name, total in totals.items()}
+
+
+def _modes(model) -> list:
+    """(model, training) for the model and every sub-model, parents before their sub-models."""
+    found = [(model, model.training)]
+    for _, sub in model.named_submodels():
+        found += _modes(sub)
+    return found
 
 
 def accuracy(y: np.ndarray, t: np.ndarray) -> float:

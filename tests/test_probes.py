@@ -9,6 +9,7 @@ import pytest
 
 import flux
 from flux import tanh
+from flux.train import evaluate
 
 F64 = np.float64
 
@@ -236,3 +237,18 @@ def test_assigning_different_values_to_a_layer_used_twice_is_refused():
     np.testing.assert_array_equal(layer.params["W"], before)
     tied.params.update({"0.W": np.ones((2, 2)), "1.W": np.ones((2, 2))})
     np.testing.assert_array_equal(layer.params["W"], np.ones((2, 2)))
+
+
+# ---- training leaves every mode as it found it ----------------------------------------------------------------------
+
+
+def test_evaluate_restores_mixed_train_and_eval_modes():
+    """Bug: flux.train.evaluate (and so flux.train's loss, metrics and val_loss) evaluated a model holding a training
+    Dropout in evaluation mode, then called model.train(): a Dropout the user had put in evaluation mode came back
+    dropping."""
+    kept_off = flux.Dropout(0.5, rng=1).eval()
+    model = flux.Chain(flux.Dense(3, 3, tanh, rng=1, dtype=F64), flux.Dropout(0.5, rng=0),
+                       flux.Dense(3, 3, rng=2, dtype=F64), kept_off)
+    data = (np.ones((4, 3)), np.zeros((4, 3)))
+    evaluate(model, flux.mse, data)
+    assert model.training and model.layers[1].training and not kept_off.training
