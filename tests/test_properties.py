@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 import sympy
-from hypothesis import HealthCheck, Phase, given, seed, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 import flux
@@ -32,10 +32,6 @@ LONG = os.environ.get("FLUX_LONG_TESTS") == "1"
 CI_SETTINGS = settings(max_examples=15, derandomize=True, deadline=None, database=None, print_blob=True,
                        phases=[Phase.explicit, Phase.generate],
                        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-# A fixed seed (with derandomize=True, CI always runs the same examples) shared with tests/test_tiers.py, which
-# draws the first of the same examples: its numba kernels are the ones compiled here (the two files run on one xdist
-# worker, this one first: tests/conftest.py).
-DRAWS_SEED = 15
 LONG_SETTINGS = settings(max_examples=300, deadline=None, print_blob=True,
                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
@@ -428,7 +424,6 @@ def check_recurrent(example):
 
 
 @CI_SETTINGS
-@seed(DRAWS_SEED)
 @given(feedforward_models())
 def test_random_layers_have_correct_gradients(example):
     check_feedforward(example)
@@ -457,7 +452,6 @@ def test_each_per_sample_scalar_has_correct_gradients(how):
 # was not passed to the projection's backward, and a cell with nothing to hoist lacked its projection fields.
 # Recurrent cells compile five kernels each, so CI draws fewer of them.
 @settings(CI_SETTINGS, max_examples=10)
-@seed(DRAWS_SEED)
 @given(recurrent_models())
 def test_random_recurrent_cells_have_correct_gradients(example):
     check_recurrent(example)
