@@ -15,8 +15,8 @@ from flux import cache, pipeline  # noqa: E402  (after the cache directory is ch
 # pytest-xdist (`-n auto`, pyproject.toml) hands out whole test files, each to one worker (`pytest_xdist_make_scheduler`
 # below), so two workers never compile one file's models at the same time: the second would compile them again
 # rather than wait for the disk cache. Files whose tests build the same models form one unit: test_tiers.py replays
-# test_properties.py's first feed-forward draws, after it. The longest units start first, so the run does not end with one worker busy on a
-# long file while the other waits (the order of their durations from an empty cache).
+# test_properties.py's first feed-forward draws, after it. The longest units start first, so the run does not end
+# with one worker busy on a long file while the other waits (the order of their durations from an empty cache).
 SHARED_UNITS = {"test_tiers": "test_properties"}
 LONGEST_FIRST = ("test_properties", "test_recurrent_step", "test_attention", "test_notebooks", "test_recurrence",
                  "test_properties_tokens", "test_trust_edges", "test_distributed", "test_step")
