@@ -57,7 +57,8 @@ def rule_kernel_source(rules, optimiser_name: str, name: str = "update") -> str:
 
 def update_arguments(rules) -> list[str]:
     """θ_, g_, one array per state, step_count, one number per hyper-parameter."""
-    return ["θ_", "g_"] + [f"{s}_" for s in rules.state] + ["step_count"] + [f"hyper_{h}" for h in rules.hyperparameters]
+    hyper = [f"hyper_{h}" for h in rules.hyperparameters]
+    return ["θ_", "g_"] + [f"{s}_" for s in rules.state] + ["step_count"] + hyper
 
 
 def rule_summary(rules) -> str:
