@@ -46,7 +46,8 @@ _generator_hash: str | None = None
 # Everything whose source decides what a generated module says: these packages (every file in them) and modules
 # (cache.py: the seal written into every module).
 GENERATOR_PACKAGES = ("maths", "trace", "derive", "generate", "show")
-GENERATOR_MODULES = ("pipeline", "fastmath", "products", "small_products", "blas", "step", "optimisers", "cache")
+GENERATOR_MODULES = ("pipeline", "fastmath", "products", "small_products", "optimiser_updates", "blas", "step",
+                     "optimisers", "cache")
 SEAL = "# flux-text-sha256: "
 # the first and last lines of every generated module (flux/generate/module.py writes them; cache.py checks them)
 KEY_LINE = "# flux-module-key: "

@@ -285,6 +285,9 @@ class Adam(Optimiser):
         return {"m": m, "v": v, "θ": θ - lr * m_hat / (sqrt(v_hat) + eps)}
 
 
+BUILT_IN = (SGD, Momentum, Nesterov, RMSProp, Adam)  # their kernels ship compiled once: flux/optimiser_updates.py
+
+
 # ---- from the rule to data and to a NumPy function (computed once per class) ------------------------------------
 
 _RULES: dict[type, UpdateRules] = {}

@@ -24,6 +24,10 @@ JIT = '@njit(cache=True, nogil=True, error_model="numpy")'
 FASTMATH = ("all_finite", "fast_exp", "fast_sigmoid", "fast_tanh")
 PRODUCTS = ("dot", "dot_into", "add_into", "copy_into")
 SMALL_PRODUCTS = ("step_product",)  # from flux.small_products: a recurrent cell's per-step products
+# from flux.optimiser_updates: the built-in optimisers' rules, called by a fused step's `update`
+OPTIMISER_UPDATES = ("sgd_update", "momentum_update", "nesterov_update", "rmsprop_update", "adam_update")
+HELPER_MODULES = (("fastmath", FASTMATH), ("products", PRODUCTS), ("small_products", SMALL_PRODUCTS),
+                  ("optimiser_updates", OPTIMISER_UPDATES))
 
 
 def module_source(key: str, docstring: str, dtype, *, metadata: dict | None = None, helpers: list[str] = (),
@@ -42,8 +46,6 @@ def imports_for(code: str) -> str:
     """The import lines the printed `code` needs (and `real = np.<dtype>` always needs NumPy)."""
     standard = ["import math"] if re.search(r"(?<![\w.])math\.", code) else []
     third_party = ["import numpy as np"] + (["from numba import njit"] if re.search(r"\bnjit\b", code) else [])
-    flux = [f"from flux.{module} import {', '.join(used)}" for module, names in (("fastmath", FASTMATH),
-                                                                                 ("products", PRODUCTS),
-                                                                                 ("small_products", SMALL_PRODUCTS))
+    flux = [f"from flux.{module} import {', '.join(used)}" for module, names in HELPER_MODULES
             if (used := [name for name in names if re.search(rf"(?<![\w.]){name}\(", code)])]
     return "\n\n".join("\n".join(group) for group in (standard, third_party, flux) if group)

@@ -5,7 +5,8 @@
 The objective ℓ(f(x), t) is one derivation; its loss is the batch mean (scale = 1/N per sample) and each gradient is
 Σₙ ∂ℓₙ/∂θ written into g. Before any parameter changes the kernel checks that the loss and every gradient are
 finite (status −1: the loss, k: gradient k; −2: all finite, updated). The optimiser's rule (SymPy maths from
-`Optimiser.rules()`, e.g. θ ← θ − η g) is printed into `update`, applied to every entry of each flattened θ.
+`Optimiser.rules()`, e.g. θ ← θ − η g) is `update`, applied to every entry of each flattened θ: a call of the
+built-in optimiser's kernel shipped compiled in flux/optimiser_updates.py, or the rule printed into the module.
 """
 from __future__ import annotations
 
