@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from numba.extending import overload
 
 from .small_products import blas_limit
 
@@ -27,20 +28,51 @@ SHORTEST_BLOCK = 64  # rows of X per block: fewer and the blocks' calls cost mor
 @njit(**KERNEL)
 def dot(a, b):
     """A·B through BLAS."""
-    if long_product_block(a, b) > 0:
-        out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
-        long_product_into(a, b, out)
-        return out
-    return np.dot(a, b)
+    return product(a, b)
 
 
 @njit(**KERNEL)
 def dot_into(a, b, out):
     """out ← A·B (out C-contiguous, of A·B's shape and dtype)."""
-    if long_product_block(a, b) > 0:
-        long_product_into(a, b, out)
-    else:
-        np.dot(a, b, out)
+    product_into(a, b, out)
+
+
+def product(a, b):
+    """A·B: np.dot, or for a long Σ-product of matrices (`long_product_block`) its row blocks summed."""
+    return np.dot(a, b)
+
+
+def product_into(a, b, out):
+    """out ← A·B as `product` computes it."""
+    np.dot(a, b, out)
+
+
+@overload(product)
+def product_implementation(a, b):
+    if a.ndim != 2 or b.ndim != 2:  # a vector: one np.dot (chosen when the types are known, at compile time)
+        return lambda a, b: np.dot(a, b)
+
+    def matrices(a, b):
+        out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
+        if long_product_block(a, b) > 0:
+            long_product_into(a, b, out)
+        else:
+            np.dot(a, b, out)
+        return out
+    return matrices
+
+
+@overload(product_into)
+def product_into_implementation(a, b, out):
+    if a.ndim != 2 or b.ndim != 2:
+        return lambda a, b, out: np.dot(a, b, out)
+
+    def matrices(a, b, out):
+        if long_product_block(a, b) > 0:
+            long_product_into(a, b, out)
+        else:
+            np.dot(a, b, out)
+    return matrices
 
 
 @njit(**KERNEL)
