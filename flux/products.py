@@ -2,6 +2,8 @@
 
     dot(A, B)            = A·B             (np.dot: BLAS)
     dot_into(A, B, C)    : C ← A·B         (np.dot's out= form: no temporary)
+    Σ-products AᵀB over a long batch (A = Xᵀ, X (K, M) with K ≫ M·N): in row blocks of X small enough for
+    OpenBLAS's small-matrix path, summed (see `long_product_block`)
     add_into(C, V, c)    : C ← C + c·V     entry by entry (C contiguous, V of the same size)
     copy_into(C, V)      : C ← V           entry by entry
 
@@ -15,20 +17,94 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from numba.extending import overload
+
+from .small_products import blas_limit
 
 KERNEL = dict(cache=True, nogil=True, error_model="numpy")
+SHORTEST_BLOCK = 64  # rows of X per block: fewer and the blocks' calls cost more than packing saves
 
 
 @njit(**KERNEL)
 def dot(a, b):
     """A·B through BLAS."""
-    return np.dot(a, b)
+    return product(a, b)
 
 
 @njit(**KERNEL)
 def dot_into(a, b, out):
     """out ← A·B (out C-contiguous, of A·B's shape and dtype)."""
+    product_into(a, b, out)
+
+
+def product(a, b):
+    """A·B: np.dot, or for a long Σ-product of matrices (`long_product_block`) its row blocks summed."""
+    return np.dot(a, b)
+
+
+def product_into(a, b, out):
+    """out ← A·B as `product` computes it."""
     np.dot(a, b, out)
+
+
+@overload(product)
+def product_implementation(a, b):
+    if a.ndim != 2 or b.ndim != 2:  # a vector: one np.dot (chosen when the types are known, at compile time)
+        return lambda a, b: np.dot(a, b)
+
+    def matrices(a, b):
+        out = np.empty((a.shape[0], b.shape[1]), dtype=a.dtype)
+        if long_product_block(a, b) > 0:
+            long_product_into(a, b, out)
+        else:
+            np.dot(a, b, out)
+        return out
+    return matrices
+
+
+@overload(product_into)
+def product_into_implementation(a, b, out):
+    if a.ndim != 2 or b.ndim != 2:
+        return lambda a, b, out: np.dot(a, b, out)
+
+    def matrices(a, b, out):
+        if long_product_block(a, b) > 0:
+            long_product_into(a, b, out)
+        else:
+            np.dot(a, b, out)
+    return matrices
+
+
+@njit(**KERNEL)
+def long_product_block(a, b):
+    """For A = Xᵀ (a transposed view of a C-contiguous X (K, M)) times B (K, N) C-contiguous, with K·M·N above
+    OpenBLAS's small-matrix limit (`flux.small_products.blas_limit`): the rows of X per block that keep each block
+    under it (≥ SHORTEST_BLOCK); otherwise 0 (one np.dot). A Σₙ gradient δᵀX over T·N rows is this shape: packed
+    as one GEMM it ran at half the speed of its blocks (64×800·800×64: 55 µs, in 4 blocks 32 µs; 64×800·800×32:
+    33 → 16 µs on SkylakeX)."""
+    if not (a.T.flags.c_contiguous and b.flags.c_contiguous):
+        return 0
+    M, K, N = a.shape[0], a.shape[1], b.shape[1]
+    limit = blas_limit()
+    if M * N * K <= limit:
+        return 0
+    rows = limit // max(M * N, 1)
+    return rows if rows >= SHORTEST_BLOCK else 0
+
+
+@njit(**KERNEL)
+def long_product_into(a, b, out):
+    """out ← Xᵀ·B (a = Xᵀ) as Σ over row blocks of X and B, each one small-matrix GEMM."""
+    x, rows = a.T, long_product_block(a, b)
+    K = x.shape[0]
+    np.dot(x[0:rows].T, b[0:rows], out)
+    block = np.empty_like(out)
+    flat, added = out.reshape(-1), block.reshape(-1)
+    for start in range(rows, K, rows):
+        stop = min(start + rows, K)
+        np.dot(x[start:stop].T, b[start:stop], block)
+        for i in range(flat.size):
+            flat[i] += added[i]
 
 
 @njit(**KERNEL)

@@ -1,8 +1,9 @@
 """The small product of one time step in a recurrent cell: a state batch times a parameter matrix.
 
     step_product(a, b) = a·b,   a (N, K) the batch (h_{t−1}, or a δ in BPTT),  b (K, M) a parameter (Uᵀ or U)
+    step_product_into(a, b, out): out ← a·b, into the caller's (N, M) buffer (no allocation: the time loop's form)
 
-Generated cell kernels call this instead of `np.dot` for their per-step products (`h·Uᵀ` forward, `δ·U` back);
+Generated cell kernels call `step_product_into` instead of `np.dot` for their per-step products (`h·Uᵀ` forward, `δ·U` back);
 the whole-sequence GEMMs (input projections, Σₜ parameter gradients) stay with `np.dot`. It picks, by size:
 
 - N·K·M ≤ the limit: `np.dot`. OpenBLAS kernels with a small-matrix path (SkylakeX, picked on this machine when
@@ -61,6 +62,19 @@ def step_product(a, b):
     out = np.zeros((a.shape[0], b.shape[1]), dtype=a.dtype)
     blocked_product_into(out, a, b)
     return out
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def step_product_into(a, b, out):
+    """out ← a·b for a per-step (N, K) batch and a (K, M) parameter, out C-contiguous (N, M): np.dot's out= form
+    when small, else the blocked loop."""
+    if a.shape[0] * a.shape[1] * b.shape[1] <= blas_limit():
+        np.dot(a, b, out)
+        return
+    flat = out.reshape(-1)
+    for i in range(flat.size):
+        flat[i] = 0
+    blocked_product_into(out, a, b)
 
 
 @njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})

@@ -171,7 +171,9 @@ class RecurrentTrainStep(TrainStep):
         x = as_sequence_array(model, "x", x, sizes[0])
         batch, steps = x.shape[:2]
         target = self._target(target, batch, steps, self.module.output_size(*params)[0])
-        time_major = [np.ascontiguousarray(a.transpose(1, 0, 2)) for a in (x, target)]
+        # batch-first (N, T, ·) into the kernel, which copies them into its time-major buffers; C-contiguous, so
+        # one compiled signature serves every call (a broadcast target of last=True is made whole here)
+        x, target = (a if a.flags.c_contiguous else np.ascontiguousarray(a) for a in (x, target))
         scale = self._scale_for(steps, batch)
         initials, initial_gradients, spare_states = self._initials(params, x.shape[2], target.shape[2])
         targets, gradients = params + initials, gradients + initial_gradients
@@ -187,9 +189,9 @@ class RecurrentTrainStep(TrainStep):
             kernel_targets = targets
         real = model.dtype.type
         hyper = [real(getattr(optimiser, h)) for h in optimiser.defaults]
-        buffers = self._workspace(time_major, params, initials)
+        buffers = self._workspace(x, target, params, initials)
         with single_threaded_blas():  # the time loop's products are small: a second BLAS thread only waits
-            value, status = self.kernel(*time_major, scale, *kernel_targets, self.learnable, *gradients, *states,
+            value, status = self.kernel(x, target, scale, *kernel_targets, self.learnable, *gradients, *states,
                                         real(optimiser.step_count + 1), *hyper, *buffers)
         return self._finish(value, status, targets, gradients, tied)
 
@@ -222,22 +224,24 @@ class RecurrentTrainStep(TrainStep):
                      for s, d in zip(self.module.state_sizes(*params), metadata["state_dims"])]
             zeros = [np.zeros(s, dtype=self.model.dtype) for s in sizes]
             spare = [np.zeros_like(p) for p in params + zeros for _ in self.optimiser.state_names]
-            self._initial_cache[key] = (zeros, [np.zeros_like(z) for z in zeros], spare)
-        zeros, gradients, spare = self._initial_cache[key]
-        named = self.model.params
-        initials = [named[n] if learnable else zero for n, learnable, zero in zip(self.initial_names, self.learnable,
-                                                                                   zeros)]
-        return initials, gradients, spare
+            named = self.model.params  # cleared with the parameters' generation (`_prepare`): read once
+            initials = [named[n] if learnable else zero
+                        for n, learnable, zero in zip(self.initial_names, self.learnable, zeros)]
+            self._initial_cache[key] = (initials, [np.zeros_like(z) for z in zeros], spare)
+        return self._initial_cache[key]
 
-    def _workspace(self, time_major: list, params: list, initials: list) -> tuple:
-        """The kernel's buffers for the whole sequence (states, kept values, per-step δs): allocated once per
-        (T, N, sizes) and reused by every call — fresh multi-megabyte arrays each step cost more than the maths."""
-        key = tuple(a.shape for a in time_major)
-        if key not in self._buffers:
-            steps, batch = time_major[0].shape[:2]
-            self._buffers[key] = self.module.workspace_buffers(steps, batch, time_major[0],
-                                                               *(h.reshape(1, -1) for h in initials), *params)
-        return self._buffers[key]
+    def _workspace(self, x: np.ndarray, target: np.ndarray, params: list, initials: list) -> tuple:
+        """The kernel's buffers for the whole sequence (x and the targets time-major, states, kept values, per-step
+        δs, the cell kernels' work buffers): allocated once per (N, T, sizes) and reused by every call — fresh
+        multi-megabyte arrays each step cost more than the maths."""
+        key = (x.shape, target.shape)
+        buffers = self._buffers.get(key)
+        if buffers is None:
+            (batch, steps), dtype = x.shape[:2], self.model.dtype
+            time_major = [np.empty((steps, batch, a.shape[2]), dtype=dtype) for a in (x, target)]
+            buffers = self._buffers[key] = (*time_major, *self.module.workspace_buffers(
+                steps, batch, time_major[0], *(h.reshape(1, -1) for h in initials), *params))
+        return buffers
 
     def _target(self, target: Any, batch: int, steps: int, size: int | None) -> np.ndarray:
         """The targets as (N, T, out): every step's, or the last step's (N, out) repeated (weighed 0 but at T−1)."""

@@ -99,9 +99,9 @@ def test_a_readout_of_both_states_and_the_input_gradchecks(steps):
 def test_only_the_state_update_runs_inside_the_time_loop():
     module = recurrent().kernels.module
     step = inspect.getsource(module.cell_forward.py_func) + inspect.getsource(module.cell_backward.py_func)
-    products = [line for line in step.splitlines() if "step_product(" in line]  # flux.small_products
+    products = [line for line in step.splitlines() if "step_product_into(" in line]  # flux.small_products
     assert products and not any("Why" in line for line in products)  # the readout's GEMM is not per step
-    assert any("Whh_T)" in line for line in products)  # the loop's GEMM reads a contiguous Whhᵀ
+    assert any("Whh_T, " in line for line in products)  # the loop's GEMM reads a contiguous Whhᵀ
     readout = inspect.getsource(module.readout.py_func)
     assert "dot(hidden_t, Why.T)" in readout  # y_t from every h_t at once
 

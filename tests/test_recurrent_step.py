@@ -186,3 +186,30 @@ def test_train_with_targets_for_the_last_step():
     value = separate_step(reference, flux.mse, flux.SGD(0.1), xs, targets, last=True)
     assert history["loss"] == pytest.approx([value], rel=1e-12)
     assert history["val_loss"] == pytest.approx([flux.mse(reference(xs)[:, -1], targets)], rel=1e-12)
+
+
+def numba_allocations(call) -> int:
+    """How many arrays numba's runtime allocates during `call()` (its allocation statistics, switched on here)."""
+    from numba.core.runtime import _nrt_python
+
+    _nrt_python.memsys_enable_stats()
+    before = _nrt_python.memsys_get_stats_alloc()
+    call()
+    return _nrt_python.memsys_get_stats_alloc() - before
+
+
+@pytest.mark.parametrize("name", ["recurrent", "lstm", "gru"])
+def test_no_allocation_inside_the_time_loop(name):
+    """The fused step allocates as much for 3 steps as for 9 (the time loops write into the workspace and the cell
+    kernels' work buffers), and reuses one workspace per shape across calls."""
+    model = MODELS[name]()
+    step = flux.compile_step(model, flux.mse, flux.SGD(0.01))
+    out = model(rng.standard_normal((N, 1, X))).shape[2]
+    counts = []
+    for steps in (3, 9):
+        xs, targets = rng.standard_normal((N, steps, X)), rng.standard_normal((N, steps, out))
+        step(xs, targets)  # compiled, and the workspace for this shape made
+        workspace = step._buffers[xs.shape, targets.shape]
+        counts.append(numba_allocations(lambda: step(xs, targets)))
+        assert step._buffers[xs.shape, targets.shape] is workspace
+    assert counts[0] == counts[1], f"{name}: {counts[0]} allocations for 3 steps, {counts[1]} for 9"

@@ -26,3 +26,21 @@ def test_step_product_matches_numpy_on_both_sides_of_the_blas_limit(k, limit, mo
     np.testing.assert_allclose(step_product(a, b), a @ b, rtol=1e-12, atol=1e-12)
     transposed = np.ascontiguousarray(b.T).T  # a strided view reads the same
     np.testing.assert_allclose(step_product(a, transposed), a @ transposed, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("limit", [0, 10**6])  # one GEMM for every size; row blocks over 10⁶ multiply-adds
+@pytest.mark.parametrize("rows, m, n", [(800, 64, 64), (801, 64, 32), (300, 8, 8), (800, 256, 256)])
+def test_a_sum_over_a_long_batch_is_a_product_in_row_blocks_or_whole(rows, m, n, limit, monkeypatch):
+    """δᵀX over T·N rows (the Σₙ of a parameter gradient): blocks under the small-matrix limit, summed, or one
+    np.dot; the same product either way, by `dot` and `dot_into`."""
+    from flux.products import dot, dot_into, long_product_block
+
+    monkeypatch.setattr(_limit, "value", limit)
+    δ, x = rng.standard_normal((rows, m)).astype(np.float32), rng.standard_normal((rows, n)).astype(np.float32)
+    expected = δ.T.astype(np.float64) @ x
+    blocked = long_product_block(δ.T, x)
+    assert (blocked > 0) == (limit > 0 and rows * m * n > limit and limit // (m * n) >= 64)
+    out = np.empty((m, n), dtype=np.float32)
+    dot_into(δ.T, x, out)
+    for product in (dot(δ.T, x), out):
+        np.testing.assert_allclose(product, expected, rtol=1e-4, atol=1e-3)

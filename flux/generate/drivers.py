@@ -11,6 +11,7 @@ arguments and buffers), and returns text: nothing here writes into the plan.
 from __future__ import annotations
 
 from .sizes import dimension_code, size_codes
+from .step_writer import BATCH
 
 DRIVER_INDENT = "    "
 
@@ -50,11 +51,15 @@ def forward_driver(plan, workspace: bool = False) -> str:
         lines.append(f"{I}copy_into({state}_seq[0], {state}_initial)")  # no array statement: see flux.products
     for name, dim in zip(plan.kept, plan.kept_dims) if not workspace else ():
         lines.append(f"{I}{name}_seq = np.empty((T, N, {dimension_code(dim, sources)}), dtype=real)")
+    work = work_buffers("forward", plan.forward_work)
+    if not workspace:  # made once per call, reused at every t
+        lines += [f"{I}{name} = {allocation}" for name, allocation in zip(work, work_allocations(plan.forward_work,
+                                                                                                   sources))]
     cell_arguments = [f"{name}_seq[t]" for name in plan.cell_inputs]  # a state's [t] is h_{t−1}
     lines.append(f"{I}for t in range(T):")
     parameters = ", ".join([a.name for a in plan.params] + [copy.name for copy in plan.transposed.values()])
     lines.append(f"{I * 2}cell_forward({', '.join(cell_arguments)}, {parameters}, "
-                 f"{', '.join(plan.cell_forward_destinations)})")
+                 f"{', '.join(plan.cell_forward_destinations + work)})")
     readout = plan.readout
     made = readout.outputs + readout.kept
     lines.append(f"{I}{', '.join(made)}{',' if len(made) == 1 else ''} = "
@@ -94,9 +99,11 @@ def backward_driver(plan, workspace: bool = False) -> str:
              f'deferred parameter gradients."""',
              f"{I}T = {plan.inputs[0].name}_seq.shape[0]",
              f"{I}N = {plan.inputs[0].name}_seq.shape[1]"]
-    for state, delta in zip(plan.states, state_deltas):
-        lines.append(f"{I}{delta} = np.zeros(({state}_seq.shape[1], {state}_seq.shape[2]), dtype=real)" if workspace
-                     else f"{I}{delta} = {delta}_last.copy()")
+    for delta in state_deltas:  # Δh after the last step; cell_backward writes Δh_{t−1} into the spare, then they swap
+        if workspace:
+            lines += zero_lines(delta, I)
+        else:
+            lines += [f"{I}{delta} = {delta}_last.copy()", f"{I}{delta}_spare = np.empty_like({delta})"]
     # the readout's VJP: ∂L/∂x, and the ∂L/∂h_{t−1}, ∂L/∂h_t that the loop adds to the Δh it carries
     readout, n_in, n_states = plan.readout, len(plan.inputs), len(plan.states)
     d_y = [f"rows({d}_seq)" for d in output_deltas]
@@ -119,23 +126,25 @@ def backward_driver(plan, workspace: bool = False) -> str:
     sources = size_sources(plan, in_forward=False)
     for name, dim in plan.factors if not workspace else ():
         lines.append(f"{I}{name}_seq = np.empty((T, N, {dimension_code(dim, sources)}), dtype=real)")
+    work = work_buffers("backward", plan.backward_work)
+    if not workspace:  # made once per call, reused at every t
+        lines += [f"{I}{name} = {allocation}" for name, allocation in zip(work, work_allocations(plan.backward_work,
+                                                                                                   sources))]
+    delta_of = dict(zip(plan.states, state_deltas))
     cell_arguments = state_deltas + [f"{name}_seq[t]" for name in plan.cell_inputs] + [params]
     cell_arguments += plan.saved_buffers + [grads]
     cell_arguments += [f"{n}_seq[t]" for n in plan.cell_backward_written]
-    returned = [f"{n}_t" for n in plan.cell_backward_returns]
+    cell_arguments += [f"{delta_of[s]}_spare" for s in plan.cell_backward_states] + work
     lines.append(f"{I}for t in range(T - 1, -1, -1):")
     for state, delta in zip(plan.states, state_deltas):
         if state in before_step:
             lines.append(f"{I * 2}add_into({delta}, {before_step[state]}, real(1))")
-    call = f"cell_backward({', '.join(cell_arguments)})"
-    lines.append(f"{I * 2}{', '.join(returned)}{',' if len(returned) == 1 else ''} = {call}" if returned
-                 else f"{I * 2}{call}")
-    returned_names = set(plan.cell_backward_returns)
+    lines.append(f"{I * 2}cell_backward({', '.join(cell_arguments)})")
     for state, delta in zip(plan.states, state_deltas):
-        if f"grad_{state}" in returned_names:
-            lines.append(f"{I * 2}{delta} = grad_{state}_t")
-        else:
-            lines.append(f"{I * 2}{delta} = np.zeros_like({delta})")
+        if state in plan.cell_backward_states:
+            lines.append(f"{I * 2}{delta}, {delta}_spare = {delta}_spare, {delta}")
+        else:  # h_{t−1} does not reach h_t: nothing flows back past this step
+            lines += zero_lines(delta, I * 2)
         if state in after_step:
             lines.append(f"{I * 2}add_into({delta}, {after_step[state]}, real(1))")
     if plan.gradient_factors:
@@ -165,17 +174,38 @@ def backward_driver(plan, workspace: bool = False) -> str:
 
 
 def forward_buffers(plan) -> list[str]:
-    """The buffers `forward_into` fills: each state's (T+1, N, size), then each kept value's (T, N, size)."""
-    return [f"{s}_seq" for s in plan.states] + [f"{n}_seq" for n in plan.kept]
+    """The buffers `forward_into` fills: each state's (T+1, N, size), then each kept value's (T, N, size), then
+    cell_forward's work buffers."""
+    return ([f"{s}_seq" for s in plan.states] + [f"{n}_seq" for n in plan.kept]
+            + work_buffers("forward", plan.forward_work))
 
 
 def backward_buffers(plan) -> list[str]:
     """The buffers `backward_into` fills: ∂L/∂ of each hoisted term (and of an input the loop writes), per step;
-    then each deferred gradient's factor."""
+    each deferred gradient's factor; each Δh and its spare; cell_backward's work buffers."""
     inputs = {a.name for a in plan.inputs}
     return ([f"grad_{name}_seq" for name, returned in plan.cell_gradients
              if name not in plan.states and (returned or name not in inputs)]
-            + [f"{name}_seq" for name, _ in plan.factors])
+            + [f"{name}_seq" for name, _ in plan.factors]
+            + [f"{d}{spare}" for d in plan.state_deltas for spare in ("", "_spare")]
+            + work_buffers("backward", plan.backward_work))
+
+
+def work_buffers(kernel: str, shapes: list) -> list[str]:
+    """The names of a cell kernel's work buffers in its driver."""
+    return [f"{kernel}_work{k}" for k in range(1, len(shapes) + 1)]
+
+
+def work_allocations(shapes: list, sources: dict) -> list[str]:
+    """`np.empty(…)` for each work buffer shape (`BATCH`: the batch size N, as the drivers name it)."""
+    sources = {**sources, BATCH: "N"}
+    return [f"np.empty(({', '.join(dimension_code(d, sources) for d in shape)},), dtype=real)" for shape in shapes]
+
+
+def zero_lines(array: str, indent: str) -> list[str]:
+    """array ← 0 for an (N, k) array, entry by entry (no array statement: see flux.products)."""
+    return [f"{indent}for n in range({array}.shape[0]):", f"{indent}    for j in range({array}.shape[1]):",
+            f"{indent}        {array}[n, j] = 0"]
 
 
 def workspace_function(plan, dims: dict) -> str:
@@ -186,13 +216,15 @@ def workspace_function(plan, dims: dict) -> str:
     inputs = {a.name for a in plan.inputs}
     shapes = [f"(T + 1, N, {s}_initial.shape[1])" for s in plan.states]
     shapes += [f"(T, N, {dimension_code(dim, sources)})" for dim in plan.kept_dims]
-    made = [f"np.empty({shape}, dtype=real)" for shape in shapes]
+    made = [f"np.empty({shape}, dtype=real)" for shape in shapes] + work_allocations(plan.forward_work, sources)
     size_of = {a.name: f"{a.name}_seq.shape[2]" for a in plan.inputs}
     size_of.update({u: dimension_code(dims[u], sources) for u in plan.projected})
     for name, returned in plan.cell_gradients:
         if name not in plan.states and (returned or name not in inputs):
             made.append(f"np.{'empty' if returned else 'zeros'}((T, N, {size_of[name]}), dtype=real)")
     made += [f"np.empty((T, N, {dimension_code(dim, sources)}), dtype=real)" for _, dim in plan.factors]
+    made += [f"np.empty((N, {s}_initial.shape[1]), dtype=real)" for s in plan.states for _ in range(2)]
+    made += work_allocations(plan.backward_work, sources)
     arguments = (["T", "N"] + [f"{a.name}_seq" for a in plan.inputs] + [f"{s}_initial" for s in plan.states]
                  + [a.name for a in plan.params])
     return "\n".join([f"def workspace_buffers({', '.join(arguments)}):",

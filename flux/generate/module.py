@@ -23,7 +23,7 @@ JIT = '@njit(cache=True, nogil=True, error_model="numpy")'
 # by their call
 FASTMATH = ("all_finite", "fast_exp", "fast_sigmoid", "fast_tanh")
 PRODUCTS = ("dot", "dot_into", "add_into", "copy_into")
-SMALL_PRODUCTS = ("step_product",)  # from flux.small_products: a recurrent cell's per-step products
+SMALL_PRODUCTS = ("step_product", "step_product_into")  # from flux.small_products: a cell's per-step products
 # from flux.optimiser_updates: the built-in optimisers' rules, called by a fused step's `update`
 OPTIMISER_UPDATES = ("sgd_update", "momentum_update", "nesterov_update", "rmsprop_update", "adam_update")
 HELPER_MODULES = (("fastmath", FASTMATH), ("products", PRODUCTS), ("small_products", SMALL_PRODUCTS),

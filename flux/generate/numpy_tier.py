@@ -91,6 +91,11 @@ def vector_imports(code: str) -> str:
     return "\n\n".join("\n".join(group) for group in (standard, third_party, flux) if group)
 
 
+def vector_step_kernel_source(name: str, arguments: list, results: list, doc: str = "") -> tuple[str, list]:
+    """`flux.generate.step_writer.generate_step_kernel_source` for the NumPy tier: whole arrays, no work buffers."""
+    return vector_kernel_source(name, arguments, results, doc, per_step=True), []
+
+
 def sibling(name: str) -> ModuleType:
     """A second copy of flux.generate.<name> whose printer and template are the NumPy tier's (made once)."""
     with _lock:
@@ -99,6 +104,7 @@ def sibling(name: str) -> ModuleType:
             _siblings["kernel_pair"] = kernel_pair
             if name != "kernel_pair":
                 _siblings[name] = _copy(name, generate_kernel_source=vector_kernel_source,
+                                        generate_step_kernel_source=vector_step_kernel_source,
                                         kernel_pair=kernel_pair.kernel_pair, module_source=numpy_module_source,
                                         update_source=numpy_update_source)
         return _siblings[name]

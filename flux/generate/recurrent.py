@@ -26,6 +26,7 @@ from .kernel_pair import KernelPair, gradient_arrays, kept_for_backward, kernel_
 from .module import module_source
 from .names import identifier
 from .printer import Argument, Result, describe, generate_kernel_source
+from .step_writer import generate_step_kernel_source
 from .sizes import size_codes, sizes_function
 from ..derive.recurrence import Cell, split_cell
 from ..derive.simplify import contiguous_transposes
@@ -91,7 +92,9 @@ class RecurrentPlan:
     factors: list  # (name, size) of the per-step factors of the deferred gradients
     saved_buffers: list  # the buffer slots cell_backward reads its saved values from, in order
     cell_backward_written: list  # δs cell_backward writes into buffers (name_seq[t])
-    cell_backward_returns: list  # names cell_backward returns
+    cell_backward_states: list  # the states whose ∂L/∂h_{t−1} cell_backward writes (the others' is zero)
+    forward_work: list  # the shape of each work buffer of cell_forward (BATCH: the batch size)
+    backward_work: list  # and of cell_backward
     gradient_factors: list  # the factor buffers `gradients` reads (empty: no deferred gradients, no call)
 
 
@@ -176,8 +179,8 @@ class CellWriter:
             transposed.update(copies)
             rewritten.append(Result(r.name, expr, mode="write", into=o.name))
         copies = [Argument(copy, copy.name, False) for copy in transposed.values()]
-        forward = generate_kernel_source("cell_forward", cell_inputs + self.params + copies + outs, rewritten, doc=doc,
-                                         per_step=True)
+        forward, forward_work = generate_step_kernel_source("cell_forward", cell_inputs + self.params + copies + outs,
+                                                            rewritten, doc=doc)
         # where each forward value lives in the drivers' time-major buffers
         buffers_of = {name: f"{name}_seq[t]" for name in kept_names}
         for state, node in zip(self.states, news):
@@ -217,24 +220,29 @@ class CellWriter:
                     deferred.append((a, rewritten_term))
         factor_results = [(name, expr) for expr, name in factors.items() if name.startswith("factor")]
         results += [Result(name, expr) for name, expr in factor_results]
-        # per-step δs (∂L/∂x_t, ∂L/∂u_t, deferred factors) go straight into the drivers' buffers; Δh is returned
-        outs = [Argument(Generated(f"{r.name}_out", *r.expr.shape), f"{r.name}_out", True) for r in results
-                if r.mode == "new" and r.name[len("grad_"):] not in self.states]
+        # per-step δs (∂L/∂x_t, ∂L/∂u_t, deferred factors) go straight into the drivers' buffers, and ∂L/∂h_{t−1}
+        # into the Δh buffer the driver swaps in for the next step back: nothing is returned, nothing allocated
+        fresh = [r for r in results if r.mode == "new"]
+        outs = [Argument(Generated(f"{r.name}_out", *r.expr.shape), f"{r.name}_out", True) for r in fresh
+                if r.name[len("grad_"):] not in self.states]
         written = [o.name[:-len("_out")] for o in outs]
-        results = [Result(r.name, r.expr, mode="write", into=f"{r.name}_out") if r.name in written and r.mode == "new"
-                   else r for r in results]
-        backward = generate_kernel_source(
+        state_results = [r.name for r in fresh if r.name[len("grad_"):] in self.states]
+        outs += [Argument(Generated(f"{r.name}_out", *r.expr.shape), f"{r.name}_out", True) for r in fresh
+                 if r.name in state_results]
+        results = [Result(r.name, r.expr, mode="write", into=f"{r.name}_out") if r.mode == "new" else r
+                   for r in results]
+        backward, backward_work = generate_step_kernel_source(
             "cell_backward", deltas + cell_inputs + self.params + saved + gradient_arrays(self.params) + outs, results,
-            doc="one step back: ∂L/∂x_t, ∂L/∂u_t, ∂L/∂h_{t−1} and the δ_t of the deferred gradients returned",
-            per_step=True)
+            doc="one step back: ∂L/∂x_t, ∂L/∂u_t, ∂L/∂h_{t−1} and the δ_t of the deferred gradients, written into "
+                "the caller's buffers")
         plan.update(
             transposed=transposed, cell_inputs=[a.name for a in cell_inputs],
             cell_forward_destinations=[destinations[r.name] for r in rewritten],
             kept=kept_names, kept_dims=[k.shape[0] for k in kept], cell_gradients=cell_gradients,
             factors=[(name, expr.shape[0]) for name, expr in factor_results],
             saved_buffers=[buffers_of[n] for n in saved_names], cell_backward_written=written,
-            cell_backward_returns=[r.name for r in results if r.mode == "new"], deferred=deferred,
-            gradient_factors=[])
+            cell_backward_states=[n[len("grad_"):] for n in state_results], deferred=deferred,
+            gradient_factors=[], forward_work=forward_work, backward_work=backward_work)
         return [forward, backward]
 
     def gradients_kernel(self, plan: dict) -> str:

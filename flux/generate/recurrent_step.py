@@ -1,7 +1,10 @@
 """The fused training step of a recurrent model: forward time loop, loss, BPTT, checks and update in ONE kernel.
 
-    train_step(x_seq, t_seq, scale_seq, θ…, h0…, learnable_, g…, g_h0…, state…, step_count, hyper…, buffers…)
-        → (mean loss, status)
+    train_step(x_batch_, t_batch_, scale_seq, θ…, h0…, learnable_, g…, g_h0…, state…, step_count, hyper…,
+               x_seq, t_seq, buffers…) → (mean loss, status)
+
+x_batch_ and t_batch_ are the caller's batch-first (N, T, ·) arrays; the kernel copies them once into the
+time-major (T, N, ·) buffers x_seq and t_seq it runs on (no transposed copies made in Python per call).
 
 The model's own cell kernels and drivers (`flux.generate.recurrent`, without ∂L/∂x) run the sequence; the loss
 ℓ(ŷ_t, target_t) is its own kernel pair (`loss_forward`, `loss_backward`) over all T·N rows of the model's
@@ -11,10 +14,11 @@ the upstream ∂L/∂ℓ_t that `loss_backward` turns into ∂L/∂ŷ_t, where B
 (N copies of a (H,) row: zeros, or a learnable initial state whose gradient Σₙ ∂L/∂h₀ⁿ is kept and, when
 `learnable_[k]`, checked and updated like a parameter's). Before anything changes the kernel checks the loss and
 every gradient (status −1: the loss; k: the k-th of θ…, h0…; −2: all finite, updated). The buffers
-(`workspace_buffers`: states, kept values and per-step δs for the whole sequence) are allocated by the caller once
-per shape and reused: `forward_into` and `backward_into` allocate only per-step temporaries and the row kernels'
-results. Names here are ones no user's symbol can become (`flux.generate.names`): t_seq, scale_seq, *_initial,
-learnable_, zero_.
+(`workspace_buffers`: states, kept values, per-step δs for the whole sequence, Δh and the cell kernels' work buffers)
+are allocated by the caller once per shape and reused: nothing is allocated inside the time loops; the row kernels
+(projection, readout, loss, the deferred gradients' GEMMs) still make their results once per call. Names here are
+ones no user's symbol can become (`flux.generate.names`): t_seq, scale_seq, *_batch_, *_initial, learnable_, zero_,
+time_major_.
 """
 from __future__ import annotations
 
@@ -41,6 +45,14 @@ ZERO_SOURCE = '''def zero_(a):
         flat[i] = 0
 '''
 
+TIME_MAJOR_SOURCE = '''def time_major_(a, out):
+    """out[t, n] ← a[n, t]: a batch-first (N, T, k) array into the time-major (T, N, k) buffer the loops run on."""
+    for n in range(a.shape[0]):
+        for t in range(a.shape[1]):
+            for j in range(a.shape[2]):
+                out[t, n, j] = a[n, t, j]
+'''
+
 
 def generate_recurrent_step_source(model, loss, rules, optimiser_name: str, dtype, key: str) -> str:
     """The module text: the model's recurrent kernels and drivers, the loss's kernel pair, the optimiser's `update`
@@ -56,7 +68,7 @@ def generate_recurrent_step_source(model, loss, rules, optimiser_name: str, dtyp
                        ("  (every row: all T·N)", "∂L/∂prediction for all T·N rows (Δ: scale·∂L/∂ℓ per row)"),
                        gradient_leaves={0})
     kernels += [pair.forward, pair.backward, forward_driver(plan, workspace=True), backward_driver(plan, workspace=True),
-                ZERO_SOURCE, update_source(rules, optimiser_name), train_step_driver(plan, pair, rules, optimiser_name)]
+                ZERO_SOURCE, TIME_MAJOR_SOURCE, update_source(rules, optimiser_name), train_step_driver(plan, pair, rules, optimiser_name)]
     metadata = common_metadata(model, dtype, cell.inputs, cell.params)
     metadata.update({"states": cell.state_names, "state_dims": [sympy.sstr(p.shape[0]) for p in cell.previous]})
     sizes = sizes_function("state_sizes", f"The size of each state ({', '.join(plan.states)}); None: the same as the "
@@ -75,6 +87,7 @@ def generate_recurrent_step_source(model, loss, rules, optimiser_name: str, dtyp
 def train_step_driver(plan, pair, rules, optimiser_name: str) -> str:
     """`train_step(…)`: forward, the weighted loss, its check, BPTT, the gradients' checks, then every update."""
     (x,) = [f"{a.name}_seq" for a in plan.inputs]
+    x_batch = f"{plan.inputs[0].name}_batch_"
     params = [a.name for a in plan.params]
     initials = [f"{s}_initial" for s in plan.states]
     targets = params + initials  # what the optimiser updates (an initial state only when it is learnable)
@@ -82,10 +95,12 @@ def train_step_driver(plan, pair, rules, optimiser_name: str) -> str:
     states = [f"opt_{kind}_{n}" for n in targets for kind in rules.state]
     hyper = [f"hyper_{h}" for h in rules.hyperparameters]
     buffers = forward_buffers(plan) + backward_buffers(plan)  # the workspace: allocated once per shape, reused
-    arguments = [x, "t_seq", "scale_seq"] + targets + ["learnable_"] + grads + states + ["step_count"] + hyper + buffers
+    arguments = ([x_batch, "t_batch_", "scale_seq"] + targets + ["learnable_"] + grads + states + ["step_count"] + hyper
+                 + [x, "t_seq"] + buffers)
     lines = [f"def train_step({', '.join(arguments)}):",
              f'{I}"""One {optimiser_name} step on Σ scale·ℓ_t over every step and sample (see the module\'s doc)."""',
-             f"{I}T = {x}.shape[0]", f"{I}N = {x}.shape[1]"]
+             f"{I}T = {x}.shape[0]", f"{I}N = {x}.shape[1]",
+             f"{I}time_major_({x_batch}, {x})", f"{I}time_major_(t_batch_, t_seq)"]
     for state, initial in zip(plan.states, initials):  # h_seq[0] = h₀ for every sample
         lines += [f"{I}for n in range(N):", f"{I * 2}for j in range({initial}.shape[0]):",
                   f"{I * 3}{state}_seq[0, n, j] = {initial}[j]"]
