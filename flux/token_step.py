@@ -1,0 +1,113 @@
+"""The fused training step of a token model (inputs declared with `flux.tokens`): one kernel call per batch.
+
+    step = flux.compile_step(flux.TransformerBlock(64, 4, 256), flux.mse, flux.Adam(1e-3))
+    loss = step(X, target)        X (N, T, d), target (N, T, out); T may change from call to call
+
+The loss is the mean over every token of every sequence (ℓ per token, as `loss.value_and_gradient` counts
+sequences), ∂L/∂ℓ = 1/(N·T). The kernel (`flux.generate.token_step`) runs forward, loss, backward (Σₙ ∂L/∂θ, no
+∂L/∂X), checks that the loss and every gradient are finite, and only then applies the optimiser's update; otherwise
+nothing changes and `FloatingPointError` names the culprit.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .model import Model
+from .run.inputs import as_float_array, to_dtype
+from .run.state import parameter_generation
+from .run.tokens import as_token_array, token_blas
+from .step import TrainStep
+
+
+class TokenTrainStep(TrainStep):
+    """step(X, target) → mean loss over every token, after updating the model's parameters once."""
+
+    def __init__(self, model: Model, loss: Any, optimiser: Any):  # noqa: super().__init__ traces an Objective
+        self.model, self.loss, self.optimiser = model, loss, optimiser
+        self.module = load_token_step_module(model, loss, optimiser, model.dtype)
+        self.kernel = self.module.train_step
+        # named as the objective names them ("model." + the model's name), as TrainStep's helpers expect
+        self.names = [f"model.{n}" for n in model.params]
+        self._scales: dict[int, np.ndarray] = {}
+        self._prepared = None
+
+    def __call__(self, x: Any, target: Any) -> float:
+        model, optimiser = self.model, self.optimiser
+        params, sizes, gradients = self._prepare()
+        x, _ = as_token_array(model, "x", x, sizes[0])
+        batch, steps = x.shape[:2]
+        if batch == 0 or steps == 0:
+            raise ValueError(f"{type(model).__name__}: the batch is empty (x has shape {x.shape}); a training step "
+                             "needs at least one token. Nothing was changed")
+        target = self._target(target, batch, steps, self.module.output_size(*params)[0])
+        scale = self._scales.get(batch * steps)
+        if scale is None:  # ∂(mean loss)/∂ℓ per token = 1/(N·T)
+            scale = self._scales[batch * steps] = np.full((batch * steps, 1), 1.0 / (batch * steps), dtype=model.dtype)
+        tied = self._prepared[4]
+        if tied:  # the kernel updates copies; the one real update happens in _finish, once per distinct array
+            states = tied["scratch"]
+            kernel_params = [p.copy() for p in params]
+        else:
+            states = [self._state(kind, name, p) for name, p in zip(self.names, params)
+                      for kind in optimiser.state_names]
+            kernel_params = params
+        real = model.dtype.type
+        hyper = [real(getattr(optimiser, h)) for h in optimiser.defaults]
+        with token_blas():
+            loss, status = self.kernel(x, target, scale, *kernel_params, *gradients, *states,
+                                       real(optimiser.step_count + 1), *hyper)
+        return self._finish(loss, status, params, gradients, tied)
+
+    def _prepare(self) -> tuple:
+        """Parameters (kernel order), input sizes and gradient buffers; checked again only when parameters change."""
+        if self._prepared is None or self._prepared[0] != parameter_generation():
+            named = self.model.params
+            params = [named[n] for n in self.module.METADATA["params"]]
+            groups = self._checked_groups(params)
+            tied = None
+            if any(len(g) > 1 for g in groups):  # a layer used twice: its array appears once per use
+                tied = {"groups": groups,
+                        "scratch": [np.zeros_like(p) for p in params for _ in self.optimiser.state_names]}
+            self._prepared = (parameter_generation(), params, self.module.input_sizes(*params),
+                              [np.zeros_like(p) for p in params], tied)
+        return self._prepared[1:4]
+
+    def _target(self, target: Any, batch: int, steps: int, size: int | None) -> np.ndarray:
+        """The target as (N, T, out), C-contiguous in the model's dtype (integer class labels (N, T) → one-hot)."""
+        model_name = type(self.model).__name__
+        if getattr(self.loss, "takes_labels", False) and size is not None:
+            target = self.loss.targets_for(target, (batch, steps, size), self.model.dtype)
+        array = as_float_array(model_name, "target", "target", target, self.model.dtype)
+        if array.ndim != 3 or array.shape[:2] != (batch, steps) or (size is not None and array.shape[2] != size):
+            expected = (batch, steps, "out" if size is None else size)
+            raise ValueError(f"{model_name}: the loss is on every token's output, so the target must have shape "
+                             f"{expected} (x has {batch} sequences of {steps} tokens), got {array.shape}; "
+                             "nothing was changed")
+        return np.ascontiguousarray(to_dtype(model_name, "target", array, self.model.dtype, "target"))
+
+
+def load_token_step_module(model: Model, loss: Any, optimiser: Any, dtype) -> Any:
+    """The fused token step's module, keyed by the model's and the loss's traced maths, the optimiser's rule (its
+    exact SymPy form) and the dtype (numba only: token models have no NumPy-tier step)."""
+    from sympy import srepr
+
+    from . import cache
+    from .pipeline import derivation_of, maths_of
+
+    dtype = np.dtype(dtype)
+    rules = optimiser.rules()
+    rule_text = repr((list(rules.state), list(rules.hyperparameters),
+                      [(str(k), srepr(v)) for k, v in rules.updates.items()]))
+    key = cache.module_key("token-step", maths_of(model).identity, maths_of(loss).identity,
+                           type(optimiser).__name__, rule_text, dtype.name)
+    name = f"step_{type(model).__name__.lower()}_{type(optimiser).__name__.lower()}_{dtype.name}"
+
+    def generate() -> str:
+        from .generate.token_step import generate_token_step_source
+
+        return generate_token_step_source(derivation_of(model), derivation_of(loss), rules,
+                                          type(optimiser).__name__, dtype, key)
+
+    return cache.load_module(name, key, generate)
