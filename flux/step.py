@@ -292,13 +292,9 @@ def compile_step(model: Model, loss: Any, optimiser: Any, *, last: bool = False)
     """
     from .layers.basic import token_declaration
 
-    if token_declaration(model) is not None:  # x (N, T, d), target (N, T, out): flux.token_step
-        from .token_step import TokenTrainStep
-
-        if last:
-            raise TypeError(f"compile_step: last=True puts the loss on a recurrent model's last step; "
-                            f"{type(model).__name__} takes sequences of tokens, whose loss is on every token")
-        return TokenTrainStep(model, loss, optimiser)
+    if token_declaration(model) is not None:
+        raise TypeError(f"compile_step: {type(model).__name__} takes sequences of tokens (flux.tokens), which have no "
+                        "fused step yet; train it with model(x), model.back(Δ), model.update(…) — flux.train does")
     if is_recurrent(model):
         return RecurrentTrainStep(model, loss, optimiser, last=bool(last))
     if last:

@@ -19,6 +19,20 @@ from .run.inputs import as_float_array, to_dtype
 from .run.state import parameter_generation
 from .run.tokens import as_token_array, token_blas
 from .step import TrainStep
+from .step import compile_step as compile_feedforward_or_recurrent_step
+
+
+def compile_step(model: Model, loss: Any, optimiser: Any, *, last: bool = False) -> TrainStep:
+    """`flux.compile_step`: a token model's fused step (`TokenTrainStep`), any other model's `flux.step.compile_step`
+    (feed-forward, or recurrent with `last`)."""
+    from .layers.basic import token_declaration
+
+    if token_declaration(model) is None:
+        return compile_feedforward_or_recurrent_step(model, loss, optimiser, last=last)
+    if last:
+        raise TypeError(f"compile_step: last=True puts the loss on a recurrent model's last step; "
+                        f"{type(model).__name__} takes sequences of tokens, whose loss is on every token")
+    return TokenTrainStep(model, loss, optimiser)
 
 
 class TokenTrainStep(TrainStep):
