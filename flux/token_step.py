@@ -16,7 +16,6 @@ import numpy as np
 
 from .model import Model
 from .run.inputs import as_float_array, to_dtype
-from .run.state import parameter_generation
 from .run.tokens import as_token_array, token_blas
 from .step import TrainStep
 from .step import compile_step as compile_feedforward_or_recurrent_step
@@ -42,13 +41,15 @@ class TokenTrainStep(TrainStep):
         self.model, self.loss, self.optimiser = model, loss, optimiser
         self.module = load_token_step_module(model, loss, optimiser, model.dtype)
         self.kernel = self.module.train_step
-        # named as the objective names them ("model." + the model's name), as TrainStep's helpers expect
+        # TrainStep._prepare reads the parameters from `objective` (the model: its walk order is the kernel's); they
+        # are named as an Objective names them ("model." + the model's name), as TrainStep's helpers expect
+        self.objective = model
         self.names = [f"model.{n}" for n in model.params]
         self._scales: dict[int, np.ndarray] = {}
         self._prepared = None
 
     def __call__(self, x: Any, target: Any) -> float:
-        model, optimiser = self.model, self.optimiser
+        model = self.model
         params, sizes, gradients = self._prepare()
         x, _ = as_token_array(model, "x", x, sizes[0])
         batch, steps = x.shape[:2]
@@ -59,34 +60,10 @@ class TokenTrainStep(TrainStep):
         scale = self._scales.get(batch * steps)
         if scale is None:  # ∂(mean loss)/∂ℓ per token = 1/(N·T)
             scale = self._scales[batch * steps] = np.full((batch * steps, 1), 1.0 / (batch * steps), dtype=model.dtype)
-        tied = self._prepared[4]
-        if tied:  # the kernel updates copies; the one real update happens in _finish, once per distinct array
-            states = tied["scratch"]
-            kernel_params = [p.copy() for p in params]
-        else:
-            states = [self._state(kind, name, p) for name, p in zip(self.names, params)
-                      for kind in optimiser.state_names]
-            kernel_params = params
-        real = model.dtype.type
-        hyper = [real(getattr(optimiser, h)) for h in optimiser.defaults]
+        kernel_params, states, numbers = self._optimiser_arrays(params)
         with token_blas():
-            loss, status = self.kernel(x, target, scale, *kernel_params, *gradients, *states,
-                                       real(optimiser.step_count + 1), *hyper)
-        return self._finish(loss, status, params, gradients, tied)
-
-    def _prepare(self) -> tuple:
-        """Parameters (kernel order), input sizes and gradient buffers; checked again only when parameters change."""
-        if self._prepared is None or self._prepared[0] != parameter_generation():
-            named = self.model.params
-            params = [named[n] for n in self.module.METADATA["params"]]
-            groups = self._checked_groups(params)
-            tied = None
-            if any(len(g) > 1 for g in groups):  # a layer used twice: its array appears once per use
-                tied = {"groups": groups,
-                        "scratch": [np.zeros_like(p) for p in params for _ in self.optimiser.state_names]}
-            self._prepared = (parameter_generation(), params, self.module.input_sizes(*params),
-                              [np.zeros_like(p) for p in params], tied)
-        return self._prepared[1:4]
+            loss, status = self.kernel(x, target, scale, *kernel_params, *gradients, *states, *numbers)
+        return self._finish(loss, status, params, gradients, self._prepared[4])
 
     def _target(self, target: Any, batch: int, steps: int, size: int | None) -> np.ndarray:
         """The target as (N, T, out), C-contiguous in the model's dtype (integer class labels (N, T) → one-hot)."""
