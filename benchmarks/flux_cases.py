@@ -247,6 +247,13 @@ print("STARTUP " + json.dumps(result))
 '''
 
 
+def transformer_step(problem: Problem):
+    """The TransformerBlock case, fused: benchmarks/transformer.py's flux.compile_step."""
+    from .transformer import flux_fused_step
+
+    return flux_fused_step(problem.copy_params(), problem.x, problem.target)
+
+
 def transformer_call(problem: Problem):
     """The TransformerBlock case: benchmarks/transformer.py's flux step."""
     from .transformer import flux_step

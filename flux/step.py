@@ -60,7 +60,7 @@ class TrainStep:
         return inspect.getsource(self.kernel.py_func)
 
     def __call__(self, x: Any, target: Any) -> float:
-        model, optimiser = self.model, self.optimiser
+        model = self.model
         params, sizes, gradients = self._prepare()
         x = as_input_array(model, "x", x, sizes[0])
         if getattr(self.loss, "takes_labels", False):  # integer class labels (N,) → one-hot rows
@@ -75,19 +75,23 @@ class TrainStep:
         scale = self._scale.get(batch)
         if scale is None:  # ∂(mean loss)/∂(per-sample loss) = 1/N
             scale = self._scale[batch] = np.full((batch, 1), 1.0 / max(batch, 1), dtype=model.dtype)
-        tied = self._prepared[4]
-        if tied:  # the kernel updates copies; the one real update happens below, once per distinct array
-            states = tied["scratch"]
-            kernel_params = [p.copy() for p in params]
+        kernel_params, states, numbers = self._optimiser_arrays(params)
+        loss, status = self.kernel(x, target, *kernel_params, scale, *gradients, *states, *numbers)
+        return self._finish(loss, status, params, gradients, self._prepared[4])
+
+    def _optimiser_arrays(self, params: list) -> tuple[list, list, list]:
+        """(the parameters the kernel updates, the optimiser's state arrays, [step count, hyperparameters…]): with
+        tied parameters the kernel updates copies; the one real update happens in `_finish`, once per array."""
+        optimiser, tied = self.optimiser, self._prepared[4]
+        if tied:
+            states, kernel_params = tied["scratch"], [p.copy() for p in params]
         else:
             states = [self._state(kind, name, p) for name, p in zip(self.names, params)
                       for kind in optimiser.state_names]
             kernel_params = params
-        real = model.dtype.type
-        hyper = [real(getattr(optimiser, h)) for h in optimiser.defaults]
-        loss, status = self.kernel(x, target, *kernel_params, scale, *gradients, *states,
-                                   real(optimiser.step_count + 1), *hyper)
-        return self._finish(loss, status, params, gradients, tied)
+        real = self.model.dtype.type
+        return kernel_params, states, [real(optimiser.step_count + 1)] + [real(getattr(optimiser, h))
+                                                                          for h in optimiser.defaults]
 
     def _finish(self, loss, status: int, params: list, gradients: list, tied: dict | None) -> float:
         """After the kernel: its status (−1 the loss, k ≥ 0 the k-th gradient not finite: nothing was updated,

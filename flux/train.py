@@ -129,14 +129,14 @@ def train(model, loss, data: tuple[np.ndarray, np.ndarray], optimiser, *, epochs
 
 
 def default_step(model, loss, optimiser, *, last: bool = False) -> Step:
-    """The fused compiled step (`flux.compile_step`) for a flux loss, on a feed-forward or recurrent model;
-    otherwise the step made of separate forward, back and update calls (`make_step`): for sequences of tokens, and
-    for a model with a layer that adds inputs on every call (a training Dropout's mask, a positional encoding)."""
-    from .layers.basic import adds_inputs_per_call, token_declaration
+    """The fused compiled step (`flux.compile_step`) for a flux loss, on a feed-forward, recurrent or token model;
+    otherwise the step made of separate forward, back and update calls (`make_step`): for a model with a layer
+    that adds inputs on every call (a training Dropout's mask, a positional encoding)."""
+    from .layers.basic import adds_inputs_per_call
     from .losses import Loss
-    from .step import compile_step
+    from .token_step import compile_step
 
-    if isinstance(loss, Loss) and not adds_inputs_per_call(model) and token_declaration(model) is None:
+    if isinstance(loss, Loss) and not adds_inputs_per_call(model):
         return compile_step(model, loss, optimiser, last=last)
     return make_step(model, loss, optimiser, last=last)
 

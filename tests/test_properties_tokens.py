@@ -68,7 +68,7 @@ class Builder:
         draw = self.draw
         kinds = ["leaf"] if depth <= 0 else [
             "leaf", "matmul", "tmatmul", "bias", "add", "sub", "hadamard", "f", "power", "number", "attend",
-            "attend", "row"]  # + "pooled" once the token printer has Spread (test_a_pooled_scalar_scales_a_bias)
+            "attend", "row", "pooled"]
         kind = draw(st.sampled_from(kinds))
         if kind == "leaf":
             if dim == "d" and draw(st.booleans()):
@@ -327,9 +327,6 @@ def test_a_function_of_a_token_node_itself_is_traced():
     assert flux.gradcheck(model, X) < 1e-6
 
 
-@pytest.mark.skip(reason="CodegenError: the token printer has no code for Spread (s·1, a per-sample scalar spread "
-                         "into a column) nor for Total (Σ of a row over the tokens), which a pooled per-sample scalar "
-                         "times a bias added to tokens makes")
 def test_a_pooled_scalar_scales_a_bias():
     class Pooled(flux.Model):
         W = flux.param("k", "d")

@@ -30,10 +30,10 @@ from .token_products import TokenProducts
 from ..maths.elementwise import FUNCTIONS, Z
 from ..maths.graph import Dependence, matrix_children, topological_order
 from ..maths.matrices import Causal, CausalZeros, RowSpread
-from ..maths.nodes import Apply
+from ..maths.nodes import Apply, Spread
 
 ELEMENTWISE = (MatAdd, HadamardProduct, HadamardPower, Apply, Transpose, OneMatrix, ZeroMatrix, Identity, Causal,
-               CausalZeros, RowSpread, MatrixSlice)
+               CausalZeros, RowSpread, Spread, MatrixSlice)
 
 
 def token_size_codes(arguments: list) -> dict:
@@ -67,6 +67,7 @@ class TokenKernelWriter(TokenProducts):
         self.lines: list[str] = []
         self.temporaries = 0
         self.products: dict = {}  # (kind, left operand, right operand) → the product's Operand (token_products.py)
+        self.computed: dict = {}  # a product's code → the array holding it (token_products.py)
         self.uses = Counter()
         for node in topological_order([r.expr for r in results]):
             for child in matrix_children(node):
@@ -253,6 +254,10 @@ class TokenKernelWriter(TokenProducts):
     def _element_RowSpread(self, node, i, j):
         return self.element(node.argument, "0", j)
 
+    def _element_Spread(self, node, i, j):
+        """(s·1)ᵢⱼ = s: a per-sample scalar (a 1×1 matrix) at every entry."""
+        return self.element(node.argument, "0", "0")
+
     def _element_MatrixSlice(self, node, i, j):
         parent, (start, _, _), (column, _, _) = node.args
         row = i if start == 0 else f"{self.size(start)} + {i}"
@@ -304,6 +309,10 @@ class TokenKernelWriter(TokenProducts):
         self.emit(f"{indent}{INDENT * 2}acc += {value}")
         self.emit(f"{indent}{INDENT}{name}[n, j, 0] = acc" if self.batched(node) else f"{indent}{INDENT}{name}[0, j] = acc")
         return name
+
+    def _statement_Total(self, node):
+        """Σᵢ zᵢ = 1ᵀz: the column totals of a one-column z."""
+        return self._statement_ColumnTotals(node)
 
     def _statement_MatPow(self, node):
         return matrix_power(self, node)

@@ -103,9 +103,8 @@ class TokenProducts:
         """Vₙ·W for every sample at once, V a transposed operand (its array holds Vₙ itself): one GEMM over all
         N·c rows, the result again the samples themselves (a transposed operand)."""
         rows, inner = V.shape
-        name = self.temporary()
         flat = f"{V.code}.reshape((N * {self.size(rows)}, {self.size(inner)}))"
-        self.emit(f"{name} = np.dot({flat}, {W.code}).reshape((N, {self.size(rows)}, {self.size(W.shape[1])}))")
+        name = self.statement(f"np.dot({flat}, {W.code}).reshape((N, {self.size(rows)}, {self.size(W.shape[1])}))")
         return Operand(name, (rows, W.shape[1]), True, True)
 
     def untransposed(self, op: Operand) -> Operand:
@@ -134,24 +133,32 @@ class TokenProducts:
     def over_all_tokens(self, W: Operand, V: Operand) -> Operand:
         """W·V for every sample at once: (N·c, r)·Wᵀ, one GEMM."""
         rows, cols = V.shape
-        name = self.temporary()
         flat = f"{V.code}.reshape((N * {self.size(cols)}, {self.size(rows)}))"
-        self.emit(f"{name} = np.dot({flat}, {W.code}.T).reshape((N, {self.size(cols)}, {self.size(W.shape[0])}))")
+        name = self.statement(f"np.dot({flat}, {W.code}.T).reshape((N, {self.size(cols)}, {self.size(W.shape[0])}))")
         return Operand(name, (W.shape[0], cols), True)
 
     def per_sample(self, left: Operand, right: Operand, transposed: bool = False) -> Operand:
         """left·right sample by sample into one preallocated array: in node layout, store(L·R)ₙ = store(R)ₙ·store(L)ₙ;
         `transposed`, the samples themselves, (L·R)ₙ = Lₙ·Rₙ (a transposed operand)."""
         shape = (left.shape[0], right.shape[1])
-        name = self.temporary()
         rows, cols = (shape[0], shape[1]) if transposed else (shape[1], shape[0])
-        self.emit(f"{name} = np.empty((N, {self.size(rows)}, {self.size(cols)}), dtype=real)")
-        self.emit("for n in range(N):")
-        if transposed:
-            self.emit(f"{INDENT}np.dot({left.sample()}, {right.sample()}, {name}[n])")
-        else:
-            self.emit(f"{INDENT}np.dot({right.stored()}, {left.stored()}, {name}[n])")
+        factors = f"{left.sample()}, {right.sample()}" if transposed else f"{right.stored()}, {left.stored()}"
+        key = f"np.dot({factors}) for n in range(N), ({self.size(rows)}, {self.size(cols)})"
+        name = self.computed.get(key)
+        if name is None:
+            name = self.computed[key] = self.temporary()
+            self.emit(f"{name} = np.empty((N, {self.size(rows)}, {self.size(cols)}), dtype=real)")
+            self.emit("for n in range(N):")
+            self.emit(f"{INDENT}np.dot({factors}, {name}[n])")
         return Operand(name, shape, True, transposed)
+
+    def statement(self, code: str) -> str:
+        """The name of an array assigned `code`, emitting the assignment the first time: two plans can spell one
+        array alike (W·X in node layout and XᵀWᵀ as the samples themselves are the same (N, T, ·) array)."""
+        if code not in self.computed:
+            self.computed[code] = self.temporary()
+            self.emit(f"{self.computed[code]} = {code}")
+        return self.computed[code]
 
     def _statement_MatMul(self, node):
         coefficient, factors = node.as_coeff_matrices()
