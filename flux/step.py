@@ -301,8 +301,8 @@ def compile_step(model: Model, loss: Any, optimiser: Any, *, last: bool = False)
     from .layers.basic import token_declaration
 
     if token_declaration(model) is not None:
-        raise TypeError(f"compile_step: {type(model).__name__} takes sequences of tokens (flux.tokens), which have no "
-                        "fused step yet; train it with model(x), model.back(Δ), model.update(…) — flux.train does")
+        raise TypeError(f"flux.step.compile_step: {type(model).__name__} takes sequences of tokens (flux.tokens); "
+                        "their fused step is flux.compile_step (flux.token_step), which flux.train uses")
     if is_recurrent(model):
         return RecurrentTrainStep(model, loss, optimiser, last=bool(last))
     if last:
