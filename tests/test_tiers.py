@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import sympy
 from hypothesis import given, settings
+from scipy.special import erf
 from sympy import HadamardPower
 
 import flux
@@ -167,6 +168,31 @@ def test_tiers_agree_on_every_node():
     assert_tiers_agree(model, X)
     with tier("numpy"):
         assert flux.gradcheck(copy.deepcopy(model), X, raise_on_failure=False) < TOLERANCE
+
+
+class SlicedBlocks(flux.Model):
+    """A slice of a block matrix: SymPy prints the block over several lines, which the NumPy tier once pasted into
+    a one-line string literal of the slice's bounds check — a module with a SyntaxError (found by a draw of
+    test_properties with another seed)."""
+    W = flux.param("b", "n")
+
+    def forward(self, x):
+        head, tail = flux.split(self.W * x, 1)
+        blocks = flux.concat(flux.abs(head), flux.silu(tail))
+        first, rest = flux.split(2.0 * blocks, 1)
+        return flux.concat(flux.erf(rest), flux.abs(first))
+
+
+def test_tiers_agree_on_a_slice_of_a_block_matrix():
+    model = SlicedBlocks(W=np.random.default_rng(3).standard_normal((3, 4)), dtype=np.float64)
+    x = np.random.default_rng(4).standard_normal((2, 4))
+    y = x @ np.asarray(model.W).T
+    blocks = 2.0 * np.concatenate([np.abs(y[:, :1]), y[:, 1:] / (1 + np.exp(-y[:, 1:]))], axis=1)
+    with tier("numpy"):
+        assert np.allclose(model(x), np.concatenate([erf(blocks[:, 1:]), np.abs(blocks[:, :1])], axis=1))
+    assert_tiers_agree(model, x)
+    with tier("numpy"):
+        assert flux.gradcheck(copy.deepcopy(model), x, raise_on_failure=False) < TOLERANCE
 
 
 def test_tiers_agree_on_every_elementwise_function():

@@ -131,8 +131,8 @@ class Statements:
         columns = f"{self.size(start)}:{self.size(stop)}"
         available = f"{array}.shape[{1 if self.batched(parent) else 0}]"
         self.emit(f"if {available} < {self.size(stop)}:")
-        where = describe(node).replace("\\", "").replace('"', "'")
-        self.emit(f'{INDENT}raise ValueError("the slice {where} reaches past the end of its vector")')
+        message = f"the slice {describe(node)} reaches past the end of its vector"
+        self.emit(f"{INDENT}raise ValueError({message!r})")  # a Python literal, whatever the maths' text holds
         self.emit(f"{name} = np.ascontiguousarray({array}[:, {columns}])" if self.batched(parent) else f"{name} = {array}[{columns}]")
         return name
 

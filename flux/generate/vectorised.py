@@ -21,7 +21,7 @@ from sympy import HadamardPower, HadamardProduct, Identity, MatAdd, MatMul, OneM
 from sympy.matrices.expressions.matexpr import MatrixExpr
 from sympy.printing.pycode import pycode
 
-from .forms import INDENT, CodegenError, form, is_scalar
+from .forms import INDENT, CodegenError, describe, form, is_scalar
 from .sizes import size_code, size_codes
 from .vector_functions import apply_code, uses_argument_twice
 from ..maths.graph import Dependence, matrix_children, topological_order
@@ -312,9 +312,9 @@ class VectorWriter:
         array = self.materialise(parent)
         batched = self.batched(parent)
         available = f"{array}.shape[{1 if batched else 0}]"
-        where = sympy.sstr(node).replace("\\", "").replace('"', "'")
+        message = f"the slice {describe(node)} reaches past the end of its vector"
         self.emit(f"if {available} < {self.size(stop)}:")
-        self.emit(f'{INDENT}raise ValueError("the slice {where} reaches past the end of its vector")')
+        self.emit(f"{INDENT}raise ValueError({message!r})")  # a Python literal, whatever the maths' text holds
         rows = f"{self.size(start)}:{self.size(stop)}"
         if batched:
             code = f"{array}[:, {rows}]"
