@@ -61,6 +61,13 @@ def update_arguments(rules) -> list[str]:
     return ["θ_", "g_"] + [f"{s}_" for s in rules.state] + ["step_count"] + hyper
 
 
+def update_call(rules, parameter: str, gradient: str, hyper: list[str]) -> str:
+    """The fused step's call of `update` for one parameter array: flat views of θ, g and its optimiser states."""
+    states = "".join(f", opt_{kind}_{parameter}.reshape(-1)" for kind in rules.state)
+    numbers = "".join(", " + h for h in hyper)
+    return f"update({parameter}.reshape(-1), {gradient}.reshape(-1){states}, step_count{numbers})"
+
+
 def rule_summary(rules) -> str:
     return "; ".join(f"{t} ← {sympy.sstr(e)}" for t, e in rules.updates.items())
 

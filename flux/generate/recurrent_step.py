@@ -31,7 +31,7 @@ from .feedforward import common_metadata, shape_checks
 from .kernel_pair import kernel_pair
 from .module import module_source
 from .names import identifier
-from .optimiser_update import update_source
+from .optimiser_update import update_call, update_source
 from .printer import Argument
 from .recurrent import cell_kernels_and_plan
 from .sizes import size_codes, sizes_function
@@ -127,8 +127,7 @@ def train_step_driver(plan, pair, rules, optimiser_name: str) -> str:
     for k, g in enumerate(grads[len(params):]):
         lines += [f"{I}if learnable_[{k}] and not all_finite({g}):", f"{I * 2}return loss, {len(params) + k}"]
     for k, (target, g) in enumerate(zip(targets, grads)):
-        states_of = "".join(f", opt_{kind}_{target}.reshape(-1)" for kind in rules.state)
-        call = f"update({target}.reshape(-1), {g}.reshape(-1){states_of}, step_count{''.join(', ' + h for h in hyper)})"
+        call = update_call(rules, target, g, hyper)
         if k < len(params):
             lines.append(f"{I}{call}")
         else:

@@ -18,7 +18,7 @@ from .feedforward import common_metadata, shape_checks
 from .kernel_pair import kernel_pair
 from .module import module_source
 from .names import identifier
-from .optimiser_update import update_source
+from .optimiser_update import update_call, update_source
 from .printer import Argument
 from .recurrent_step import ZERO_SOURCE
 from .sizes import size_codes, sizes_function
@@ -85,9 +85,6 @@ def train_step_driver(kernels, pair, rules, optimiser_name: str) -> str:
     lines.append(f"{I}backward({', '.join([f'from_loss.reshape({y}.shape)', x] + params + returned + grads)})")
     for k, g in enumerate(grads):
         lines += [f"{I}if not all_finite({g}):", f"{I * 2}return loss, {k}"]
-    for p, g in zip(params, grads):
-        states_of = "".join(f", opt_{kind}_{p}.reshape(-1)" for kind in rules.state)
-        lines.append(f"{I}update({p}.reshape(-1), {g}.reshape(-1){states_of}, step_count"
-                     f"{''.join(', ' + h for h in hyper)})")
+    lines += [f"{I}{update_call(rules, p, g, hyper)}" for p, g in zip(params, grads)]
     lines.append(f"{I}return loss, -2")
     return "\n".join(lines) + "\n"

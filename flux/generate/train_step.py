@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .feedforward import identifier, shape_checks
 from .module import module_source
-from .optimiser_update import update_source
+from .optimiser_update import update_call, update_source
 from .printer import Argument, Result, describe, generate_kernel_source
 from ..maths.nodes import Generated
 
@@ -34,10 +34,7 @@ def generate_step_source(derivation, rules, optimiser_name: str, dtype, key: str
     epilogue = ["if not math.isfinite(loss):", "    return loss, -1"]
     for k, g in enumerate(gradients):
         epilogue += [f"if not all_finite({g}):", f"    return loss, {k}"]
-    for a, g in zip(params, gradients):
-        states_of = ", ".join(f"opt_{s}_{a.name}.reshape(-1)" for s in rules.state)
-        epilogue.append(f"update({a.name}.reshape(-1), {g}.reshape(-1), {states_of + ', ' if states_of else ''}"
-                        f"step_count{''.join(', ' + h for h in hyper)})")
+    epilogue += [update_call(rules, a.name, g, hyper) for a, g in zip(params, gradients)]
     epilogue.append("return loss, -2")
     kernel = generate_kernel_source(
         "train_step", inputs + params + [scale] + [Argument(Generated(g, *a.symbol.shape), g, False)
