@@ -72,8 +72,7 @@ class Model(metaclass=ModelClass):
             dtypes = {v.dtype for k, v in values.items() if k in slots and isinstance(v, Model) and v.params}
             dtype = dtypes.pop() if len(dtypes) == 1 else None
         self.dtype = np.dtype(dtype or DEFAULT_DTYPE)
-        if self.dtype.kind != "f" or self.dtype.itemsize not in (4, 8):
-            raise TypeError(f"{cls.__name__}: dtype must be float32 or float64, got {self.dtype}")
+        self._check_dtype()
         initial = {f"{name}0": s for name, s in cls.declared_states().items() if s.learnable}
         unknown = sorted(set(values) - set(declared) - set(slots) - set(initial))
         if unknown:
@@ -188,6 +187,15 @@ class Model(metaclass=ModelClass):
         self.__dict__["_params"][name] = array
         self.__dict__["_grads"][name] = np.zeros_like(array)
         parameters_replaced()
+
+    def _check_dtype(self) -> None:
+        if not isinstance(self.dtype, np.dtype) or self.dtype.kind != "f" or self.dtype.itemsize not in (4, 8):
+            raise TypeError(f"{type(self).__name__}: dtype must be float32 or float64, got {self.dtype}")
+
+    def _check_attributes(self) -> None:
+        """What __init__ checks of the plain attributes (dtype; a layer adds its own arguments): flux.load calls it
+        on a model it rebuilds from a file without calling __init__."""
+        self._check_dtype()
 
     def _check_param_sizes(self) -> None:
         sizes: dict = {}

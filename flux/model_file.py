@@ -170,6 +170,11 @@ class Builder:
             owner._assign_param(local, self.params[name])
         for _, owner, _ in owners:
             owner._check_param_sizes()
+        for model in self.built.values():
+            try:
+                model._check_attributes()
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"flux.load: {self.path}: {error}") from None
         return root
 
     def node(self, node: dict) -> Model:

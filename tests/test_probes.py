@@ -252,3 +252,20 @@ def test_evaluate_restores_mixed_train_and_eval_modes():
     data = (np.ones((4, 3)), np.zeros((4, 3)))
     evaluate(model, flux.mse, data)
     assert model.training and model.layers[1].training and not kept_off.training
+
+
+@pytest.mark.parametrize("layer, attribute, value, message", [
+    (lambda: flux.Dropout(0.5, rng=0), "p", 1.0, "p must be a probability"),
+    (lambda: flux.Dropout(0.5, rng=0), "dtype", {"$dtype": "float16"}, "dtype must be float32 or float64"),
+    (lambda: flux.LayerNorm(4, dtype=F64), "eps", -1.0, "eps"),
+    (lambda: flux.RMSNorm(4, dtype=F64), "eps", "1e-5", "eps"),
+    (lambda: flux.MultiHeadAttention(4, 2, dtype=F64), "heads", 3, "multiple of heads"),
+])
+def test_a_file_with_arguments_the_constructor_refuses_does_not_load(tmp_path, layer, attribute, value, message):
+    """Bug: a loaded model skips __init__, so a file could carry what the constructor refuses (Dropout p = 1, a
+    float16 dtype, a negative ε, heads that do not divide d) and fail only at its first call, or compute NaN."""
+    path = tmp_path / "layer.npz"
+    flux.save(layer(), path)
+    rewrite_description(path, lambda description: description["model"]["attributes"].__setitem__(attribute, value))
+    with pytest.raises(ValueError, match=message):
+        flux.load(path)

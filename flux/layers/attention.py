@@ -52,6 +52,10 @@ class MultiHeadAttention(Model):
         self.heads = int(heads)
         self.causal = bool(causal)
 
+    def _check_attributes(self) -> None:
+        super()._check_attributes()
+        check_heads(self.params["Wq"].shape[1], self.heads)
+
     def forward(self, X):
         size = self.k / self.heads
         outputs = []

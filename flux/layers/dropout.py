@@ -55,6 +55,10 @@ class Dropout(Model):
         self._rng_state = np.random.default_rng(rng).bit_generator.state
         self._mask_given = False
 
+    def _check_attributes(self) -> None:
+        super()._check_attributes()
+        check_probability("Dropout", self.p)
+
     def forward(self, x, m):
         return hadamard(m, x) / (1 - self.p)
 

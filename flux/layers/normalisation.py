@@ -38,6 +38,10 @@ class LayerNorm(Model):
         super().__init__(γ=np.ones(n), β=np.zeros(n), dtype=dtype)
         self.eps = float(eps)
 
+    def _check_attributes(self) -> None:
+        super()._check_attributes()
+        check_epsilon(type(self).__name__, self.eps)
+
     def forward(self, x):
         centred = x - mean(x)
         variance = mean(hadamard_power(centred, 2))  # elementwise also on a sequence's d×T matrix
@@ -60,6 +64,10 @@ class RMSNorm(Model):
         check_epsilon(type(self).__name__, eps)
         super().__init__(γ=np.ones(n), dtype=dtype)
         self.eps = float(eps)
+
+    def _check_attributes(self) -> None:
+        super()._check_attributes()
+        check_epsilon(type(self).__name__, self.eps)
 
     def forward(self, x):
         return hadamard(self.γ, x / sqrt(mean(hadamard_power(x, 2)) + self.eps))
