@@ -47,9 +47,17 @@ def product_into(a, b, out):
     np.dot(a, b, out)
 
 
+def maybe_long_product(a, b) -> bool:
+    """Whether the types allow `long_product_block`'s shape: a transposed C-contiguous matrix (numba types it 'F')
+    times a C-contiguous one; other layouts take one np.dot (the blocks are not compiled for them)."""
+    return a.ndim == 2 and b.ndim == 2 and a.layout == "F" and b.layout == "C"
+
+
 @overload(product)
 def product_implementation(a, b):
-    if a.ndim != 2 or b.ndim != 2:  # a vector: one np.dot (chosen when the types are known, at compile time)
+    if a.layout == "A" or b.layout == "A":  # a user's strided input: one contiguous copy (numba warns otherwise)
+        return lambda a, b: np.dot(np.ascontiguousarray(a), np.ascontiguousarray(b))
+    if not maybe_long_product(a, b):  # chosen when the types are known, at compile time
         return lambda a, b: np.dot(a, b)
 
     def matrices(a, b):
@@ -64,7 +72,9 @@ def product_implementation(a, b):
 
 @overload(product_into)
 def product_into_implementation(a, b, out):
-    if a.ndim != 2 or b.ndim != 2:
+    if a.layout == "A" or b.layout == "A":
+        return lambda a, b, out: np.dot(np.ascontiguousarray(a), np.ascontiguousarray(b), out)
+    if not maybe_long_product(a, b):
         return lambda a, b, out: np.dot(a, b, out)
 
     def matrices(a, b, out):

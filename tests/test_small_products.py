@@ -1,6 +1,13 @@
 """flux.small_products: the per-step product agrees with np.dot on both sides of its size limit."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
+
+import flux
 
 from flux.small_products import _limit, blocked_product_into, step_product
 
@@ -44,3 +51,21 @@ def test_a_sum_over_a_long_batch_is_a_product_in_row_blocks_or_whole(rows, m, n,
     dot_into(δ.T, x, out)
     for product in (dot(δ.T, x), out):
         np.testing.assert_allclose(product, expected, rtol=1e-4, atol=1e-3)
+
+
+def test_products_of_strided_arrays_compile_without_a_performance_warning(tmp_path):
+    """A user's strided input reaches `dot` with numba's 'A' layout, and numba warned on the user's first call
+    (NumbaPerformanceWarning: np.dot on non-contiguous arrays); now such an operand is copied contiguous first.
+    Run in a fresh process with its own numba cache, so the compile happens there."""
+    script = ("import warnings\n"
+              "import numpy as np\n"
+              "from numba.core.errors import NumbaPerformanceWarning\n"
+              "warnings.simplefilter('error', NumbaPerformanceWarning)\n"
+              "from flux.products import dot\n"
+              "a, b = np.arange(48.0).reshape(6, 8)[::2], np.arange(64.0).reshape(16, 4)[::2]\n"
+              "assert np.allclose(dot(a, b), a @ b)\n"
+              "assert np.allclose(dot(a.T.copy().T, b), a @ b)\n")
+    environment = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    result = subprocess.run([sys.executable, "-c", script],
+                            capture_output=True, text=True, env=environment, cwd=Path(flux.__file__).parent.parent)
+    assert result.returncode == 0, result.stderr[-2000:]
