@@ -17,8 +17,7 @@ from .losses import (
 )
 from .model import Model
 from .optimisers import SGD, Adam, Momentum, Nesterov, Optimiser, RMSProp
-from .step import TrainStep
-from .token_step import compile_step
+from .step import TrainStep, compile_step
 from .tiers import compile
 from .trace.language import DefinitionError, concat, hadamard, hadamard_power, mean, norm, param, state, total
 from .trace.tokens import causal, tokens

@@ -231,13 +231,10 @@ def load_step_module(objective, optimiser: Any, dtype) -> Any:
     the optimiser's rule (its exact SymPy form) and the dtype: a second process traces the objective and loads the
     module without deriving it. On the tiers (flux.tiers): numba's module, the NumPy tier's, or with FLUX_TIER=auto
     a `TieredStep` running NumPy until numba's is compiled in the background (numba at once if it is ready)."""
-    from sympy import srepr
-
     dtype = np.dtype(dtype)
     rules = optimiser.rules()
     maths = maths_of(objective)
-    rule_text = repr((list(rules.state), list(rules.hyperparameters),
-                      [(str(k), srepr(v)) for k, v in rules.updates.items()]))
+    rule_text = rule_identity(rules)
     key = cache.module_key("train-step", maths.identity, type(optimiser).__name__, rule_text, dtype.name)
     name = f"step_{type(objective.model).__name__.lower()}_{type(optimiser).__name__.lower()}_{dtype.name}"
 
@@ -273,3 +270,30 @@ def load_step_module(objective, optimiser: Any, dtype) -> Any:
                                 lambda module: None, {"arguments": arguments})
 
     return TieredStep(numpy_module, start)
+
+
+def load_token_step_module(model, loss: Any, optimiser: Any, dtype) -> Any:
+    """The fused token step's module, keyed by the model's and the loss's traced maths, the optimiser's rule (its
+    exact SymPy form) and the dtype (numba only: token models have no NumPy-tier step)."""
+    dtype = np.dtype(dtype)
+    rules = optimiser.rules()
+    rule_text = rule_identity(rules)
+    key = cache.module_key("token-step", maths_of(model).identity, maths_of(loss).identity,
+                           type(optimiser).__name__, rule_text, dtype.name)
+    name = f"step_{type(model).__name__.lower()}_{type(optimiser).__name__.lower()}_{dtype.name}"
+
+    def generate() -> str:
+        from .generate.token_step import generate_token_step_source
+
+        return generate_token_step_source(derivation_of(model), derivation_of(loss), rules,
+                                          type(optimiser).__name__, dtype, key)
+
+    return cache.load_module(name, key, generate)
+
+
+def rule_identity(rules) -> str:
+    """An optimiser's rule in its exact SymPy form (part of a fused step's cache key)."""
+    from sympy import srepr
+
+    updates = [(str(k), srepr(v)) for k, v in rules.updates.items()]
+    return repr((list(rules.state), list(rules.hyperparameters), updates))

@@ -134,7 +134,7 @@ def default_step(model, loss, optimiser, *, last: bool = False) -> Step:
     that adds inputs on every call (a training Dropout's mask, a positional encoding)."""
     from .layers.basic import adds_inputs_per_call
     from .losses import Loss
-    from .token_step import compile_step
+    from .step import compile_step
 
     if isinstance(loss, Loss) and not adds_inputs_per_call(model):
         return compile_step(model, loss, optimiser, last=last)
