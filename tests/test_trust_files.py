@@ -441,26 +441,32 @@ def test_generated_text_that_does_not_load_is_an_error_and_is_not_left_in_place(
     assert not list(private_cache.glob("broken_*"))
 
 
-def test_the_cached_start_stays_fast(private_cache):
-    """import flux + construct + first call + back of a cached model, in a fresh process, with every check on."""
+def test_the_cached_start_compiles_nothing(private_cache):
+    """import flux + construct + first call + back of a cached model, in a fresh process, with every check on: numba
+    compiles nothing (every kernel comes from the cache). How fast that is is measured by benchmarks/first_call.py
+    (the "cached" rows), not here: a timed test fails on a loaded machine."""
     child = textwrap.dedent(f"""
         import sys, time
         start = time.perf_counter()
         sys.path.insert(0, {str(TESTS)!r})
-        import numpy as np
-        from models import perceptron
-        model = perceptron()
-        y = model(np.ones((4, 5)))
-        model.back(np.ones_like(y))
-        print(time.perf_counter() - start)
+        from numba.core import event
+        with event.install_recorder("numba:compile") as compiled:
+            import numpy as np
+            from models import perceptron
+            model = perceptron()
+            y = model(np.ones((4, 5)))
+            model.back(np.ones_like(y))
+        print(time.perf_counter() - start, len(compiled.buffer))
     """)
     environment = dict(os.environ, FLUX_CACHE_DIR=str(private_cache), PYTHONPATH=str(TESTS.parent))
     environment.pop("NUMBA_DISABLE_JIT", None)
-    seconds = []
+    runs = []
     for _ in range(2):  # the first compiles and fills the cache; the second reads it
         done = subprocess.run([sys.executable, "-c", child], env=environment, capture_output=True, text=True,
                               timeout=300)
         assert done.returncode == 0 and "Warning" not in done.stderr, done.stderr
-        seconds.append(float(done.stdout.strip().splitlines()[-1]))
-    print(f"\ncached start: {seconds[1]:.2f} s (compiling: {seconds[0]:.2f} s)")
-    assert seconds[1] < 3.0
+        seconds, compile_events = done.stdout.strip().splitlines()[-1].split()
+        runs.append((float(seconds), int(compile_events)))
+    print(f"\ncached start: {runs[1][0]:.2f} s (compiling: {runs[0][0]:.2f} s)")
+    assert runs[0][1] > 0  # the recorder sees compiles
+    assert runs[1][1] == 0, f"the cached start compiled {runs[1][1]} numba functions"
