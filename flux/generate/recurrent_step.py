@@ -33,7 +33,8 @@ from .module import module_source
 from .names import identifier
 from .optimiser_update import update_call, update_source
 from .printer import Argument
-from .recurrent import cell_kernels_and_plan
+from .inline import paste_kernels
+from .recurrent import CELL_KERNELS, cell_kernels_and_plan
 from .sizes import size_codes, sizes_function
 
 I = "    "
@@ -69,6 +70,7 @@ def generate_recurrent_step_source(model, loss, rules, optimiser_name: str, dtyp
                        gradient_leaves={0})
     kernels += [pair.forward, pair.backward, forward_driver(plan, workspace=True), backward_driver(plan, workspace=True),
                 ZERO_SOURCE, TIME_MAJOR_SOURCE, update_source(rules, optimiser_name), train_step_driver(plan, pair, rules, optimiser_name)]
+    kernels = paste_kernels(kernels, CELL_KERNELS)
     metadata = common_metadata(model, dtype, cell.inputs, cell.params)
     metadata.update({"states": cell.state_names, "state_dims": [sympy.sstr(p.shape[0]) for p in cell.previous]})
     sizes = sizes_function("state_sizes", f"The size of each state ({', '.join(plan.states)}); None: the same as the "
