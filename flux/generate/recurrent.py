@@ -22,7 +22,7 @@ import numpy as np
 import sympy
 from sympy import MatMul, MatrixSymbol, ZeroMatrix
 
-from .drivers import ROWS_SOURCE, backward_driver, forward_driver, forward_returns
+from .drivers import backward_driver, forward_driver, forward_returns
 from .feedforward import common_metadata, shape_checks
 from .inline import paste_kernels
 from .kernel_pair import KernelPair, gradient_arrays, kept_for_backward, kernel_pair
@@ -124,7 +124,7 @@ class CellWriter:
         self.code.update(zip(cell.projected, self.projected_names))
 
     def kernels(self) -> tuple[list[str], RecurrentPlan]:
-        sources, plan = [ROWS_SOURCE], {}
+        sources, plan = [], {}
         projection = None
         if self.cell.projection is not None:
             projection = self.row_kernels("project", self.cell.projection, [a.name for a in self.inputs],
