@@ -129,7 +129,9 @@ def test_generated_kernels_leave_the_costly_numpy_calls_to_compiled_helpers():
     sources = [dense.kernels.source, flux.LSTM(2, 3).kernels.source, inspect.getsource(step.module)]
     for source in sources:
         assert not re.search(r"np\.(dot|max|sum|isfinite)\(", source), source
-        assert not re.search(r"^\s+\w+(\[0\])? \+?= \w+_(initial|seq\[t\])$", source, re.M), source
+        # an array statement (h_seq[0] = h_initial, Δ += from_seq[t]); a name bound to a view (a pasted kernel's
+        # argument: cell_forward_x_ = x_seq[t]) is no array statement
+        assert not re.search(r"^\s+\w+(\[0\] | \+)= \w+_(initial|seq\[t\])$", source, re.M), source
     assert "dot(" in sources[0] and "copy_into(" in sources[1] and "add_into(" in sources[1]
 
 

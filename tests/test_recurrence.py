@@ -98,12 +98,33 @@ def test_a_readout_of_both_states_and_the_input_gradchecks(steps):
 
 def test_only_the_state_update_runs_inside_the_time_loop():
     module = recurrent().kernels.module
-    step = inspect.getsource(module.cell_forward.py_func) + inspect.getsource(module.cell_backward.py_func)
-    products = [line for line in step.splitlines() if "step_product_into(" in line]  # flux.small_products
+    forward, backward = (inspect.getsource(f.py_func) for f in (module.forward, module.backward))
+    step = time_loop(forward) + time_loop(backward)  # the cell kernels, pasted into the drivers' loops
+    products = [line for line in step if "step_product_into(" in line]  # flux.small_products
     assert products and not any("Why" in line for line in products)  # the readout's GEMM is not per step
     assert any("Whh_T, " in line for line in products)  # the loop's GEMM reads a contiguous Whhᵀ
-    readout = inspect.getsource(module.readout.py_func)
-    assert "dot(hidden_t, Why.T)" in readout  # y_t from every h_t at once
+    readout = [line for line in forward.splitlines() if "dot(" in line and line not in time_loop(forward)]
+    assert any("Why.T)" in line for line in readout)  # y_t from every h_t at once, after the loop
+
+
+def test_the_cell_kernels_are_compiled_only_inside_the_drivers():
+    module = recurrent().kernels.module  # numba would compile a called kernel alone and again in its caller
+    compiled = {name for name, value in vars(module).items() if hasattr(value, "py_func")}
+    assert {"forward", "backward"} <= compiled and not compiled & {"cell_forward", "cell_backward", "project",
+                                                                   "readout", "readout_backward", "gradients"}
+
+
+def time_loop(source: str) -> list[str]:
+    """The lines of the `for t in range(…)` loop of a driver's source."""
+    lines = source.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.lstrip().startswith("for t in range("))
+    depth = len(lines[start]) - len(lines[start].lstrip())
+    body = []
+    for line in lines[start + 1:]:
+        if line.strip() and len(line) - len(line.lstrip()) <= depth:
+            break
+        body.append(line)
+    return body
 
 
 # ---- forward semantics ---------------------------------------------------------------------------------

@@ -6,7 +6,8 @@
               for t = T−1…0: cell_backward; then the deferred parameter gradients and project_backward
 
 Each driver is printed from the `flux.generate.recurrent.RecurrentPlan` of the cell's kernels (their names,
-arguments and buffers), and returns text: nothing here writes into the plan.
+arguments and buffers), and returns text: nothing here writes into the plan. The drivers are printed calling the
+kernels; `flux.generate.inline` then pastes each kernel's body in place of its call (one numba compile per driver).
 """
 from __future__ import annotations
 
@@ -40,9 +41,9 @@ def forward_driver(plan, workspace: bool = False) -> str:
     sources = size_sources(plan)
     projected = plan.projected
     if projected:
-        rows = ", ".join(f"rows({a.name}_seq)" for a in plan.inputs)
+        stacks = ", ".join(rows(f"{a.name}_seq") for a in plan.inputs)
         made = projected + plan.projection.kept
-        lines.append(f"{I}{', '.join(made)}{',' if len(made) == 1 else ''} = project({rows}, {params})"
+        lines.append(f"{I}{', '.join(made)}{',' if len(made) == 1 else ''} = project({stacks}, {params})"
                      "  # the hoisted terms, for all T·N rows at once")
         for u in projected:
             lines.append(f"{I}{u}_seq = {u}.reshape((T, N, {u}.shape[1]))")
@@ -106,8 +107,8 @@ def backward_driver(plan, workspace: bool = False) -> str:
             lines += [f"{I}{delta} = {delta}_last.copy()", f"{I}{delta}_spare = np.empty_like({delta})"]
     # the readout's VJP: ∂L/∂x, and the ∂L/∂h_{t−1}, ∂L/∂h_t that the loop adds to the Δh it carries
     readout, n_in, n_states = plan.readout, len(plan.inputs), len(plan.states)
-    d_y = [f"rows({d}_seq)" for d in output_deltas]
-    read = [f"rows({y}_seq)" for y in readout.outputs_read]
+    d_y = [rows(f"{d}_seq") for d in output_deltas]
+    read = [rows(f"{y}_seq") for y in readout.outputs_read]
     returned = [f"from_readout{i}" for i in readout.leaf_gradients]
     call = (f"readout_backward({', '.join(d_y + readout_rows(plan))}, {params}, "
             f"{', '.join(readout.kept + read + [grads])})")
@@ -149,13 +150,13 @@ def backward_driver(plan, workspace: bool = False) -> str:
             lines.append(f"{I * 2}add_into({delta}, {after_step[state]}, real(1))")
     if plan.gradient_factors:
         factor_buffers = [factor_buffer(plan, n) for n in plan.gradient_factors]
-        lines.append(f"{I}gradients({', '.join(f'rows({b})' for b in factor_buffers)}, {params}, {grads})")
+        lines.append(f"{I}gradients({', '.join(rows(b) for b in factor_buffers)}, {params}, {grads})")
     if plan.projection is not None:
         projection = plan.projection
-        d_u = [f"rows(grad_{u}_seq)" for u in plan.projected]
-        xs = [f"rows({a.name}_seq)" for a in plan.inputs]
+        d_u = [rows(f"grad_{u}_seq") for u in plan.projected]
+        xs = [rows(f"{a.name}_seq") for a in plan.inputs]
         returned = [f"from_projection{i}" for i in projection.leaf_gradients]
-        read = [f"rows({u}_seq)" for u in projection.outputs_read]
+        read = [rows(f"{u}_seq") for u in projection.outputs_read]
         call = f"project_backward({', '.join(d_u + xs)}, {params}, {', '.join(projection.kept + read + [grads])})"
         if returned and not workspace:
             lines.append(f"{I}{', '.join(returned)}{',' if len(returned) == 1 else ''} = {call}")
@@ -234,8 +235,8 @@ def workspace_function(plan, dims: dict) -> str:
 
 def readout_rows(plan) -> list[str]:
     """The row stacks the readout reads, in the order of its leaves: inputs, h_{t−1}, h_t."""
-    return ([f"rows({a.name}_seq)" for a in plan.inputs] + [f"rows({s}_seq[:T])" for s in plan.states]
-            + [f"rows({s}_seq[1:])" for s in plan.states])
+    return ([rows(f"{a.name}_seq") for a in plan.inputs] + [rows(f"{s}_seq[:T]") for s in plan.states]
+            + [rows(f"{s}_seq[1:]") for s in plan.states])
 
 
 def factor_buffer(plan, name: str) -> str:
@@ -257,7 +258,7 @@ def size_sources(plan, in_forward: bool = True) -> dict:
     return sources
 
 
-ROWS_SOURCE = '''def rows(a):
-    """(T, N, k) → (T·N, k): every time step's batch stacked, one sample per row."""
-    return a.reshape((a.shape[0] * a.shape[1], a.shape[2]))
-'''
+def rows(sequence: str) -> str:
+    """The code of a (T, N, k) sequence as its (T·N, k) row stack: every time step's batch stacked, one sample per
+    row (a reshape printed in place: a `rows` numba function was compiled, then linked into every driver)."""
+    return f"{sequence}.reshape((T * N, {sequence.split('[')[0]}.shape[2]))"

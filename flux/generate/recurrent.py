@@ -8,6 +8,8 @@ The module holds, as numba functions (see `flux.derive.recurrence` for the split
     readout, readout_backward      y = R(x, h_{t−1}, h_t) and its VJP, over (T·N, ·) row stacks
     forward, backward              the drivers: the time loops, calling the functions above
 
+and the drivers are all numba compiles: every other kernel is pasted into the driver that calls it
+(`flux.generate.inline`; `CELL_KERNELS`), as numba would otherwise compile it alone and again inside the driver.
 `CellWriter` writes the cell's kernels and returns them with a frozen `RecurrentPlan` (names, buffers, what each
 kernel returns); the drivers (`flux.generate.drivers`) are printed from that plan alone. Sequences are time-major
 inside ((T, N, k), so x_t is one contiguous block).
@@ -20,8 +22,9 @@ import numpy as np
 import sympy
 from sympy import MatMul, MatrixSymbol, ZeroMatrix
 
-from .drivers import ROWS_SOURCE, backward_driver, forward_driver, forward_returns
+from .drivers import backward_driver, forward_driver, forward_returns
 from .feedforward import common_metadata, shape_checks
+from .inline import paste_kernels
 from .kernel_pair import KernelPair, gradient_arrays, kept_for_backward, kernel_pair
 from .module import module_source
 from .names import identifier
@@ -39,7 +42,7 @@ def generate_recurrent_module_source(derivation, dtype, key: str) -> str:
     dtype = np.dtype(dtype)
     cell, kernels, plan = cell_kernels_and_plan(derivation)
     params, inputs = plan.params, plan.inputs
-    kernels += [forward_driver(plan), backward_driver(plan)]
+    kernels = paste_kernels(kernels + [forward_driver(plan), backward_driver(plan)], CELL_KERNELS)
     metadata = common_metadata(derivation, dtype, cell.inputs, cell.params)
     metadata.update({
         "states": cell.state_names,
@@ -58,6 +61,12 @@ def generate_recurrent_module_source(derivation, dtype, key: str) -> str:
                            size_codes(params))
     return module_source(key, docstring, dtype, metadata=metadata, helpers=[shape_checks(params, inputs), sizes],
                          kernels=kernels)
+
+
+# the kernels pasted into the drivers that call them (flux.generate.inline): LSTM(8, 16)'s first forward+back compiled
+# in 9.8 s of CPU with them as numba functions, 6.0 s pasted, and its steady state ran 6 % faster
+CELL_KERNELS = frozenset({"project", "project_backward", "cell_forward", "cell_backward", "gradients", "readout",
+                          "readout_backward"})
 
 
 def cell_kernels_and_plan(derivation, input_gradients: bool = True) -> tuple[Cell, list[str], "RecurrentPlan"]:
@@ -115,7 +124,7 @@ class CellWriter:
         self.code.update(zip(cell.projected, self.projected_names))
 
     def kernels(self) -> tuple[list[str], RecurrentPlan]:
-        sources, plan = [ROWS_SOURCE], {}
+        sources, plan = [], {}
         projection = None
         if self.cell.projection is not None:
             projection = self.row_kernels("project", self.cell.projection, [a.name for a in self.inputs],
