@@ -68,6 +68,7 @@ class TokenKernelWriter(TokenProducts):
         self.temporaries = 0
         self.products: dict = {}  # (kind, left operand, right operand) → the product's Operand (token_products.py)
         self.computed: dict = {}  # a product's code → the array holding it (token_products.py)
+        self.runs: dict = {}  # a run of a chain's factors (a tuple) → the Operand of its product (token_products.py)
         self.uses = Counter()
         for node in topological_order([r.expr for r in results]):
             for child in matrix_children(node):

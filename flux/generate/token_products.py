@@ -34,7 +34,7 @@ class Operand:
     def stored(self) -> str:
         """Sample n's operandᵀ (2-D), inside a loop over n; for an unbatched operand, its transpose."""
         if not self.batched:
-            return f"{self.code}.T"
+            return transposed_code(self.code)
         return f"{self.code}[n].T" if self.transposed else f"{self.code}[n]"
 
     def sample(self) -> str:
@@ -57,7 +57,7 @@ class TokenProducts:
             return Operand(self.array(factor), factor.shape, True)
         if isinstance(factor, Transpose):
             inner = self.operand(factor.arg)
-            return Operand(f"{inner.code}.T", factor.shape, False)
+            return Operand(transposed_code(inner.code), factor.shape, False)
         if factor in self.leaves and factor.shape[1] == 1:  # a vector parameter is 1-D
             return Operand(f"{self.array(factor)}.reshape(({self.size(factor.shape[0])}, 1))", factor.shape, False)
         return Operand(self.array(factor), factor.shape, False)
@@ -66,24 +66,36 @@ class TokenProducts:
         """The product of `factors` into a new array, in the cheapest order (plan_products): parameters applied to
         every token in one GEMM, the rest per sample. `kind` asks for a batched result as the node's own layout
         ("batched"), or as the samples themselves ("transposed", for a GEMM over every token), or either ("any")."""
+        known = self.runs.get(tuple(factors))
+        if known is not None and kind != "transposed" and not known.transposed:
+            return known  # computed within an earlier chain (Q = W_q·X̂ inside Wᵥ·X̂·A's, …)
         operands = [self.operand(f) for f in factors]
         plans = plan_products(operands, self.estimate)
         if kind == "any":
-            return self.emit_plan(min(plans[0, len(operands)].values(), key=lambda p: p.cost), operands)
+            return self.emit_plan(min(plans[0, len(operands)].values(), key=lambda p: p.cost), operands, factors)
         best = plans[0, len(operands)]
         if kind == "transposed" or "unbatched" in best:
-            return self.emit_plan(best.get(kind) or best["unbatched"], operands)
+            return self.emit_plan(best.get(kind) or best["unbatched"], operands, factors)
         flipped = best.get("transposed")
         if flipped is not None and (kind not in best or flipped.cost + transpose_cost(flipped, self.estimate)
                                     < best[kind].cost):
-            return self.untransposed(self.emit_plan(flipped, operands))
-        return self.emit_plan(best[kind], operands)
+            return self.untransposed(self.emit_plan(flipped, operands, factors))
+        return self.emit_plan(best[kind], operands, factors)
 
-    def emit_plan(self, plan, operands: list) -> Operand:
-        """The statements of one plan; every product shared within the kernel (see `shared`)."""
+    def emit_plan(self, plan, operands: list, factors: list | None = None) -> Operand:
+        """The statements of one plan; every product shared within the kernel (see `shared`). With the chain's
+        `factors`, each batched product of a run of them is recorded in `runs` (what a kernel computed, by maths)."""
         if isinstance(plan.steps, int):
             return operands[plan.steps]
-        left, right = (self.emit_plan(p, operands) for p in plan.steps)
+        left, right = (self.emit_plan(p, operands, factors) for p in plan.steps)
+        result = self.product(plan, left, right)
+        if factors is not None and result.batched:
+            start, stop = plan_span(plan)
+            self.runs.setdefault(tuple(factors[start:stop]), result)
+        return result
+
+    def product(self, plan, left: Operand, right: Operand) -> Operand:
+        """left·right by the way `plan` chose."""
         if not left.batched and not right.batched:
             return self.shared(("U", left, right), lambda: self.unbatched(left, right))
         if not left.batched and not right.transposed:
@@ -134,7 +146,7 @@ class TokenProducts:
         """W·V for every sample at once: (N·c, r)·Wᵀ, one GEMM."""
         rows, cols = V.shape
         flat = f"{V.code}.reshape((N * {self.size(cols)}, {self.size(rows)}))"
-        name = self.statement(f"np.dot({flat}, {W.code}.T).reshape((N, {self.size(cols)}, {self.size(W.shape[0])}))")
+        name = self.statement(f"np.dot({flat}, {transposed_code(W.code)}).reshape((N, {self.size(cols)}, {self.size(W.shape[0])}))")
         return Operand(name, (W.shape[0], cols), True)
 
     def per_sample(self, left: Operand, right: Operand, transposed: bool = False) -> Operand:
@@ -214,13 +226,13 @@ class TokenProducts:
         first, last = batched[0], batched[-1] + 1
         middle = min(plans[first, last].values(), key=lambda plan: plan.cost)
         if split is not None and cost < middle.cost + transpose_cost(middle, self.estimate) / 2:
-            left, right = (self.emit_plan(plan, operands) for plan in split)
+            left, right = (self.emit_plan(plan, operands, factors) for plan in split)
             rows, inner = left.shape
             code = (f"np.dot({left.code}.reshape((N * {self.size(inner)}, {self.size(rows)})).T, "
                     f"{right.code}.reshape((N * {self.size(inner)}, {self.size(right.shape[1])})))")
             self.add_into(into, code, coefficient)
             return
-        code = self.summed(self.emit_plan(middle, operands))
+        code = self.summed(self.emit_plan(middle, operands, factors))
         for left in reversed(operands[:first]):
             code = f"np.dot({left.code}, {code})"
         for right in operands[last:]:
@@ -243,6 +255,19 @@ class TokenProducts:
         value = f"({code})[:, 0]" if vector else code
         scale = "" if coefficient == 1 else f"{self.number(coefficient)} * "
         self.emit(f"{into} += {scale}{value}")
+
+
+def plan_span(plan) -> tuple:
+    """The factors a plan multiplies: indices start … stop − 1 of its chain."""
+    if isinstance(plan.steps, int):
+        return plan.steps, plan.steps + 1
+    return plan_span(plan.steps[0])[0], plan_span(plan.steps[1])[1]
+
+
+def transposed_code(code: str) -> str:
+    """Code for the transpose of an unbatched value: `W.T` for W, and W for `W.T` (so that Wᵀ·Δ and Δᵀ·W read
+    the same array and spell the same GEMM, which `statement` then computes once)."""
+    return code[:-2] if code.endswith(".T") else f"{code}.T"
 
 
 def transposed_form(node):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sympy import Transpose, ZeroMatrix
+from sympy import MatMul, Transpose, ZeroMatrix
 
 from .feedforward import common_metadata, shape_checks
 from .kernel_pair import gradient_arrays, kept_for_backward, output_arguments
@@ -19,6 +19,7 @@ from .module import module_source
 from .names import identifier
 from .printer import Argument, Result, describe
 from .token_printer import TokenKernelWriter
+from .token_kept import node_layout_runs, repeated_products, transposed_reads, with_products
 from .token_products import transposed_form
 from ..maths.graph import Dependence
 from ..maths.nodes import Generated
@@ -67,8 +68,13 @@ def token_kernels(derivation, *, input_gradients: bool = True, names: tuple = ("
             raise TypeError(f"{derivation.name}: output {k} must be one column per token (its shape is "
                             f"{output.shape}); other outputs of token models are not supported yet")
     output_names = ["y"] if len(derivation.outputs) == 1 else [f"y{k}" for k in range(1, len(derivation.outputs) + 1)]
-    gradients = [derivation.gradients[s.name] for s in derivation.inputs] if input_gradients else []
-    gradients += [derivation.gradients[p.name] for p in derivation.params.values()]
+    names_of = [s.name for s in derivation.inputs] if input_gradients else []
+    names_of += [p.name for p in derivation.params.values()]
+    gradient_of = {name: derivation.gradients[name] for name in names_of}
+    # a product whose transpose is a forward node (X̂ᵀW_vᵀ… of W_o·[H₁; …]) is read from it (token_kept.py)
+    reads = transposed_reads(derivation, list(gradient_of.values()), batched)
+    gradient_of = {name: g.xreplace(reads) for name, g in gradient_of.items()}
+    gradients = list(gradient_of.values())
     named = {}
     for name, node in zip(output_names, derivation.outputs):
         named.setdefault(node, name)
@@ -79,23 +85,34 @@ def token_kernels(derivation, *, input_gradients: bool = True, names: tuple = ("
     kept = list(dict.fromkeys(f for f in (flipped.get(k, k) for k in kept) if f not in named))
     named.update({node: f"kept{k}" for k, node in enumerate(kept, 1)})
     doc = "; ".join(f"{n} = {describe(o, width=200)}" for n, o in zip(output_names, derivation.outputs))
-    forward = TokenKernelWriter(inputs + params, [Result(n, o) for n, o in zip(output_names, derivation.outputs)]
-                                + [Result(named[k], k) for k in kept]).write(names[0], doc)
+    outputs = [Result(n, o) for n, o in zip(output_names, derivation.outputs)]
+    writer = TokenKernelWriter(inputs + params, outputs + [Result(named[k], k) for k in kept])
+    forward = writer.write(names[0], doc)
     symbols = set(derivation.inputs) | set(derivation.params.values())
     replacements = {node: Generated(n, *node.shape) for node, n in named.items() if node not in symbols}
     replacements.update({k: Transpose(Generated(named[f], *f.shape)) for k, f in flipped.items()})
+    gradient_of = {name: g.xreplace(replacements) for name, g in gradient_of.items()}
+    # products the forward computed inside its chains that backward's chains repeat (a head's Q, K, V) are kept too
+    runs = {tuple(f.xreplace(replacements) for f in factors): factors for factors in node_layout_runs(writer.runs)}
+    products = {factors: MatMul(*runs[factors]) for factors in repeated_products(set(runs), list(gradient_of.values()))}
+    products = {factors: p for factors, p in products.items() if p not in named}
+    if products:
+        named.update({p: f"kept{k}" for k, p in enumerate(products.values(), len(kept) + 1)})
+        kept += list(products.values())
+        forward = TokenKernelWriter(inputs + params, outputs + [Result(named[k], k) for k in kept]).write(names[0], doc)
+        stored = {factors: Generated(named[p], *p.shape) for factors, p in products.items()}
+        gradient_of = {name: with_products(g, stored) for name, g in gradient_of.items()}
     deltas = [Argument(d, identifier(d.name), True) for d in derivation.upstream]
     saved = output_arguments(output_names, derivation.outputs, batched)
     saved += [Argument(Generated(named[k], *k.shape), named[k], batched(k)) for k in kept]
     results, leaf_gradients = [], []
     for i, (a, s) in enumerate(zip(inputs, derivation.inputs)):
-        g = derivation.gradients[s.name]
+        g = gradient_of.get(s.name)
         if input_gradients and not isinstance(g, ZeroMatrix):
-            results.append(Result(f"grad_{a.name}", g.xreplace(replacements)))
+            results.append(Result(f"grad_{a.name}", g))
             leaf_gradients.append(i)
     for a, p in zip(params, derivation.params.values()):
-        results.append(Result(f"grad_{a.name}", derivation.gradients[p.name].xreplace(replacements),
-                              mode="accumulate", into=f"grad_{a.name}"))
+        results.append(Result(f"grad_{a.name}", gradient_of[p.name], mode="accumulate", into=f"grad_{a.name}"))
     what = "∂L/∂inputs returned, " if input_gradients else ""
     backward = TokenKernelWriter(deltas + inputs + params + saved + gradient_arrays(params), results).write(
         names[1], f"{what}Σₙ ∂L/∂params added into grad_*")
