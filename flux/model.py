@@ -15,6 +15,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from .parameters import Parameters
+from .run.contents import changed_in_place
 from .run.feedforward import run_backward, run_forward, running_program
 from .run.sequences import current_state, reset_state, run_step
 from .run.state import (RuntimeState, configuration_changed, configuration_generation, parameter_generation,
@@ -220,12 +221,13 @@ class Model(metaclass=ModelClass):
         return dict(self._walk("_grads"))
 
     def flat_arrays(self) -> tuple[list, list]:
-        """(parameters, gradients) as lists in kernel order; cached until any parameter is reassigned."""
+        """(parameters, gradients) as lists in kernel order; cached until any parameter is reassigned or any
+        attribute changes (`chain.layers = [b, a]` changes the order)."""
         runtime = self.__dict__.get("_runtime") or runtime_of(self)
         cached = runtime.flat
-        if cached is None or cached[0] != parameter_generation():
-            cached = (parameter_generation(), [a for _, a in self._walk("_params")],
-                      [g for _, g in self._walk("_grads")])
+        generation = (parameter_generation(), configuration_generation())
+        if cached is None or cached[0] != generation:
+            cached = (generation, [a for _, a in self._walk("_params")], [g for _, g in self._walk("_grads")])
             runtime.flat = cached
         return cached[1], cached[2]
 
@@ -303,7 +305,8 @@ class Model(metaclass=ModelClass):
         """This model's compiled program for its dtype: `.forward`, `.backward`, each with `.source`."""
         runtime = runtime_of(self)
         program = runtime.program
-        if program is None or runtime.configuration != configuration_generation():
+        stale = runtime.configuration != configuration_generation() or changed_in_place(runtime.contents)
+        if program is None or stale:
             from .pipeline import program_of
 
             program = program_of(self, self.dtype)  # traces again after a change: the same maths, the same program

@@ -20,6 +20,7 @@ import numpy as np
 
 from . import cache
 from .derive.derivation import Derivation, derive_trace
+from .run.contents import attribute_contents
 from .run.state import configuration_generation, requested_tier, runtime_of
 from .tiers import TieredStep, example_arrays, start_background
 from .trace.tracing import trace_forward
@@ -53,8 +54,10 @@ def maths_of(model) -> Maths:
     generation = configuration_generation()
     if runtime.maths is None or runtime.configuration != generation:
         name = type(model).__name__
+        contents = attribute_contents(model)  # before tracing: a change made meanwhile is seen at the next call
         trace = trace_forward(model)
         runtime.maths, runtime.configuration = Maths(name, trace, identity_text(name, trace)), generation
+        runtime.contents = contents
     return runtime.maths
 
 

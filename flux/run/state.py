@@ -89,7 +89,8 @@ class ChainTape(NamedTuple):
 class RuntimeState:
     """A model's run-time state: never saved, never pickled, rebuilt empty whenever a model is built or copied."""
 
-    __slots__ = ("tape", "shared", "per_thread", "flat", "program", "maths", "configuration", "built", "has_grads",
+    __slots__ = ("tape", "shared", "per_thread", "flat", "program", "maths", "contents", "configuration",
+                 "built", "has_grads",
                  "state_grads", "lock")
 
     def __init__(self) -> None:
@@ -99,6 +100,7 @@ class RuntimeState:
         self.flat: tuple | None = None  # (generation, parameters, gradients) in kernel order
         self.program: Any = None  # the compiled Program for the model's dtype, its parameter sizes checked
         self.maths: Any = None  # the traced maths (flux.pipeline.Maths) the program was made for
+        self.contents: list = []  # its container attributes' values when traced (flux.run.contents)
         self.configuration = -1  # the configuration generation `maths` and `program` were made in
         self.built = False  # __init__ has finished: attribute changes from now on may change the maths
         self.has_grads = False  # gradients accumulated since the last update

@@ -1,0 +1,156 @@
+"""Regression tests for bugs found by the second round of probing flux as a demanding user and a hostile file author.
+
+Each test failed before its fix (the commit naming the bug). Behaviour probes run on the NumPy tier (nothing to
+compile); numeric ones on numba too. Small sizes and the session's kernel cache keep it fast.
+"""
+import numpy as np
+import pytest
+
+import flux
+
+F64 = np.float64
+
+
+@pytest.fixture
+def numpy_tier(monkeypatch):
+    monkeypatch.setenv("FLUX_TIER", "numpy")
+
+
+# ---- a per-sample scalar times a matrix inside a quadratic form ------------------------------------------------
+
+
+class ScaledInside(flux.Model):
+    """y = xᵀ·(Σ(x)·W)·x + (xᵀ·(mean(x)·W))ᵀ."""
+    W = flux.param("n", "n")
+
+    def forward(self, x):
+        return x.T * (flux.total(x) * self.W) * x + (x.T * (flux.mean(x) * self.W)).T
+
+
+@pytest.mark.parametrize("tier", ["numpy", "numba"])
+def test_a_per_sample_scalar_times_a_matrix_inside_a_quadratic_form(monkeypatch, tier):
+    """Bug: xᵀ·(Σ(x)·W)·x was refused ("the per-sample scalar total(x) times a matrix is a matrix per sample")
+    although it is the per-sample scalar Σ(x)·(xᵀ·W·x), which was accepted."""
+    monkeypatch.setenv("FLUX_TIER", tier)
+    rng = np.random.default_rng(3)
+    model = ScaledInside(W=rng.standard_normal((3, 3)), dtype=F64)
+    x = rng.standard_normal((4, 3))
+    W = model.params["W"]
+    s, m = x.sum(axis=1, keepdims=True), x.mean(axis=1, keepdims=True)
+    expected = s * np.einsum("ni,ij,nj->n", x, W, x)[:, None] + m * (x @ W)
+    np.testing.assert_allclose(model(x), expected, rtol=1e-12)
+    assert flux.gradcheck(model, x) < 1e-6
+
+
+# ---- attributes forward reads, changed in place: the new value, never the stale one -----------------------------
+
+
+class Coefficients(flux.Model):
+    """y = c₀·(W·x) + c₁·x + d["shift"]·1 + a₀·x (c a list, d a dict, a an array: attributes read by forward)."""
+    W = flux.param("n", "n")
+
+    def forward(self, x):
+        return self.c[0] * (self.W * x) + self.c[1] * x + self.d["shift"] + self.a[0] * x
+
+
+def coefficients_model() -> Coefficients:
+    model = Coefficients(W=np.eye(2), dtype=F64)
+    model.c, model.d, model.a = [1.0, 2.0], {"shift": 0.0}, np.array([0.0])
+    return model
+
+
+def test_a_list_dict_or_array_attribute_changed_in_place_is_seen(numpy_tier):
+    """Bug: `m.c[0] = 5.0` set no attribute, so the kernel kept computing with the old value, silently (the README
+    said "assign it again"). Also: a NumPy number in forward (`self.a[0] * x`, `np.sqrt(2) * x`) failed to trace
+    ("'Symbol' object cannot be interpreted as an integer")."""
+    model, x = coefficients_model(), np.ones((1, 2))
+    np.testing.assert_array_equal(model(x), 3 * x)
+    model.c[0] = 5.0
+    np.testing.assert_array_equal(model(x), 7 * x)
+    model.d["shift"] = 1.0
+    np.testing.assert_array_equal(model(x), 8 * x)
+    model.a[0] = 2.0
+    np.testing.assert_array_equal(model(x), 10 * x)
+    model.back(np.ones((1, 2)))
+    np.testing.assert_array_equal(model.grads["W"], 5 * np.ones((2, 2)))
+
+
+class NumPyNumbers(flux.Model):
+    def forward(self, x):
+        return np.sqrt(2.0) * x + np.float32(0.5) * x - x / np.float64(4) + np.int64(3)
+
+
+def test_numpy_numbers_on_either_side_of_a_symbol(numpy_tier):
+    x = np.array([[1.0, -2.0]])
+    np.testing.assert_allclose(NumPyNumbers(dtype=F64)(x), (np.sqrt(2) + 0.25) * x + 3, rtol=1e-15)
+
+
+def chain_of_three(activation=None):
+    return [flux.Dense(2, 2, rng=1, dtype=F64), flux.Dense(2, 2, activation, rng=2, dtype=F64)]
+
+
+def test_a_chains_layer_replaced_in_place_or_reordered_is_used(numpy_tier):
+    """Bug: `chain.layers[1] = other` kept computing the old layer's maths, `chain.layers.append(d)` failed inside
+    the kernel call (input_sizes() takes 4 positional arguments but 6 were given), and `chain.layers = [b, a]`
+    (an assignment: the maths re-traced) ran with the parameters in their old order: a(b(x)) computed as b(a(x))."""
+    a, b = chain_of_three()
+    chain, x = flux.Chain(a, b), np.random.default_rng(0).standard_normal((4, 2))
+    chain(x)
+    c = flux.Dense(2, 2, flux.tanh, rng=3, dtype=F64)
+    chain.layers[1] = c
+    np.testing.assert_allclose(chain(x), c(a(x)), rtol=1e-14)
+    chain.layers = [c, a]
+    np.testing.assert_allclose(chain(x), a(c(x)), rtol=1e-14)
+    chain.layers[0], chain.layers[1] = chain.layers[1], chain.layers[0]
+    np.testing.assert_allclose(chain(x), c(a(x)), rtol=1e-14)
+    chain.layers.append(flux.Dense(2, 1, rng=4, dtype=F64))
+    np.testing.assert_allclose(chain(x), chain.layers[2](c(a(x))), rtol=1e-14)
+    assert sorted(chain.params) == ["0.W", "0.b", "1.W", "1.b", "2.W", "2.b"]
+    assert flux.gradcheck(chain, x) < 1e-6
+
+
+class Scaled(flux.Model):
+    """y = α·(W·x)."""
+    W = flux.param("n", "n")
+
+    def forward(self, x):
+        return self.alpha * (self.W * x)
+
+
+def test_compile_step_follows_attributes_changed_after_it_was_made(numpy_tier):
+    """Bug: a step compiled before `m.alpha = 3.0` (or `m.c[0] = 5.0`, or a Chain's layers reordered) went on
+    computing the old maths: the loss read 4 where it is 9."""
+    model, x, t = Scaled(W=np.eye(2), dtype=F64), np.ones((1, 2)), np.zeros((1, 2))
+    model.alpha = 2.0
+    step = flux.compile_step(model, flux.mse, flux.SGD(0.0))
+    assert step(x, t) == 4.0
+    model.alpha = 3.0
+    assert step(x, t) == 9.0
+    listed = coefficients_model()
+    step = flux.compile_step(listed, flux.mse, flux.SGD(0.0))
+    assert step(x, t) == 9.0
+    listed.c[0] = 5.0
+    assert step(x, t) == 49.0
+    a, b = chain_of_three(flux.tanh)
+    chain = flux.Chain(a, b)
+    step = flux.compile_step(chain, flux.mse, flux.SGD(0.0))
+    step(x, t)
+    chain.layers = [b, a]
+    assert step(x, t) == pytest.approx(flux.mse(a(b(x)), t), rel=1e-14)
+
+
+# ---- precision --------------------------------------------------------------------------------------------------
+
+
+def test_a_float64_step_keeps_its_targets_in_float64_whatever_the_loss_computed_last(numpy_tier):
+    """Bug: the fused step converted the target to the loss's own precision, the one of its last use — float32 for a
+    loss first used by the step: a float64 model trained on targets rounded to float32 (loss off by 3e-9)."""
+    flux.mse(np.zeros((1, 2), np.float32), np.zeros((1, 2), np.float32))  # flux.mse now computes in float32
+    rng = np.random.default_rng(0)
+    x, t = rng.standard_normal((6, 3)), rng.standard_normal((6, 2))
+    model = flux.Dense(3, 2, rng=1, dtype=F64)
+    W, b = model.params["W"].copy(), model.params["b"].copy()
+    loss = flux.compile_step(model, flux.mse, flux.SGD(0.1))(x, t)
+    y = x @ W.T + b
+    assert loss == pytest.approx(((y - t) ** 2).mean(), rel=1e-15, abs=0)
+    np.testing.assert_allclose(model.params["W"], W - 0.1 * (2 * (y - t) / y.size).T @ x, rtol=1e-14)
