@@ -21,7 +21,8 @@ SMALL_ARRAY = 4096  # entries: an array forward reads entry by entry is small; a
 
 
 def attribute_contents(model: Any) -> list:
-    """(container, its value) for every container attribute of the model and of its sub-models, depth first."""
+    """(container, how to read its value, its value) for every container attribute of the model and of its
+    sub-models, depth first."""
     found: list = []
     seen: set[int] = set()
 
@@ -30,8 +31,10 @@ def attribute_contents(model: Any) -> list:
             return
         seen.add(id(m))
         skip = BOOKKEEPING | set(getattr(type(m), "per_call_attributes", ()))
-        found.extend((value, value_of(value)) for name, value in vars(m).items()
-                     if name not in skip and isinstance(value, CONTAINERS))
+        for name, value in vars(m).items():
+            if name not in skip and isinstance(value, CONTAINERS):
+                read = reader(value)
+                found.append((value, read, read(value)))
         for _, sub in m.named_submodels():
             walk(sub)
 
@@ -41,15 +44,23 @@ def attribute_contents(model: Any) -> list:
 
 def changed_in_place(contents: list) -> bool:
     """True (and every model traces itself again before its next call) when a kept container's value changed."""
-    for container, value in contents:
+    for container, read, value in contents:
         try:
-            same = bool(value_of(container) == value)
+            same = bool(read(container) == value)
         except Exception:  # an element whose == is not a truth value: call it changed, trace again
             same = False
         if not same:
             configuration_changed()
             return True
     return False
+
+
+def reader(container: Any):
+    """`tuple` for a list or tuple of plain values (a Chain's layers: fast, it is read at every call), `value_of`
+    for anything nested. A nested value put in later changes the tuple: the model is traced again, read anew."""
+    if isinstance(container, (list, tuple)) and not any(isinstance(v, CONTAINERS) for v in container):
+        return tuple
+    return value_of
 
 
 def value_of(value: Any) -> Any:
