@@ -154,3 +154,20 @@ def test_a_float64_step_keeps_its_targets_in_float64_whatever_the_loss_computed_
     y = x @ W.T + b
     assert loss == pytest.approx(((y - t) ** 2).mean(), rel=1e-15, abs=0)
     np.testing.assert_allclose(model.params["W"], W - 0.1 * (2 * (y - t) / y.size).T @ x, rtol=1e-14)
+
+
+# ---- model files --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("activation", ["gelu", "silu", "swish", "erf", "elu", "leakyrelu", "softsign", "relu"])
+def test_a_layer_with_any_built_in_function_saves_and_loads(numpy_tier, tmp_path, activation):
+    """Bug: a Dense with a function of flux's table (gelu, silu, erf, elu, leakyrelu, softsign) saved, as a model
+    with its docstring for an attribute, and then never loaded ("sets an attribute named '__doc__' on Elementwise,
+    which is not a plain attribute name")."""
+    model = flux.Dense(3, 2, activation, rng=0, dtype=F64)
+    path = tmp_path / "dense.npz"
+    flux.save(model, path)
+    loaded = flux.load(path)
+    assert loaded.activation.function == model.activation.function
+    x = np.random.default_rng(0).standard_normal((2, 3))
+    np.testing.assert_array_equal(loaded(x), model(x))
