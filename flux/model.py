@@ -24,6 +24,7 @@ from .trace.language import Param, State, is_symbolic
 from .trace.tracing import signature_inputs
 
 DEFAULT_DTYPE = np.float32
+_UNSET = object()  # an attribute a model did not have
 
 
 class RendersOnClassAndInstance:
@@ -67,7 +68,7 @@ class Model(metaclass=ModelClass):
     def __init__(self, *, dtype: Any = None, **values: Any):
         cls = type(self)
         self.__dict__.update(_params={}, _grads={}, _states=dict.fromkeys(cls.declared_states()),
-                             _runtime=RuntimeState())
+                             _runtime=RuntimeState(built=False))
         declared, slots = cls.declared_params(), cls.declared_slots()
         if dtype is None:  # a composite computes in its sub-models' precision
             dtypes = {v.dtype for k, v in values.items() if k in slots and isinstance(v, Model) and v.params}
@@ -318,14 +319,23 @@ class Model(metaclass=ModelClass):
     def __setattr__(self, name: str, value: Any) -> None:
         """Attributes forward may read are part of the maths: changing one on a built model (`m.alpha = 3.0`)
         makes every model trace itself again before its next call, so no kernel computes stale maths — a private
-        one (`self._alpha`) too, unless the class lists it in `per_call_attributes` (flux's own bookkeeping)."""
-        object.__setattr__(self, name, value)
+        one (`self._alpha`) too, unless the class lists it in `per_call_attributes` (flux's own bookkeeping). A
+        value the constructor would refuse (`attention.heads = 3` for d = 4) is refused, and the old one kept."""
         cls = type(self)
-        if (name not in cls.per_call_attributes and name != "dtype" and name not in cls.declared_params()
-                and name not in cls.declared_states()):
-            runtime = self.__dict__.get("_runtime")
-            if runtime is not None and runtime.built:
-                configuration_changed()
+        runtime = self.__dict__.get("_runtime")
+        if (runtime is None or not runtime.built or name in cls.per_call_attributes or name in cls.declared_params()
+                or name in cls.declared_states()):
+            object.__setattr__(self, name, value)
+            return
+        before = self.__dict__.get(name, _UNSET)
+        object.__setattr__(self, name, value)
+        try:
+            self._check_attributes()
+        except (TypeError, ValueError):
+            object.__setattr__(self, name, before) if before is not _UNSET else object.__delattr__(self, name)
+            raise
+        if name != "dtype":
+            configuration_changed()
 
     # ---- running --------------------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import flux
+from test_probes import rewrite_description
 
 F64 = np.float64
 
@@ -139,6 +140,39 @@ def test_compile_step_follows_attributes_changed_after_it_was_made(numpy_tier):
     assert step(x, t) == pytest.approx(flux.mse(a(b(x)), t), rel=1e-14)
 
 
+@pytest.mark.parametrize("how", ["load", "pickle", "deepcopy"])
+def test_changing_an_attribute_of_a_loaded_unpickled_or_copied_model_changes_its_maths(numpy_tier, tmp_path, how):
+    """Bug: only models made by their constructor re-traced after `m.alpha = 3.0`: a model from flux.load, pickle or
+    copy.deepcopy went on computing 2·W·x, silently."""
+    import copy
+    import pickle
+
+    model = Scaled(W=np.eye(2), dtype=F64)
+    model.alpha = 2.0
+    flux.save(model, tmp_path / "scaled.npz")
+    other = {"load": lambda: flux.load(tmp_path / "scaled.npz", classes=[Scaled]),
+             "pickle": lambda: pickle.loads(pickle.dumps(model)), "deepcopy": lambda: copy.deepcopy(model)}[how]()
+    x = np.ones((1, 2))
+    np.testing.assert_array_equal(other(x), 2 * x)
+    other.alpha = 3.0
+    np.testing.assert_array_equal(other(x), 3 * x)
+
+
+@pytest.mark.parametrize("make, name, value, message", [
+    (lambda: flux.MultiHeadAttention(4, 2, dtype=F64), "heads", 3, "must be a multiple of heads = 3"),
+    (lambda: flux.Dropout(0.5), "p", 1.0, "p must be a probability"),
+    (lambda: flux.LayerNorm(3), "eps", -1.0, "eps must be a positive number"),
+])
+def test_an_attribute_the_constructor_would_refuse_is_refused_when_assigned(numpy_tier, make, name, value, message):
+    """Bug: `attention.heads = 3` on a MultiHeadAttention(4, 2) was taken, and its next call returned uninitialised
+    memory (entries of 1e+44 and 1e+169) on both tiers, silently; the constructor and flux.load refuse it."""
+    model = make()
+    before = getattr(model, name)
+    with pytest.raises((TypeError, ValueError), match=message):
+        setattr(model, name, value)
+    assert getattr(model, name) == before
+
+
 # ---- precision --------------------------------------------------------------------------------------------------
 
 
@@ -171,3 +205,80 @@ def test_a_layer_with_any_built_in_function_saves_and_loads(numpy_tier, tmp_path
     assert loaded.activation.function == model.activation.function
     x = np.random.default_rng(0).standard_normal((2, 3))
     np.testing.assert_array_equal(loaded(x), model(x))
+
+
+# ---- chains of sequence layers ------------------------------------------------------------------------------------
+
+
+def test_a_feed_forward_layer_before_attention_applies_to_every_token(numpy_tier):
+    """Bug: Chain(Dense(3, 2), MultiHeadAttention(2, 1)) took column vectors (its first layer's input), so the
+    attention ran on a vector and failed while generating code ("flux's NumPy printer has no code for ColumnSoftmax
+    nodes"); an input projection before attention is a token model, the Dense on every token."""
+    rng = np.random.default_rng(0)
+    dense, attention = flux.Dense(3, 2, flux.tanh, rng=1, dtype=F64), flux.MultiHeadAttention(2, 1, dtype=F64)
+    chain, X = flux.Chain(dense, attention), rng.standard_normal((2, 3, 3))
+    np.testing.assert_allclose(chain(X), attention(np.stack([dense(x) for x in X])), rtol=1e-12, atol=1e-15)
+    assert flux.gradcheck(chain, X) < 1e-6
+
+
+def test_a_fused_chain_of_a_token_layer_and_a_recurrent_layer_is_refused_clearly(tmp_path):
+    """Bug: Chain(MultiHeadAttention, LSTM) failed at the first call with a DefinitionError printing a whole page of
+    the traced expression, Chain(LSTM, MultiHeadAttention) with "NumPy printer has no code for ColumnSoftmax"; a
+    file saying fuse=True is refused when it loads."""
+    for layers in [(flux.MultiHeadAttention(4, 2), flux.LSTM(4, 3)), (flux.LSTM(4, 4), flux.MultiHeadAttention(4, 2))]:
+        with pytest.raises(TypeError, match=r"takes sequences of tokens and layer \d \((LSTM|MultiHeadAttention)\) "
+                                            r"is recurrent.*fuse=False"):
+            flux.Chain(*layers)
+        unfused = flux.Chain(*layers, fuse=False)  # each layer's own kernels in turn: fine
+    path = tmp_path / "chain.npz"
+    flux.save(unfused, path)
+    rewrite_description(path, lambda description: description["model"]["attributes"].update(fuse=True))
+    with pytest.raises(ValueError, match="flux.load: .*takes sequences of tokens"):
+        flux.load(path)
+
+
+# ---- losses -------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loss", [flux.crossentropy, flux.logitcrossentropy])
+def test_bool_class_labels_are_refused_as_labels(numpy_tier, loss):
+    """Bug: bool labels (N,) were read as ONE sample's target of N features: "input target has batch size 1 but
+    prediction has 5", and in a step "must have 4 features along its last axis, got shape (5,)"."""
+    model, x = flux.Dense(3, 4, rng=0, dtype=F64), np.ones((5, 3))
+    labels = np.array([True, False, True, False, True])
+    with pytest.raises(TypeError, match="reads as class labels, but its dtype is bool; class labels must be integers"):
+        loss(model(x), labels)
+    with pytest.raises(TypeError, match="its dtype is bool"):
+        flux.compile_step(model, loss, flux.SGD(0.1))(x, labels)
+
+
+# ---- per-sample matrices: shapes that cannot be, refused where they are written ------------------------------------
+
+
+class StackedTransposed(flux.Model):
+    X = flux.tokens("d")
+    W = flux.param("e", "d")
+
+    def forward(self, X):
+        return X * flux.softmax(flux.concat(self.W * X, X).T * flux.concat(self.W * X, X), axis=0)
+
+
+class StackedTimesTokens(flux.Model):
+    X = flux.tokens("d")
+    W = flux.param("e", "d")
+
+    def forward(self, X):
+        return (flux.concat(self.W * X, X).T * X).T
+
+
+def test_the_transpose_of_a_stack_of_token_matrices_is_refused_saying_so():
+    """Bug: concat(A, B).T · concat(A, B) was refused with "would fix the size e to 1", which is not what is wrong."""
+    with pytest.raises(flux.DefinitionError, match=r"transpose of a stack of matrices of tokens.*A\.T \* C \+ B\.T"):
+        StackedTransposed.derivation
+
+
+def test_a_product_of_a_stack_and_one_of_its_parts_is_a_shape_error():
+    """Bug: concat(W·X, X)ᵀ·X (T×(e+d) times d×T) passed the shape check (a rigid size against a sum was left to the
+    arrays) and failed in the derivation with a bare IndexError; d + e can never equal d."""
+    with pytest.raises(flux.DefinitionError, match=r"has d \+ e rows \(d vs d \+ e\)"):
+        StackedTimesTokens.derivation
