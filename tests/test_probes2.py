@@ -47,7 +47,7 @@ def test_a_per_sample_scalar_times_a_matrix_inside_a_quadratic_form(monkeypatch,
 
 
 class Coefficients(flux.Model):
-    """y = c₀·(W·x) + c₁·x + d["shift"]·1 + a₀·x (c a list, d a dict, a an array: attributes read by forward)."""
+    """y = c₀·(W·x) + c₁·x + d["shift"]·1 + a₀·x (c a list, d a dict, a an array: attributes forward reads)."""
     W = flux.param("n", "n")
 
     def forward(self, x):
@@ -278,7 +278,7 @@ def test_the_transpose_of_a_stack_of_token_matrices_is_refused_saying_so():
 
 
 def test_a_product_of_a_stack_and_one_of_its_parts_is_a_shape_error():
-    """Bug: concat(W·X, X)ᵀ·X (T×(e+d) times d×T) passed the shape check (a rigid size against a sum was left to the
-    arrays) and failed in the derivation with a bare IndexError; d + e can never equal d."""
+    """Bug: concat(W·X, X)ᵀ·X (T×(e+d) times d×T) passed the shape check (a rigid size against a sum was left to
+    the arrays) and failed in the derivation with a bare IndexError; d + e can never equal d."""
     with pytest.raises(flux.DefinitionError, match=r"has d \+ e rows \(d vs d \+ e\)"):
         StackedTimesTokens.derivation

@@ -100,7 +100,7 @@ class Spread(MatrixExpr):
         return (self.args[1], self.args[2] if len(self.args) > 2 else sympy.S.One)
 
     def _eval_transpose(self):
-        """(s·W)ᵀ = s·Wᵀ: a matrix spread transposes to a matrix spread (a column's stays Transpose, as printed)."""
+        """(s·W)ᵀ = s·Wᵀ: a matrix spread transposes to one (a column's stays a Transpose, as printed)."""
         rows, cols = self.shape
         return Spread(self.argument, cols, rows) if cols != 1 else None
 
