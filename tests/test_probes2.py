@@ -282,3 +282,33 @@ def test_a_product_of_a_stack_and_one_of_its_parts_is_a_shape_error():
     the arrays) and failed in the derivation with a bare IndexError; d + e can never equal d."""
     with pytest.raises(flux.DefinitionError, match=r"has d \+ e rows \(d vs d \+ e\)"):
         StackedTimesTokens.derivation
+
+
+# ---- row slices of a parameter in a feed-forward model ----------------------------------------------------------
+
+
+class RowSlices(flux.Model):
+    """y = [W[0:2]·x; W[2:4]·x] + b[0:4] (a parameter in row slices: heads by slicing, outside attention)."""
+    W = flux.param("k", "d")
+    b = flux.param("m")
+
+    def forward(self, x):
+        return flux.concat(self.W[0:2, :] * x, self.W[2:4, :] * x) + self.b[0:4]
+
+
+@pytest.mark.parametrize("tier", ["numpy", "numba"])
+def test_a_parameter_used_in_row_slices_gets_its_gradient_by_rows(monkeypatch, tier):
+    """Bug: ∂L/∂W = [Δ[0:2]·xᵀ; Δ[2:4]·xᵀ; 0] could not be summed over the batch: "cannot sum this per-sample matrix
+    over the batch" at the first call, on both tiers, for W[0:2, :]·x in any feed-forward model."""
+    monkeypatch.setenv("FLUX_TIER", tier)
+    rng = np.random.default_rng(0)
+    model = RowSlices(W=rng.standard_normal((5, 3)), b=rng.standard_normal(6), dtype=F64)
+    x = rng.standard_normal((4, 3))
+    W, b = model.params["W"], model.params["b"]
+    np.testing.assert_allclose(model(x), x @ W[0:4].T + b[0:4], rtol=1e-13)
+    assert flux.gradcheck(model, x) < 1e-6
+    model.zero_grad()
+    model(x)
+    model.back(np.ones((4, 4)))
+    np.testing.assert_allclose(model.grads["W"][0:4], np.ones((4, 4)).T @ x, rtol=1e-13)
+    assert not model.grads["W"][4].any() and not model.grads["b"][4:].any()  # rows no slice reads: 0

@@ -21,6 +21,7 @@ from sympy import HadamardPower, HadamardProduct, Identity, MatAdd, MatMul, OneM
 from sympy.matrices.expressions.matexpr import MatrixExpr
 from sympy.printing.pycode import pycode
 
+from .batch_sums import sum_row_blocks
 from .forms import INDENT, CodegenError, describe, form, is_scalar
 from .sizes import size_code, size_codes
 from .vector_functions import apply_code, uses_argument_twice
@@ -66,9 +67,8 @@ class VectorWriter:
                 if result.mode == "assign":
                     unwritten.add(result.into)
                 self.batch_sum(result.expr, result.into, sympy.S.One, unwritten)
-                if result.into in unwritten:
-                    unwritten.discard(result.into)
-                    self.emit(f"{result.into}[...] = real(0)")
+                if result.into in unwritten:  # nothing was summed into it: 0
+                    self.add_into(result.into, "real(0)", unwritten)
             elif result.mode == "write":
                 self.emit(f"{result.into}[...] = {self.materialise(result.expr)}")
                 self.arrays.setdefault(result.expr, result.into)
@@ -342,6 +342,9 @@ class VectorWriter:
         if isinstance(expr, MatAdd):
             for term in expr.args:
                 self.batch_sum(term, into, coefficient, unwritten)
+            return
+        if sum_row_blocks(expr, self.size, lambda: self.add_into(into, "0", unwritten),  # = 0 when unwritten
+                          lambda rows, block: self.batch_sum(block, f"{into}[{rows}]", coefficient, set())):
             return
         if isinstance(expr, MatMul):
             c, factors = expr.as_coeff_matrices()
