@@ -308,11 +308,12 @@ class Model(metaclass=ModelClass):
         program = runtime.program
         stale = runtime.configuration != configuration_generation() or changed_in_place(runtime.contents)
         if program is None or stale:
-            from .pipeline import program_of
+            from .pipeline import check_whole_slices, maths_of, program_of
 
             program = program_of(self, self.dtype)  # traces again after a change: the same maths, the same program
             params = self.params  # by name: a learnable initial state h0 is a parameter no kernel takes
             program.check_params(*(params[n] for n in program.metadata["params"]))
+            check_whole_slices(maths_of(self), params)
             runtime.program = program
         return program
 

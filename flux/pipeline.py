@@ -61,6 +61,31 @@ def maths_of(model) -> Maths:
     return runtime.maths
 
 
+def check_whole_slices(maths: Maths, params: dict) -> None:
+    """Every slice bound the maths computes from the parameters' sizes (W[0:k/2, :], heads of k/h rows) is a whole
+    number for these arrays: k = 3 in k/2 is a ValueError naming the slice, where the kernels would slice 1.5 rows
+    (NumPy refuses a float index; numba truncates it and fills rows from memory no one wrote)."""
+    import sympy
+    from sympy import MatrixSlice
+
+    from .maths.graph import topological_order
+
+    sizes = {}
+    for name, symbol in maths.trace.params.items():
+        if name in params:
+            shape = np.shape(params[name]) + (1,)  # a vector parameter b (k,) is the column k×1
+            sizes.update({d: sympy.Integer(s) for d, s in zip(symbol.shape, shape) if isinstance(d, sympy.Symbol)})
+    roots = list(maths.trace.outputs) + [new for _, _, new in maths.trace.states]
+    for node in topological_order(roots):
+        if isinstance(node, MatrixSlice):
+            for bound in (*node.rowslice[:2], *node.colslice[:2]):
+                value = sympy.sympify(bound).xreplace(sizes)
+                if value.is_number and not value.is_integer:
+                    raise ValueError(f"{maths.name}: the slice {sympy.sstr(node)} has the bound {bound} = {value} "
+                                     f"for these parameters' sizes ({', '.join(f'{d} = {s}' for d, s in sizes.items())})"
+                                     "; a slice bound must be a whole number")
+
+
 def identity_text(name: str, trace) -> str:
     """The exact text of a trace (SymPy's srepr: every node, symbol, assumption and number, nothing elided)."""
     from sympy import srepr

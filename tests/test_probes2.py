@@ -312,3 +312,25 @@ def test_a_parameter_used_in_row_slices_gets_its_gradient_by_rows(monkeypatch, t
     model.back(np.ones((4, 4)))
     np.testing.assert_allclose(model.grads["W"][0:4], np.ones((4, 4)).T @ x, rtol=1e-13)
     assert not model.grads["W"][4].any() and not model.grads["b"][4:].any()  # rows no slice reads: 0
+
+
+class Halves(flux.Model):
+    """y = [W[0:k/2]·x; W[k/2:k]·x]: slices at a size computed from a dimension."""
+    W = flux.param("k", "d")
+
+    def forward(self, x):
+        half = self.k / 2
+        return flux.concat(self.W[0:half, :] * x, self.W[half:2 * half, :] * x)
+
+
+@pytest.mark.parametrize("tier", ["numpy", "numba"])
+def test_slices_at_a_computed_size_are_whole_or_refused(monkeypatch, tier):
+    """Bug: W[0:k/2, :] failed on the NumPy tier for every k (a float slice index, k/2 = 2.0), and with k = 3 the
+    numba tier sliced 1.5 rows silently; a bound that is not a whole number is now a ValueError naming the slice."""
+    monkeypatch.setenv("FLUX_TIER", tier)
+    x = np.random.default_rng(1).standard_normal((2, 2))
+    model = Halves(W=np.arange(8.0).reshape(4, 2), dtype=F64)
+    np.testing.assert_allclose(model(x), x @ model.params["W"].T, rtol=1e-14)
+    assert flux.gradcheck(model, x) < 1e-6
+    with pytest.raises(ValueError, match=r"Halves: the slice W\[:k/2, :\] has the bound k/2 = 3/2 .*whole number"):
+        Halves(W=np.ones((3, 2)), dtype=F64)(x)

@@ -95,6 +95,6 @@ def sum_row_blocks(expr: MatrixExpr, size, clear, sum_rows) -> bool:
     for block in expr.blocks[:, 0]:
         end = start + block.shape[0]
         if not isinstance(block, ZeroMatrix):
-            sum_rows(f"{size(start)}:{size(end)}", block)
+            sum_rows(f"int({size(start)}):int({size(end)})", block)  # k/2 is a float in Python (whole: pipeline)
         start = end
     return True

@@ -315,11 +315,11 @@ class VectorWriter:
         message = f"the slice {describe(node)} reaches past the end of its vector"
         self.emit(f"if {available} < {self.size(stop)}:")
         self.emit(f"{INDENT}raise ValueError({message!r})")  # a Python literal, whatever the maths' text holds
-        rows = f"{self.size(start)}:{self.size(stop)}"
+        rows = f"int({self.size(start)}):int({self.size(stop)})"  # k/2 is a float in Python; whole (check_whole_slices)
         if batched:
             code = f"{array}[:, {rows}]"
         elif form(parent) == "mat":
-            code = f"{array}[{rows}, {self.size(column_start)}:{self.size(column_stop)}]"
+            code = f"{array}[{rows}, int({self.size(column_start)}):int({self.size(column_stop)})]"
         else:
             code = f"{array}[{rows}]"
         name = self.temporary(code, fresh=False)
@@ -343,7 +343,7 @@ class VectorWriter:
             for term in expr.args:
                 self.batch_sum(term, into, coefficient, unwritten)
             return
-        if sum_row_blocks(expr, self.size, lambda: self.add_into(into, "0", unwritten),  # = 0 when unwritten
+        if sum_row_blocks(expr, self.size, lambda: into in unwritten and self.add_into(into, "0", unwritten),
                           lambda rows, block: self.batch_sum(block, f"{into}[{rows}]", coefficient, set())):
             return
         if isinstance(expr, MatMul):
