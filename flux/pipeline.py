@@ -81,9 +81,9 @@ def check_whole_slices(maths: Maths, params: dict) -> None:
             for bound in (*node.rowslice[:2], *node.colslice[:2]):
                 value = sympy.sympify(bound).xreplace(sizes)
                 if value.is_number and not value.is_integer:
+                    known = ", ".join(f"{d} = {s}" for d, s in sizes.items())
                     raise ValueError(f"{maths.name}: the slice {sympy.sstr(node)} has the bound {bound} = {value} "
-                                     f"for these parameters' sizes ({', '.join(f'{d} = {s}' for d, s in sizes.items())})"
-                                     "; a slice bound must be a whole number")
+                                     f"for these parameters' sizes ({known}); a slice bound must be a whole number")
 
 
 def identity_text(name: str, trace) -> str:

@@ -271,10 +271,19 @@ class StackedTimesTokens(flux.Model):
         return (flux.concat(self.W * X, X).T * X).T
 
 
-def test_the_transpose_of_a_stack_of_token_matrices_is_refused_saying_so():
-    """Bug: concat(A, B).T · concat(A, B) was refused with "would fix the size e to 1", which is not what is wrong."""
-    with pytest.raises(flux.DefinitionError, match=r"transpose of a stack of matrices of tokens.*A\.T \* C \+ B\.T"):
-        StackedTransposed.derivation
+def test_the_transpose_of_a_stack_of_token_matrices_times_the_stack():
+    """Bug: Cᵀ·C with C = [W·X; X] was refused ("would fix the size e to 1"): the shape rule read the transposed
+    stack [XᵀWᵀ, Xᵀ] (blocks side by side, T rows each) as a stack of columns."""
+    rng = np.random.default_rng(2)
+    model, X = StackedTransposed(W=rng.standard_normal((3, 2)), dtype=F64), rng.standard_normal((2, 3, 2))
+    expected = []
+    for x in X:  # one sample: columns are tokens
+        C = np.concatenate([model.params["W"] @ x.T, x.T])
+        S = C.T @ C
+        A = np.exp(S - S.max(axis=0)) / np.exp(S - S.max(axis=0)).sum(axis=0)
+        expected.append((x.T @ A).T)
+    np.testing.assert_allclose(model(X), np.stack(expected), rtol=1e-12)
+    assert flux.gradcheck(model, X) < 1e-6
 
 
 def test_a_product_of_a_stack_and_one_of_its_parts_is_a_shape_error():

@@ -97,10 +97,7 @@ def unify_dimensions(expressions, rigid: set, model_name: str) -> dict:
                                       f"{sympy.sstr(other)} has {other.shape[axis]}"))
         elif isinstance(node, BlockMatrix):
             if node.blockshape[0] == 1 and node.blockshape[1] > 1 and node.shape[0] == TOKENS:
-                raise DefinitionError(
-                    f"{model_name}: `{sympy.sstr(node)}` is the transpose of a stack of matrices of tokens "
-                    "(flux.concat(A, B).T), which flux cannot compute yet; write its products block by block: "
-                    "concat(A, B).T * concat(C, D) = A.T * C + B.T * D")
+                continue  # a transposed stack of token matrices [A, B] (T rows each): blocks side by side
             tokens = node.blocks[0].shape[1] == TOKENS  # matrices of tokens stack their rows: [H₁; H₂]
             for block in node.blocks:
                 classes.unify(block.shape[1], TOKENS if tokens else 1, node,
