@@ -75,7 +75,7 @@ class Loss(Model):
         if labels.dtype.kind in "iu":
             dtype = np.dtype(dtype) if dtype is not None and np.dtype(dtype).kind == "f" else self.dtype
             return one_hot_rows(labels, prediction_shape[-1], dtype, repr(self))
-        if labels.dtype.kind == "f" and labels.ndim > 0:
+        if labels.dtype.kind in "fb" and labels.ndim > 0:  # bool too: not read as one sample's k = N targets
             raise TypeError(f"{self!r}: the target has shape {labels.shape}, the prediction's {tuple(prediction_shape)} "
                             f"without its last axis, so it reads as class labels, but its dtype is {labels.dtype}; "
                             "class labels must be integers (labels.astype(int)), or pass one-hot targets of shape "

@@ -15,6 +15,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from .parameters import Parameters
+from .run.contents import changed_in_place
 from .run.feedforward import run_backward, run_forward, running_program
 from .run.sequences import current_state, reset_state, run_step
 from .run.state import (RuntimeState, configuration_changed, configuration_generation, parameter_generation,
@@ -23,6 +24,7 @@ from .trace.language import Param, State, is_symbolic
 from .trace.tracing import signature_inputs
 
 DEFAULT_DTYPE = np.float32
+_UNSET = object()  # an attribute a model did not have
 
 
 class RendersOnClassAndInstance:
@@ -66,7 +68,7 @@ class Model(metaclass=ModelClass):
     def __init__(self, *, dtype: Any = None, **values: Any):
         cls = type(self)
         self.__dict__.update(_params={}, _grads={}, _states=dict.fromkeys(cls.declared_states()),
-                             _runtime=RuntimeState())
+                             _runtime=RuntimeState(built=False))
         declared, slots = cls.declared_params(), cls.declared_slots()
         if dtype is None:  # a composite computes in its sub-models' precision
             dtypes = {v.dtype for k, v in values.items() if k in slots and isinstance(v, Model) and v.params}
@@ -220,12 +222,13 @@ class Model(metaclass=ModelClass):
         return dict(self._walk("_grads"))
 
     def flat_arrays(self) -> tuple[list, list]:
-        """(parameters, gradients) as lists in kernel order; cached until any parameter is reassigned."""
+        """(parameters, gradients) as lists in kernel order; cached until any parameter is reassigned or any
+        attribute changes (`chain.layers = [b, a]` changes the order)."""
         runtime = self.__dict__.get("_runtime") or runtime_of(self)
         cached = runtime.flat
-        if cached is None or cached[0] != parameter_generation():
-            cached = (parameter_generation(), [a for _, a in self._walk("_params")],
-                      [g for _, g in self._walk("_grads")])
+        generation = (parameter_generation(), configuration_generation())
+        if cached is None or cached[0] != generation:
+            cached = (generation, [a for _, a in self._walk("_params")], [g for _, g in self._walk("_grads")])
             runtime.flat = cached
         return cached[1], cached[2]
 
@@ -303,26 +306,37 @@ class Model(metaclass=ModelClass):
         """This model's compiled program for its dtype: `.forward`, `.backward`, each with `.source`."""
         runtime = runtime_of(self)
         program = runtime.program
-        if program is None or runtime.configuration != configuration_generation():
-            from .pipeline import program_of
+        stale = runtime.configuration != configuration_generation() or changed_in_place(runtime.contents)
+        if program is None or stale:
+            from .pipeline import check_whole_slices, maths_of, program_of
 
             program = program_of(self, self.dtype)  # traces again after a change: the same maths, the same program
             params = self.params  # by name: a learnable initial state h0 is a parameter no kernel takes
             program.check_params(*(params[n] for n in program.metadata["params"]))
+            check_whole_slices(maths_of(self), params)
             runtime.program = program
         return program
 
     def __setattr__(self, name: str, value: Any) -> None:
         """Attributes forward may read are part of the maths: changing one on a built model (`m.alpha = 3.0`)
         makes every model trace itself again before its next call, so no kernel computes stale maths — a private
-        one (`self._alpha`) too, unless the class lists it in `per_call_attributes` (flux's own bookkeeping)."""
-        object.__setattr__(self, name, value)
+        one (`self._alpha`) too, unless the class lists it in `per_call_attributes` (flux's own bookkeeping). A
+        value the constructor would refuse (`attention.heads = 3` for d = 4) is refused, and the old one kept."""
         cls = type(self)
-        if (name not in cls.per_call_attributes and name != "dtype" and name not in cls.declared_params()
-                and name not in cls.declared_states()):
-            runtime = self.__dict__.get("_runtime")
-            if runtime is not None and runtime.built:
-                configuration_changed()
+        runtime = self.__dict__.get("_runtime")
+        if (runtime is None or not runtime.built or name in cls.per_call_attributes or name in cls.declared_params()
+                or name in cls.declared_states()):
+            object.__setattr__(self, name, value)
+            return
+        before = self.__dict__.get(name, _UNSET)
+        object.__setattr__(self, name, value)
+        try:
+            self._check_attributes()
+        except (TypeError, ValueError):
+            object.__setattr__(self, name, before) if before is not _UNSET else object.__delattr__(self, name)
+            raise
+        if name != "dtype":
+            configuration_changed()
 
     # ---- running --------------------------------------------------------------------------------------
 

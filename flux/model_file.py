@@ -121,7 +121,8 @@ class Describer:
         if isinstance(value, dict):
             return {"$dict": [[self.value(k, f"{where} key"), self.value(v, f"{where}[{k!r}]")]
                               for k, v in value.items()]}
-        if isinstance(value, Elementwise) and elementwise_function(value.function) is value:
+        if isinstance(value, Elementwise) and value.definition is None \
+                and type(elementwise_function(value.function)) is type(value):  # flux's own: by its name
             return {"$elementwise": value.function}
         if isinstance(value, Model):
             return {"$model": self.model(value, where)}
@@ -251,13 +252,13 @@ def parameter_owners(model: Model, prefix: str, declared: dict):
 
 
 def elementwise_function(function: str):
-    """flux's own elementwise function object (flux.relu, flux.σ…) with that name, if there is one."""
+    """flux's own elementwise function object (flux.relu, flux.σ, flux.gelu…) with that name, if there is one."""
     from .layers import activations
 
     for value in vars(activations).values():
         if isinstance(value, activations.Elementwise) and value.function == function:
             return value
-    return None
+    return activations.function_named(function) if isinstance(function, str) else None  # the table's: gelu, erf…
 
 
 def import_path(obj: Any) -> str:

@@ -20,6 +20,7 @@ import numpy as np
 
 from . import cache
 from .derive.derivation import Derivation, derive_trace
+from .run.contents import attribute_contents
 from .run.state import configuration_generation, requested_tier, runtime_of
 from .tiers import TieredStep, example_arrays, start_background
 from .trace.tracing import trace_forward
@@ -53,9 +54,36 @@ def maths_of(model) -> Maths:
     generation = configuration_generation()
     if runtime.maths is None or runtime.configuration != generation:
         name = type(model).__name__
+        contents = attribute_contents(model)  # before tracing: a change made meanwhile is seen at the next call
         trace = trace_forward(model)
         runtime.maths, runtime.configuration = Maths(name, trace, identity_text(name, trace)), generation
+        runtime.contents = contents
     return runtime.maths
+
+
+def check_whole_slices(maths: Maths, params: dict) -> None:
+    """Every slice bound the maths computes from the parameters' sizes (W[0:k/2, :], heads of k/h rows) is a whole
+    number for these arrays: k = 3 in k/2 is a ValueError naming the slice, where the kernels would slice 1.5 rows
+    (NumPy refuses a float index; numba truncates it and fills rows from memory no one wrote)."""
+    import sympy
+    from sympy import MatrixSlice
+
+    from .maths.graph import topological_order
+
+    sizes = {}
+    for name, symbol in maths.trace.params.items():
+        if name in params:
+            shape = np.shape(params[name]) + (1,)  # a vector parameter b (k,) is the column k×1
+            sizes.update({d: sympy.Integer(s) for d, s in zip(symbol.shape, shape) if isinstance(d, sympy.Symbol)})
+    roots = list(maths.trace.outputs) + [new for _, _, new in maths.trace.states]
+    for node in topological_order(roots):
+        if isinstance(node, MatrixSlice):
+            for bound in (*node.rowslice[:2], *node.colslice[:2]):
+                value = sympy.sympify(bound).xreplace(sizes)
+                if value.is_number and not value.is_integer:
+                    known = ", ".join(f"{d} = {s}" for d, s in sizes.items())
+                    raise ValueError(f"{maths.name}: the slice {sympy.sstr(node)} has the bound {bound} = {value} "
+                                     f"for these parameters' sizes ({known}); a slice bound must be a whole number")
 
 
 def identity_text(name: str, trace) -> str:

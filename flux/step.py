@@ -19,7 +19,8 @@ from .run.inputs import as_float_array, as_input_array, to_dtype
 from .run.sequences import as_sequence_array, initial_param_name, state_owner
 from .run.tokens import as_token_array, token_blas
 from .blas import single_threaded_blas
-from .run.state import parameter_generation
+from .run.contents import attribute_contents, changed_in_place
+from .run.state import configuration_generation, parameter_generation
 
 
 class Objective(Model):
@@ -53,6 +54,34 @@ class TrainStep:
         self.names = list(self.objective.params)
         self._scale: dict[int, np.ndarray] = {}
         self._prepared = None
+        self._watch(model, loss, optimiser)
+
+    def _watch(self, *arguments: Any, **options: Any) -> None:
+        """Remember the maths the step was compiled for (the model's and the loss's), to compile it again if it
+        changes (`_current`)."""
+        self._arguments, self._options = arguments, options
+        self._generation = configuration_generation()
+        self._contents = attribute_contents(self.model) + (
+            attribute_contents(self.loss) if isinstance(self.loss, Model) else [])
+        self._made_for = self._identity()
+
+    def _identity(self) -> tuple:
+        from .pipeline import maths_of
+
+        return maths_of(self.objective).identity, maths_of(self.loss).identity if isinstance(self.loss, Model) else ""
+
+    def _current(self) -> None:
+        """Before each step: when an attribute forward reads changed since the step was compiled (`m.alpha = 3.0`,
+        `m.coeffs[0] = 5.0`, a Chain's layer replaced), compile the step for the new maths — the optimiser keeps
+        its state — rather than run the old maths; with the same maths, take the parameters again (their order may
+        have changed: `chain.layers = [b, a]`)."""
+        if self._generation == configuration_generation() and not changed_in_place(self._contents):
+            return
+        if self._identity() != self._made_for:
+            type(self).__init__(self, *self._arguments, **self._options)
+        else:
+            self._watch(*self._arguments, **self._options)
+            self._prepared = None
 
     @property
     def source(self) -> str:
@@ -61,12 +90,13 @@ class TrainStep:
         return inspect.getsource(self.kernel.py_func)
 
     def __call__(self, x: Any, target: Any) -> float:
+        self._current()
         model = self.model
         params, sizes, gradients = self._prepare()
         x = as_input_array(model, "x", x, sizes[0])
         if getattr(self.loss, "takes_labels", False):  # integer class labels (N,) → one-hot rows
             target = self.loss.targets_for(target, x.shape[:-1] + (sizes[1],), model.dtype)
-        target = as_input_array(self.loss, "target", target, sizes[1])
+        target = as_input_array(self.loss, "target", target, sizes[1], dtype=model.dtype)  # not the loss's own
         if target.shape[0] != x.shape[0]:
             raise ValueError(f"{type(model).__name__}: target has {target.shape[0]} samples but x has {x.shape[0]}")
         batch = x.shape[0]
@@ -169,8 +199,10 @@ class RecurrentTrainStep(TrainStep):
         self._scales: dict[tuple, np.ndarray] = {}
         self._initial_cache: dict[tuple, tuple] = {}
         self._buffers: dict[tuple, tuple] = {}
+        self._watch(model, loss, optimiser, last=last)
 
     def __call__(self, x: Any, target: Any) -> float:
+        self._current()
         model, optimiser = self.model, self.optimiser
         params, sizes, gradients = self._prepare()
         x = as_sequence_array(model, "x", x, sizes[0])
@@ -295,8 +327,10 @@ class TokenTrainStep(TrainStep):
         self.names = [f"model.{n}" for n in model.params]
         self._scales: dict[int, np.ndarray] = {}
         self._prepared = None
+        self._watch(model, loss, optimiser)
 
     def __call__(self, x: Any, target: Any) -> float:
+        self._current()
         model = self.model
         params, sizes, gradients = self._prepare()
         x, _ = as_token_array(model, "x", x, sizes[0])

@@ -10,7 +10,7 @@ the gradient array (dot_into(A.T, B, grad)) depends on what was already printed 
 from __future__ import annotations
 
 import sympy
-from sympy import MatAdd, MatMul, Transpose, ZeroMatrix
+from sympy import BlockMatrix, MatAdd, MatMul, Transpose, ZeroMatrix
 from sympy.matrices.expressions.matexpr import MatrixExpr
 
 from .forms import INDENT, CodegenError, form
@@ -27,6 +27,9 @@ class BatchSums:
         if isinstance(expr, MatAdd):
             for term in expr.args:
                 self.batch_sum(term, into, coefficient)
+            return
+        if sum_row_blocks(expr, self.size, lambda: self.start_writing(into),
+                          lambda rows, block: self.batch_sum(block, f"{into}[{rows}]", coefficient)):
             return
         if isinstance(expr, MatMul):
             c, factors = expr.as_coeff_matrices()
@@ -79,3 +82,19 @@ class BatchSums:
         if into in self.unwritten:
             self.unwritten.discard(into)
             self.emit(f"{into}.fill(real(0))")
+
+
+def sum_row_blocks(expr: MatrixExpr, size, clear, sum_rows) -> bool:
+    """Σₙ [B₁; B₂; …] (the gradient of a parameter used in row slices, W[a:b, :]): `clear()` the target, then
+    `sum_rows("a:b", Bᵢ)` for each block that is not zero (sizes as code through `size`). False, doing nothing, for
+    any other expression. Shared by the numba and NumPy printers."""
+    if not isinstance(expr, BlockMatrix) or expr.blockshape[1] != 1:
+        return False
+    clear()
+    start = sympy.S.Zero
+    for block in expr.blocks[:, 0]:
+        end = start + block.shape[0]
+        if not isinstance(block, ZeroMatrix):
+            sum_rows(f"int({size(start)}):int({size(end)})", block)  # k/2 is a float in Python (whole: pipeline)
+        start = end
+    return True

@@ -21,6 +21,7 @@ from sympy import HadamardPower, HadamardProduct, Identity, MatAdd, MatMul, OneM
 from sympy.matrices.expressions.matexpr import MatrixExpr
 from sympy.printing.pycode import pycode
 
+from .batch_sums import sum_row_blocks
 from .forms import INDENT, CodegenError, describe, form, is_scalar
 from .sizes import size_code, size_codes
 from .vector_functions import apply_code, uses_argument_twice
@@ -66,9 +67,8 @@ class VectorWriter:
                 if result.mode == "assign":
                     unwritten.add(result.into)
                 self.batch_sum(result.expr, result.into, sympy.S.One, unwritten)
-                if result.into in unwritten:
-                    unwritten.discard(result.into)
-                    self.emit(f"{result.into}[...] = real(0)")
+                if result.into in unwritten:  # nothing was summed into it: 0
+                    self.add_into(result.into, "real(0)", unwritten)
             elif result.mode == "write":
                 self.emit(f"{result.into}[...] = {self.materialise(result.expr)}")
                 self.arrays.setdefault(result.expr, result.into)
@@ -315,11 +315,11 @@ class VectorWriter:
         message = f"the slice {describe(node)} reaches past the end of its vector"
         self.emit(f"if {available} < {self.size(stop)}:")
         self.emit(f"{INDENT}raise ValueError({message!r})")  # a Python literal, whatever the maths' text holds
-        rows = f"{self.size(start)}:{self.size(stop)}"
+        rows = f"int({self.size(start)}):int({self.size(stop)})"  # k/2 is a float in Python; whole (check_whole_slices)
         if batched:
             code = f"{array}[:, {rows}]"
         elif form(parent) == "mat":
-            code = f"{array}[{rows}, {self.size(column_start)}:{self.size(column_stop)}]"
+            code = f"{array}[{rows}, int({self.size(column_start)}):int({self.size(column_stop)})]"
         else:
             code = f"{array}[{rows}]"
         name = self.temporary(code, fresh=False)
@@ -342,6 +342,9 @@ class VectorWriter:
         if isinstance(expr, MatAdd):
             for term in expr.args:
                 self.batch_sum(term, into, coefficient, unwritten)
+            return
+        if sum_row_blocks(expr, self.size, lambda: into in unwritten and self.add_into(into, "0", unwritten),
+                          lambda rows, block: self.batch_sum(block, f"{into}[{rows}]", coefficient, set())):
             return
         if isinstance(expr, MatMul):
             c, factors = expr.as_coeff_matrices()

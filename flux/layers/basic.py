@@ -64,9 +64,16 @@ class Chain(Model):
         for i, layer in enumerate(layers):
             if not callable(layer):
                 raise TypeError(f"Chain layer {i} is not a model or function: {layer!r}")
+        if fuse:
+            refuse_tokens_beside_states(layers)
         super().__init__(dtype=common_dtype(layers))
         self.layers = list(layers)
         self.fuse = fuse
+
+    def _check_attributes(self) -> None:
+        super()._check_attributes()
+        if self.fuse:  # a file rebuilds a Chain without __init__
+            refuse_tokens_beside_states(self.layers)
 
     def __call__(self, *inputs: Any, **options: Any) -> Any:
         if (self.fuse and not adds_inputs_per_call(self)) or self.__dict__.get("_tracing") \
@@ -131,9 +138,14 @@ class Chain(Model):
 
     @property
     def x(self) -> Tokens | None:
-        """The declaration of the Chain's input x: its first layer's (flux.tokens when that layer takes sequences of
-        tokens, so a Chain of token models is a token model; None: a column vector)."""
-        return token_declaration(self.layers[0]) if self.layers else None
+        """The declaration of the Chain's input x: flux.tokens when one of its layers takes sequences of tokens, so a
+        Chain of token models is a token model, and the feed-forward layers before the first (an input projection,
+        Chain(Dense(5, d), MultiHeadAttention(d, 2))) apply to every token; None: a column vector."""
+        declarations = [token_declaration(layer) for layer in self.layers]
+        first = next((d for d in declarations if d is not None), None)
+        if first is None or declarations[0] is not None:
+            return first
+        return Tokens("d")  # the first layer's input size, whatever it is called: unified with it when traced
 
     def __getitem__(self, index: int) -> Any:
         return self.layers[index]
@@ -232,6 +244,24 @@ def token_declaration(model: Any) -> Tokens | None:
     names = type(model).input_names()
     declaration = getattr(model, names[0], None) if names else None
     return declaration if isinstance(declaration, Tokens) else None
+
+
+def refuse_tokens_beside_states(layers) -> None:
+    """A fused Chain is one expression: a layer taking sequences of tokens (a d×T matrix per sample) and a recurrent
+    one (a time loop over vectors) do not make one yet; each layer's own kernels in turn do (fuse=False)."""
+    tokens = [(i, layer) for i, layer in enumerate(layers) if token_declaration(layer) is not None]
+    recurrent = [(i, layer) for i, layer in enumerate(layers) if has_states(layer)]
+    if tokens and recurrent:
+        (i, a), (j, b) = tokens[0], recurrent[0]
+        raise TypeError(f"Chain: layer {i} ({type(a).__name__}) takes sequences of tokens and layer {j} "
+                        f"({type(b).__name__}) is recurrent; they cannot be fused into one kernel yet: pass "
+                        "fuse=False to run each layer's kernels in turn on the (N, T, features) arrays")
+
+
+def has_states(model: Any) -> bool:
+    """The model or one of its sub-models declares a state (flux.state)."""
+    return isinstance(model, Model) and (bool(type(model).declared_states())
+                                         or any(has_states(sub) for _, sub in model.named_submodels()))
 
 
 def common_dtype(models) -> Any:

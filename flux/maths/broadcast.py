@@ -166,14 +166,17 @@ def without_scalar_factors(expr):
     args = [without_scalar_factors(a) for a in expr.args]
     if any(a is not b for a, b in zip(args, expr.args)):
         expr = expr.func(*args)
-    if not isinstance(expr, MatMul) or is_per_sample_scalar(expr):
+    if not isinstance(expr, MatMul):
         return expr
     coefficient, factors = expr.as_coeff_matrices()
-    for k, factor in enumerate(factors):  # (s·W)·x is s·(W·x)
+    for k, factor in enumerate(factors):  # (s·W)·x is s·(W·x), and xᵀ·(s·W)·x is s·(xᵀ·W·x)
         pulled = scaled_matrix(factor)
         if pulled is not None:
-            rest = factors[:k] + [pulled[1]] + factors[k + 1:]
-            return without_scalar_factors(coefficient * attach(pulled[0], [MatMul(*rest).doit()]))
+            rest = MatMul(*(factors[:k] + [pulled[1]] + factors[k + 1:])).doit()
+            scaled = MatMul(pulled[0], rest).doit() if is_per_sample_scalar(rest) else attach(pulled[0], [rest])
+            return without_scalar_factors(coefficient * scaled)
+    if is_per_sample_scalar(expr):
+        return expr
     group = scalar_group(factors)
     if group is None:
         return expr

@@ -99,6 +99,11 @@ class Spread(MatrixExpr):
     def shape(self):
         return (self.args[1], self.args[2] if len(self.args) > 2 else sympy.S.One)
 
+    def _eval_transpose(self):
+        """(s·W)ᵀ = s·Wᵀ: a matrix spread transposes to one (a column's stays a Transpose, as printed)."""
+        rows, cols = self.shape
+        return Spread(self.argument, cols, rows) if cols != 1 else None
+
     def _sympystr(self, printer) -> str:  # s times a column of ones: s*ones(k, 1)
         return f"{printer.parenthesize(self.argument, PRECEDENCE['Mul'])}*ones({printer._print(self.args[1])}, 1)"
 

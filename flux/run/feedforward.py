@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .contents import changed_in_place
 from .inputs import as_float_array, as_input_array, follow_input_precision, to_dtype
 from .sequences import run_sequence, run_sequence_backward
 from .state import ForwardTape, RuntimeState, configuration_counter, requested_tier, runtime_of
@@ -23,13 +24,12 @@ def run_forward(model, inputs: tuple, **options: Any) -> Any:
     """y = model(x…): check the inputs, run the forward kernel, keep what backward needs. A recurrent model's
     sequences go to `run_sequence` (flux.run.sequences)."""
     runtime = model.__dict__.get("_runtime") or runtime_of(model)
-    params = model.flat_arrays()[0]
-    if params:
-        return forward_unlocked(model, runtime, params, inputs, **options)
+    if model.flat_arrays()[0]:
+        return forward_unlocked(model, runtime, inputs, **options)
     runtime.shared = True  # a model without parameters (a function, a loss) is shared: one tape per thread
     with runtime.lock:  # a shared function (flux.tanh) switches to each caller's precision: one at a time
         follow_input_precision(model, inputs)
-        return forward_unlocked(model, runtime, params, inputs, **options)
+        return forward_unlocked(model, runtime, inputs, **options)
 
 
 def running_program(model) -> Any:
@@ -37,7 +37,8 @@ def running_program(model) -> Any:
     is ready, that one (flux.tiers). Called at the start of a call, so a model switches tier between calls, never
     during one; a forward's tape keeps its program, so `back` runs on the forward's tier."""
     runtime = model.__dict__.get("_runtime") or runtime_of(model)
-    current = runtime.program is not None and runtime.configuration == configuration_counter[0]
+    current = (runtime.program is not None and runtime.configuration == configuration_counter[0]
+               and not (runtime.contents and changed_in_place(runtime.contents)))
     program = runtime.program if current else model.kernels
     job = program.job
     if job is not None and job.program is not None and requested_tier() == "auto":
@@ -45,8 +46,9 @@ def running_program(model) -> Any:
     return program
 
 
-def forward_unlocked(model, runtime: RuntimeState, params: list, inputs: tuple, **options: Any) -> Any:
+def forward_unlocked(model, runtime: RuntimeState, inputs: tuple, **options: Any) -> Any:
     program = running_program(model)
+    params = model.flat_arrays()[0]  # after the program: a Chain's layers changed in place change them too
     metadata = program.metadata
     if metadata.get("states"):  # recurrent: sequences through the compiled time loop
         with runtime.lock:

@@ -42,11 +42,14 @@ def as_float_array(model_name: str, role: str, name: str, value: Any, dtype: np.
                        ".astype(np.float32) if that is what you mean)" if array.dtype.kind in "iub" else ""))
 
 
-def as_input_array(model, name: str, value: Any, size: int | None, *, role: str = "input") -> np.ndarray:
-    """A C-contiguous (N, k) array of the model's dtype, or a clear error naming the model and the symbol."""
+def as_input_array(model, name: str, value: Any, size: int | None, *, role: str = "input",
+                   dtype: np.dtype | None = None) -> np.ndarray:
+    """A C-contiguous (N, k) array of the model's dtype (or `dtype`: a loss's target in a fused step has the trained
+    model's), or a clear error naming the model and the symbol."""
     model_name = type(model).__name__
+    dtype = model.dtype if dtype is None else dtype
     array = value if isinstance(value, np.ndarray) and value.dtype.kind == "f" else \
-        as_float_array(model_name, role, name, value, model.dtype)
+        as_float_array(model_name, role, name, value, dtype)
     if array.ndim not in (1, 2):
         expected = f"(N, {size}) or ({size},)" if size is not None else "(N, features) or (features,)"
         raise ValueError(f"{model_name}: {role} {name} must have shape {expected}, got shape {array.shape}")
@@ -55,7 +58,7 @@ def as_input_array(model, name: str, value: Any, size: int | None, *, role: str 
                          f"got shape {array.shape}")
     if array.ndim == 1:
         array = array[None, :]
-    return to_dtype(model_name, name, array, model.dtype, role)
+    return to_dtype(model_name, name, array, dtype, role)
 
 
 def to_dtype(model_name: str, name: str, array: np.ndarray, dtype: np.dtype, role: str) -> np.ndarray:

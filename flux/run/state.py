@@ -89,18 +89,22 @@ class ChainTape(NamedTuple):
 class RuntimeState:
     """A model's run-time state: never saved, never pickled, rebuilt empty whenever a model is built or copied."""
 
-    __slots__ = ("tape", "shared", "per_thread", "flat", "program", "maths", "configuration", "built", "has_grads",
+    __slots__ = ("tape", "shared", "per_thread", "flat", "program", "maths", "contents", "configuration",
+                 "built", "has_grads",
                  "state_grads", "lock")
 
-    def __init__(self) -> None:
+    def __init__(self, built: bool = True) -> None:
         self.tape: Any = None  # ForwardTape, SequenceTape or ChainTape of the last forward pass, or None
         self.shared = False  # a parameter-free model, shared between models and threads: its tapes are per thread
         self.per_thread: dict[int, Any] = {}  # a shared model's tapes, by thread
         self.flat: tuple | None = None  # (generation, parameters, gradients) in kernel order
         self.program: Any = None  # the compiled Program for the model's dtype, its parameter sizes checked
         self.maths: Any = None  # the traced maths (flux.pipeline.Maths) the program was made for
+        self.contents: list = []  # its container attributes' values when traced (flux.run.contents)
         self.configuration = -1  # the configuration generation `maths` and `program` were made in
-        self.built = False  # __init__ has finished: attribute changes from now on may change the maths
+        # __init__ has finished (a model loaded, unpickled or copied is built): attribute changes from now on may
+        # change the maths
+        self.built = built
         self.has_grads = False  # gradients accumulated since the last update
         self.state_grads: dict | None = None  # ∂L/∂h₀ of the last back through a sequence
         self.lock = threading.RLock()  # serialises back passes and recurrent calls (they write shared arrays)

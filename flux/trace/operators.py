@@ -66,17 +66,24 @@ OPERATORS = {
     "__rtruediv__": reflected(broadcast.divided),
     "__pow__": declining(broadcast.power),
     "__rpow__": declining(rpower),
+    "__array_ufunc__": None,  # NumPy defers to the operators above: np.float64(2) * x is 2·x, not an object array
 }
 
 
 @contextmanager
 def broadcasting_operators():
     """Install the tracing operators on SymPy's MatrixExpr for the duration (the caller holds the tracing lock)."""
-    saved = {name: MatrixExpr.__dict__[name] for name in OPERATORS}
+    saved = {name: MatrixExpr.__dict__.get(name, MISSING) for name in OPERATORS}
     for name, method in OPERATORS.items():
         setattr(MatrixExpr, name, method)
     try:
         yield
     finally:
         for name, method in saved.items():
-            setattr(MatrixExpr, name, method)
+            if method is MISSING:
+                delattr(MatrixExpr, name)
+            else:
+                setattr(MatrixExpr, name, method)
+
+
+MISSING = object()

@@ -45,9 +45,9 @@ class DimensionClasses:
             self.parent[a] = b
         elif isinstance(b, sympy.Symbol) and b not in self.rigid:
             self.parent[b] = a
-        elif a.is_Integer and b.is_Integer:
+        elif a.is_Integer and b.is_Integer or (a - b).is_zero is False:  # e + d against d: e > 0, never equal
             self.mismatch(a, b, where, what)
-        # otherwise (a rigid name against a sum): sizes are checked when arrays arrive
+        # otherwise (a rigid name against a sum that may equal it): sizes are checked when arrays arrive
 
     def mismatch(self, a, b, where, what) -> None:
         what = what() if callable(what) else what
@@ -96,6 +96,8 @@ def unify_dimensions(expressions, rigid: set, model_name: str) -> dict:
                                       f"{sympy.sstr(first)} has {first.shape[axis]} {label} but "
                                       f"{sympy.sstr(other)} has {other.shape[axis]}"))
         elif isinstance(node, BlockMatrix):
+            if node.blockshape[0] == 1 and node.blockshape[1] > 1 and node.shape[0] == TOKENS:
+                continue  # a transposed stack of token matrices [A, B] (T rows each): blocks side by side
             tokens = node.blocks[0].shape[1] == TOKENS  # matrices of tokens stack their rows: [H₁; H₂]
             for block in node.blocks:
                 classes.unify(block.shape[1], TOKENS if tokens else 1, node,
