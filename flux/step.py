@@ -93,6 +93,8 @@ class TrainStep:
         self._current()
         model = self.model
         params, sizes, gradients = self._prepare()
+        if np.ndim(x) >= 3:  # (N, T, …, k): every row a sample, as model(x) takes it; the loss is the mean over rows
+            x, target = rows_of(model, x, target, sizes[0])
         x = as_input_array(model, "x", x, sizes[0])
         if getattr(self.loss, "takes_labels", False):  # integer class labels (N,) → one-hot rows
             target = self.loss.targets_for(target, x.shape[:-1] + (sizes[1],), model.dtype)
@@ -396,3 +398,19 @@ def compile_step(model: Model, loss: Any, optimiser: Any, *, last: bool = False)
         raise TypeError(f"compile_step: last=True puts the loss on a sequence's last step, but "
                         f"{type(model).__name__} is not recurrent (it declares no flux.state)")
     return TrainStep(model, loss, optimiser)
+
+
+def rows_of(model, x: Any, target: Any, size: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """x (N, T, …, k) and its targets (N, T, …, out) or class labels (N, T, …) as rows: (N·T·…, k), (N·T·…, ·)."""
+    x = np.asarray(x)
+    if size is not None and x.shape[-1] != size:
+        raise ValueError(f"{type(model).__name__}: input x must have {size} features along its last axis, "
+                         f"got shape {x.shape}")
+    target = np.asarray(target)
+    leading = x.shape[:-1]
+    if target.shape[:len(leading)] != leading or target.ndim > len(leading) + 1:
+        axes = ", ".join(map(str, leading))
+        raise ValueError(f"{type(model).__name__}: x has shape {x.shape}, so the target must have shape "
+                         f"({axes}, out) or class labels ({axes}), got {target.shape}")
+    rows = x.reshape(-1, x.shape[-1])
+    return rows, target.reshape((rows.shape[0],) + target.shape[len(leading):])

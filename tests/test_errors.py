@@ -30,7 +30,9 @@ def trained():
 
 @pytest.mark.parametrize("bad, error, message", [
     (np.zeros((4, 6)), ValueError, r"Perceptron: input x must have 5 features along its last axis, got shape \(4, 6\)"),
-    (np.zeros((2, 4, 5)), ValueError, r"Perceptron: input x must have shape \(N, 5\) or \(5,\)"),
+    (np.zeros((2, 4, 6)), ValueError, r"Perceptron: input x must have 5 features along its last axis, got shape "
+                                      r"\(2, 4, 6\)"),  # (N, T, 5) is N·T samples, as for PyTorch's Linear
+    (np.zeros(()), ValueError, r"Perceptron: input x must have shape \(N, 5\) or \(5,\)"),
     # integers are accepted when exactly representable (test_run); 2⁵³ + 1 is not, in float64
     (np.full((4, 5), 2**53 + 1), TypeError, "Perceptron: input x must be a floating-point array, got dtype int64"),
     (np.full((4, 5), 2**64 - 1, dtype=np.uint64), TypeError, "input x must be a floating-point array, got dtype uint64"),

@@ -1,6 +1,7 @@
 """Running a feed-forward model: y = model(x…) through the forward kernel, dx = model.back(Δ) through the backward.
 
-    forward:  check x (flux.run.inputs), results = forward(x…, θ…), keep ForwardTape(x…, results) for back
+    forward:  check x (flux.run.inputs), results = forward(x…, θ…), keep ForwardTape(x…, results) for back;
+              inputs (N, T, …, k) run as (N·T·…, k) rows and their results come back (N, T, …, ·)
     backward: check Δ against the output's shape, Σₙ ∂L/∂θ += backward(Δ, x…, θ…, results…), return ∂L/∂x
 
 Nothing runs until every check has passed, so an error leaves parameters and gradients untouched. A recurrent
@@ -61,6 +62,9 @@ def forward_unlocked(model, runtime: RuntimeState, inputs: tuple, **options: Any
     if len(inputs) != len(names):
         raise TypeError(f"{type(model).__name__} takes {len(names)} input(s) ({', '.join(names)}), got {len(inputs)}")
     sizes = program.input_sizes(*params)
+    leading = leading_shape(model, names, inputs, sizes)
+    if leading is not None:  # (N, T, k): every row is a sample, as PyTorch's Linear takes (*, k)
+        inputs = tuple(np.asarray(x).reshape(-1, np.shape(x)[-1]) for x in inputs)
     arrays = [as_input_array(model, n, x, s) for n, x, s in zip(names, inputs, sizes)]
     batch = arrays[0].shape[0]
     seen: dict = {}
@@ -73,11 +77,30 @@ def forward_unlocked(model, runtime: RuntimeState, inputs: tuple, **options: Any
                              f"features ({dim}), got {first[1]} and {a.shape[1]}")
     single = all(np.ndim(x) == 1 for x in inputs)
     results = program.forward.function(*arrays, *params)
-    runtime.keep_tape(ForwardTape(arrays, results, single, threading.get_ident(), program))
+    runtime.keep_tape(ForwardTape(arrays, results, single, threading.get_ident(), program, leading))
     outputs = results[: metadata["outputs"]]
     if single:
         outputs = tuple(o[0] for o in outputs)
+    if leading is not None:
+        outputs = tuple(o.reshape(leading + o.shape[1:]) for o in outputs)
     return outputs[0] if len(outputs) == 1 else outputs
+
+
+def leading_shape(model, names: list, inputs: tuple, sizes: tuple) -> tuple | None:
+    """The shape before the features when the inputs have more axes than a batch ((N, T, k): each of the N·T rows
+    is a sample, as for PyTorch's Linear on (*, k)); None for (N, k) and (k,) inputs."""
+    if all(np.ndim(x) < 3 for x in inputs):
+        return None
+    for name, x, size in zip(names, inputs, sizes):
+        if size is not None and np.shape(x)[-1] != size:
+            raise ValueError(f"{type(model).__name__}: input {name} must have {size} features along its last axis, "
+                             f"got shape {np.shape(x)}")
+    shapes = [tuple(np.shape(x)[:-1]) for x in inputs]
+    if any(shape != shapes[0] for shape in shapes):
+        given = ", ".join(f"{n} {tuple(np.shape(x))}" for n, x in zip(names, inputs))
+        raise ValueError(f"{type(model).__name__}: inputs with more than a batch axis must all have the same shape "
+                         f"before their features, got {given}")
+    return shapes[0]
 
 
 def run_backward(model, Δ: Any) -> Any:
@@ -109,7 +132,8 @@ def backward_of_tape(model, Δ: Any, tape) -> Any:
                            f"{model_name.lower()}(x) first (each forward pass can be back-propagated once)")
     if not isinstance(tape, ForwardTape):
         return run_sequence_backward(model, Δ, tape)
-    arrays, results, single, _, program = tape  # the forward's own program: its precision, whatever model.dtype is now
+    arrays, results, single, _, program, leading = tape  # the forward's own program: its precision, whatever
+    # model.dtype is now
     metadata = program.metadata
     outputs = results[: metadata["outputs"]]
     deltas = Δ if isinstance(Δ, (tuple, list)) and metadata["outputs"] > 1 else (Δ,)
@@ -118,7 +142,7 @@ def backward_of_tape(model, Δ: Any, tape) -> Any:
     checked = []
     for k, (d, out) in enumerate(zip(deltas, outputs)):
         label = "Δ" if len(outputs) == 1 else f"Δ_{k + 1}"
-        expected_shape = out.shape[1:] if single else out.shape
+        expected_shape = out.shape[1:] if single else out.shape if leading is None else leading + out.shape[1:]
         d = d if isinstance(d, np.ndarray) and d.dtype.kind == "f" else \
             as_float_array(f"{model_name}.back", "", label, d, out.dtype)
         if d.shape != expected_shape:
@@ -143,4 +167,6 @@ def backward_of_tape(model, Δ: Any, tape) -> Any:
             k += 1
     if single:
         input_gradients = [g[0] for g in input_gradients]
+    if leading is not None:
+        input_gradients = [g.reshape(leading + g.shape[1:]) for g in input_gradients]
     return input_gradients[0] if len(input_gradients) == 1 else tuple(input_gradients)

@@ -63,6 +63,7 @@ class ForwardTape(NamedTuple):
     single: bool  # one sample given as (features,)
     thread: int  # the thread that made it
     program: Any  # the forward's own program (its precision, whatever model.dtype is by the time of `back`)
+    leading: tuple | None = None  # the shape before the features of (N, …, k) inputs, run as (N·…, k) rows
 
 
 @dataclass
