@@ -93,7 +93,8 @@ class TrainStep:
         self._current()
         model = self.model
         params, sizes, gradients = self._prepare()
-        if np.ndim(x) >= 3:  # (N, T, …, k): every row a sample, as model(x) takes it; the loss is the mean over rows
+        x = x if isinstance(x, np.ndarray) else as_float_array(type(model).__name__, "input", "x", x, model.dtype)
+        if x.ndim >= 3:  # (N, T, …, k): every row a sample, as model(x) takes it; the loss is the mean over rows
             x, target = rows_of(model, x, target, sizes[0])
         x = as_input_array(model, "x", x, sizes[0])
         if getattr(self.loss, "takes_labels", False):  # integer class labels (N,) → one-hot rows

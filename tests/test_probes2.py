@@ -405,3 +405,12 @@ def test_the_fused_step_of_a_feed_forward_model_takes_more_leading_axes_as_rows(
     with pytest.raises(ValueError, match=r"Dense: x has shape \(2, 5, 4\), so the target must have shape "
                                          r"\(2, 5, out\) or class labels \(2, 5\), got \(2, 4, 3\)"):
         steps[0](x, t[:, :4])
+
+
+def test_a_ragged_list_input_is_refused_naming_the_model(numpy_tier):
+    """A ragged list got NumPy's "setting an array element with a sequence", naming neither model nor input."""
+    dense = flux.Dense(2, 3, rng=0)
+    for call in (lambda: dense([[1.0, 2.0], [3.0]]),
+                 lambda: flux.compile_step(dense, flux.mse, flux.SGD(0.1))([[1.0, 2.0], [3.0]], np.zeros((2, 3)))):
+        with pytest.raises(ValueError, match=r"Dense: input x is not a rectangular array of numbers"):
+            call()

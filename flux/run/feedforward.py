@@ -61,6 +61,8 @@ def forward_unlocked(model, runtime: RuntimeState, inputs: tuple, **options: Any
     names = metadata["inputs"]
     if len(inputs) != len(names):
         raise TypeError(f"{type(model).__name__} takes {len(names)} input(s) ({', '.join(names)}), got {len(inputs)}")
+    if not all(isinstance(x, np.ndarray) for x in inputs):  # lists, tensors: arrays (or a clear error) first
+        inputs = tuple(as_float_array(type(model).__name__, "input", n, x, model.dtype) for n, x in zip(names, inputs))
     sizes = program.input_sizes(*params)
     leading = leading_shape(model, names, inputs, sizes)
     if leading is not None:  # (N, T, k): every row is a sample, as PyTorch's Linear takes (*, k)

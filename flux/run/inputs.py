@@ -28,7 +28,11 @@ def as_array(value: Any) -> np.ndarray:
 def as_float_array(model_name: str, role: str, name: str, value: Any, dtype: np.dtype) -> np.ndarray:
     """`as_array(value)`, of a floating kind: integer and bool arrays are accepted when every value is exactly
     representable in `dtype` (XOR data written as [[0, 1], [1, 0]]), and refused otherwise."""
-    array = as_array(value)
+    what = f"{role} {name}" if role else name
+    try:
+        array = as_array(value)
+    except ValueError as error:  # a ragged list: NumPy's message names neither the model nor the input
+        raise ValueError(f"{model_name}: {what} is not a rectangular array of numbers ({error})") from None
     if array.dtype.kind == "f":
         return array
     if array.dtype.kind in "iub":
@@ -36,7 +40,6 @@ def as_float_array(model_name: str, role: str, name: str, value: Any, dtype: np.
         with np.errstate(invalid="ignore"):  # a value beyond the integer range comes back different: refused
             if array.dtype.kind == "b" or np.array_equal(converted.astype(array.dtype), array):
                 return converted
-    what = f"{role} {name}" if role else name
     raise TypeError(f"{model_name}: {what} must be a floating-point array, got dtype {array.dtype}"
                     + (f" with values not exactly representable in {np.dtype(dtype)} (convert it with "
                        ".astype(np.float32) if that is what you mean)" if array.dtype.kind in "iub" else ""))
