@@ -156,6 +156,9 @@ class TrainStep:
         """Check the parameters (sizes, the optimiser's state) and bind the optimiser; the positions of each distinct
         array in `params` (a layer used twice appears once per use)."""
         self.module.check_params(*params)
+        from .pipeline import check_whole_slices, maths_of  # W[0:k/2, :] with k = 3: refused, as model(x) refuses it
+
+        check_whole_slices(maths_of(self.model), self.model.params)
         self.optimiser.check_parameters(self.model)
         self.optimiser.bind(self.model.params)
         groups: dict[int, list[int]] = {}

@@ -343,6 +343,10 @@ def test_slices_at_a_computed_size_are_whole_or_refused(monkeypatch, tier):
     assert flux.gradcheck(model, x) < 1e-6
     with pytest.raises(ValueError, match=r"Halves: the slice W\[:k/2, :\] has the bound k/2 = 3/2 .*whole number"):
         Halves(W=np.ones((3, 2)), dtype=F64)(x)
+    odd = Halves(W=np.ones((3, 2)), dtype=F64)  # a fused step that never called the model checks it too
+    with pytest.raises(ValueError, match=r"Halves: the slice W\[:k/2, :\] has the bound k/2 = 3/2 .*whole number"):
+        flux.compile_step(odd, flux.mse, flux.SGD(0.1))(x, np.zeros((2, 2)))
+    np.testing.assert_array_equal(odd.params["W"], np.ones((3, 2)))
 
 
 # ---- feed-forward layers on (N, T, k): every row a sample, as PyTorch's Linear on (*, k) ----------------------
