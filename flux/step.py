@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from .model import Model
-from .run.inputs import as_float_array, as_input_array, to_dtype
-from .run.sequences import as_sequence_array, initial_param_name, state_owner
+from .run.inputs import as_float_array, as_input_array, sample_rows, to_dtype
+from .run.sequences import as_sequence_array, initial_param_name, is_recurrent, state_owner
 from .run.tokens import as_token_array, token_blas
 from .blas import single_threaded_blas
 from .run.contents import attribute_contents, changed_in_place
@@ -93,9 +93,7 @@ class TrainStep:
         self._current()
         model = self.model
         params, sizes, gradients = self._prepare()
-        x = x if isinstance(x, np.ndarray) else as_float_array(type(model).__name__, "input", "x", x, model.dtype)
-        if x.ndim >= 3:  # (N, T, …, k): every row a sample, as model(x) takes it; the loss is the mean over rows
-            x, target = rows_of(model, x, target, sizes[0])
+        x, target = sample_rows(type(model).__name__, x, target, sizes[0], model.dtype)  # (N, T, …, k): rows
         x = as_input_array(model, "x", x, sizes[0])
         if getattr(self.loss, "takes_labels", False):  # integer class labels (N,) → one-hot rows
             target = self.loss.targets_for(target, x.shape[:-1] + (sizes[1],), model.dtype)
@@ -155,10 +153,10 @@ class TrainStep:
     def _checked_groups(self, params: list) -> list[list[int]]:
         """Check the parameters (sizes, the optimiser's state) and bind the optimiser; the positions of each distinct
         array in `params` (a layer used twice appears once per use)."""
-        self.module.check_params(*params)
-        from .pipeline import check_whole_slices, maths_of  # W[0:k/2, :] with k = 3: refused, as model(x) refuses it
+        from .pipeline import check_whole_slices, maths_of
 
-        check_whole_slices(maths_of(self.model), self.model.params)
+        self.module.check_params(*params)
+        check_whole_slices(maths_of(self.model), self.model.params)  # W[0:k/2, :] with k = 3: refused, as by model(x)
         self.optimiser.check_parameters(self.model)
         self.optimiser.bind(self.model.params)
         groups: dict[int, list[int]] = {}
@@ -367,18 +365,6 @@ class TokenTrainStep(TrainStep):
         return np.ascontiguousarray(to_dtype(model_name, "target", array, self.model.dtype, "target"))
 
 
-def walk_submodels(model: Model):
-    """Every sub-model, depth first."""
-    for _, sub in model.named_submodels():
-        yield sub
-        yield from walk_submodels(sub)
-
-
-def is_recurrent(model: Model) -> bool:
-    """True when the model or one of its sub-models declares a state (`flux.state`)."""
-    return bool(type(model).declared_states()) or any(sub.declared_states() for sub in walk_submodels(model))
-
-
 def compile_step(model: Model, loss: Any, optimiser: Any, *, last: bool = False) -> TrainStep:
     """One compiled call per batch: forward, loss, backward and the optimiser's update, fused.
 
@@ -403,18 +389,3 @@ def compile_step(model: Model, loss: Any, optimiser: Any, *, last: bool = False)
                         f"{type(model).__name__} is not recurrent (it declares no flux.state)")
     return TrainStep(model, loss, optimiser)
 
-
-def rows_of(model, x: Any, target: Any, size: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """x (N, T, …, k) and its targets (N, T, …, out) or class labels (N, T, …) as rows: (N·T·…, k), (N·T·…, ·)."""
-    x = np.asarray(x)
-    if size is not None and x.shape[-1] != size:
-        raise ValueError(f"{type(model).__name__}: input x must have {size} features along its last axis, "
-                         f"got shape {x.shape}")
-    target = np.asarray(target)
-    leading = x.shape[:-1]
-    if target.shape[:len(leading)] != leading or target.ndim > len(leading) + 1:
-        axes = ", ".join(map(str, leading))
-        raise ValueError(f"{type(model).__name__}: x has shape {x.shape}, so the target must have shape "
-                         f"({axes}, out) or class labels ({axes}), got {target.shape}")
-    rows = x.reshape(-1, x.shape[-1])
-    return rows, target.reshape((rows.shape[0],) + target.shape[len(leading):])

@@ -144,7 +144,7 @@ def default_step(model, loss, optimiser, *, last: bool = False) -> Step:
 def last_step_targets(model, X: np.ndarray, Y: np.ndarray) -> bool:
     """True when a recurrent model's targets are for the last step only: X (N, T, features) with Y (N, out) or
     class labels (N,); targets (N, T, out) (or labels (N, T), already one-hot here) are for every step."""
-    from .step import is_recurrent
+    from .run.sequences import is_recurrent
 
     return np.ndim(X) == 3 and np.ndim(Y) < 3 and is_recurrent(model)
 

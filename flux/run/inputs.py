@@ -86,3 +86,21 @@ def follow_input_precision(model, inputs: tuple) -> None:
         return
     model.dtype = np.dtype(dtype)
     runtime_of(model).program = None
+
+
+def sample_rows(model_name: str, x: Any, target: Any, size: int | None, dtype: np.dtype) -> tuple[Any, Any]:
+    """x (N, T, …, k) and its targets (N, T, …, out) or class labels (N, T, …) as rows — (N·T·…, k), (N·T·…, ·) —
+    for a fused step of a feed-forward model, as model(x) takes them; x (N, k) or (k,) and its target as given."""
+    x = x if isinstance(x, np.ndarray) else as_float_array(model_name, "input", "x", x, dtype)
+    if x.ndim < 3:
+        return x, target
+    if size is not None and x.shape[-1] != size:
+        raise ValueError(f"{model_name}: input x must have {size} features along its last axis, got shape {x.shape}")
+    target = as_array(target)
+    leading = x.shape[:-1]
+    if target.shape[:len(leading)] != leading or target.ndim > len(leading) + 1:
+        axes = ", ".join(map(str, leading))
+        raise ValueError(f"{model_name}: x has shape {x.shape}, so the target must have shape ({axes}, out) or "
+                         f"class labels ({axes}), got {target.shape}")
+    rows = x.reshape(-1, x.shape[-1])
+    return rows, target.reshape((rows.shape[0],) + target.shape[len(leading):])

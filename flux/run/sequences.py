@@ -247,3 +247,15 @@ def set_state(model, dotted: str, value) -> None:
 def initial_param_name(dotted: str) -> str:
     """The parameter holding a learnable initial state: "hidden" → "hidden0", "0.h" → "0.h0"."""
     return f"{dotted}0"
+
+
+def walk_submodels(model):
+    """Every sub-model, depth first."""
+    for _, sub in model.named_submodels():
+        yield sub
+        yield from walk_submodels(sub)
+
+
+def is_recurrent(model) -> bool:
+    """True when the model or one of its sub-models declares a state (`flux.state`)."""
+    return bool(type(model).declared_states()) or any(sub.declared_states() for sub in walk_submodels(model))
