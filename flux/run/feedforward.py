@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .contents import changed_in_place
-from .inputs import as_float_array, as_input_array, follow_input_precision, to_dtype
+from .inputs import as_float_array, as_input_array, check_features, follow_input_precision, to_dtype
 from .sequences import run_sequence, run_sequence_backward
 from .state import ForwardTape, RuntimeState, configuration_counter, requested_tier, runtime_of
 from .tokens import run_tokens
@@ -94,9 +94,7 @@ def leading_shape(model, names: list, inputs: tuple, sizes: tuple) -> tuple | No
     if all(np.ndim(x) < 3 for x in inputs):
         return None
     for name, x, size in zip(names, inputs, sizes):
-        if size is not None and np.shape(x)[-1] != size:
-            raise ValueError(f"{type(model).__name__}: input {name} must have {size} features along its last axis, "
-                             f"got shape {np.shape(x)}")
+        check_features(type(model).__name__, f"input {name}", np.shape(x), size)
     shapes = [tuple(np.shape(x)[:-1]) for x in inputs]
     if any(shape != shapes[0] for shape in shapes):
         given = ", ".join(f"{n} {tuple(np.shape(x))}" for n, x in zip(names, inputs))

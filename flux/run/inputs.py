@@ -56,9 +56,7 @@ def as_input_array(model, name: str, value: Any, size: int | None, *, role: str 
     if array.ndim not in (1, 2):
         expected = f"(N, {size}) or ({size},)" if size is not None else "(N, features) or (features,)"
         raise ValueError(f"{model_name}: {role} {name} must have shape {expected}, got shape {array.shape}")
-    if size is not None and array.shape[-1] != size:
-        raise ValueError(f"{model_name}: {role} {name} must have {size} features along its last axis, "
-                         f"got shape {array.shape}")
+    check_features(model_name, f"{role} {name}", array.shape, size)
     if array.ndim == 1:
         array = array[None, :]
     return to_dtype(model_name, name, array, dtype, role)
@@ -94,8 +92,7 @@ def sample_rows(model_name: str, x: Any, target: Any, size: int | None, dtype: n
     x = x if isinstance(x, np.ndarray) else as_float_array(model_name, "input", "x", x, dtype)
     if x.ndim < 3:
         return x, target
-    if size is not None and x.shape[-1] != size:
-        raise ValueError(f"{model_name}: input x must have {size} features along its last axis, got shape {x.shape}")
+    check_features(model_name, "input x", x.shape, size)
     target = as_array(target)
     leading = x.shape[:-1]
     if target.shape[:len(leading)] != leading or target.ndim > len(leading) + 1:
@@ -104,3 +101,9 @@ def sample_rows(model_name: str, x: Any, target: Any, size: int | None, dtype: n
                          f"class labels ({axes}), got {target.shape}")
     rows = x.reshape(-1, x.shape[-1])
     return rows, target.reshape((rows.shape[0],) + target.shape[len(leading):])
+
+
+def check_features(model_name: str, what: str, shape: tuple, size: int | None) -> None:
+    """An input's last axis holds the model's `size` features (None: any), or a ValueError naming both."""
+    if size is not None and shape[-1] != size:
+        raise ValueError(f"{model_name}: {what} must have {size} features along its last axis, got shape {shape}")

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .inputs import as_array, as_float_array, to_dtype
+from .inputs import as_array, as_float_array, check_features, to_dtype
 from .state import SequenceTape, runtime_of
 
 
@@ -134,9 +134,7 @@ def as_sequence_array(model, name: str, value: Any, size: int | None) -> np.ndar
         raise ValueError(f"{model_name} is recurrent: input {name} must be a sequence batch of shape "
                          f"(N, T, {features}), got shape {array.shape}; use {model_name.lower()}.step(x) "
                          f"for one time step")
-    if size is not None and array.shape[2] != size:
-        raise ValueError(f"{model_name}: input {name} must have {size} features along its last axis, "
-                         f"got shape {array.shape}")
+    check_features(model_name, f"input {name}", array.shape, size)
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise ValueError(f"{model_name}: input {name} must have at least one sample and one time step, "
                          f"got shape {array.shape}")
