@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..model import Model
+from ..run.sequences import is_recurrent
 from ..run.state import ChainTape, runtime_of
 from ..trace.language import concat, is_symbolic, param
 from ..trace.tokens import Tokens
@@ -250,18 +251,12 @@ def refuse_tokens_beside_states(layers) -> None:
     """A fused Chain is one expression: a layer taking sequences of tokens (a d×T matrix per sample) and a recurrent
     one (a time loop over vectors) do not make one yet; each layer's own kernels in turn do (fuse=False)."""
     tokens = [(i, layer) for i, layer in enumerate(layers) if token_declaration(layer) is not None]
-    recurrent = [(i, layer) for i, layer in enumerate(layers) if has_states(layer)]
+    recurrent = [(i, layer) for i, layer in enumerate(layers) if is_recurrent(layer)]
     if tokens and recurrent:
         (i, a), (j, b) = tokens[0], recurrent[0]
         raise TypeError(f"Chain: layer {i} ({type(a).__name__}) takes sequences of tokens and layer {j} "
                         f"({type(b).__name__}) is recurrent; they cannot be fused into one kernel yet: pass "
                         "fuse=False to run each layer's kernels in turn on the (N, T, features) arrays")
-
-
-def has_states(model: Any) -> bool:
-    """The model or one of its sub-models declares a state (flux.state)."""
-    return isinstance(model, Model) and (bool(type(model).declared_states())
-                                         or any(has_states(sub) for _, sub in model.named_submodels()))
 
 
 def common_dtype(models) -> Any:

@@ -255,5 +255,7 @@ def walk_submodels(model):
 
 
 def is_recurrent(model) -> bool:
-    """True when the model or one of its sub-models declares a state (`flux.state`)."""
+    """True when the model or one of its sub-models declares a state (`flux.state`); False for a plain function."""
+    if not hasattr(model, "named_submodels"):
+        return False
     return bool(type(model).declared_states()) or any(sub.declared_states() for sub in walk_submodels(model))
