@@ -318,6 +318,8 @@ class VectorWriter:
         rows = f"int({self.size(start)}):int({self.size(stop)})"  # k/2 is a float in Python; whole (check_whole_slices)
         if batched:
             code = f"{array}[:, {rows}]"
+        elif form(parent) == "mat" and form(node) == "row":  # one row of W is a row vector: 1-D, as bᵀ is
+            code = f"{array}[int({self.size(start)})]"
         elif form(parent) == "mat":
             code = f"{array}[{rows}, int({self.size(column_start)}):int({self.size(column_stop)})]"
         else:

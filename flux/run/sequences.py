@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .inputs import as_array, as_float_array, check_features, to_dtype
-from .state import SequenceTape, runtime_of
+from .state import SequenceTape, runtime_of, unshared
 
 
 def run_sequence(model, inputs: tuple, *, initial: Any = None, carry: bool = False) -> Any:
@@ -38,7 +38,7 @@ def run_sequence(model, inputs: tuple, *, initial: Any = None, carry: bool = Fal
         if s.shape[:2] != (batch, steps):
             raise ValueError(f"{model_name}: input {n} has (batch, steps) = {s.shape[:2]} but {names[0]} has "
                              f"{(batch, steps)}")
-    time_major = [np.ascontiguousarray(s.transpose(1, 0, 2)) for s in sequences]
+    time_major = [unshared(np.ascontiguousarray(s.transpose(1, 0, 2)), s) for s in sequences]
     starts, learnable_starts = starting_states(model, program, params, time_major, initial, carry)
     results = program.forward.function(*time_major, *starts, *params)
     n_out, n_states = metadata["outputs"], len(metadata["states"])
@@ -46,7 +46,7 @@ def run_sequence(model, inputs: tuple, *, initial: Any = None, carry: bool = Fal
         set_state(model, name, states[-1].copy())
     runtime_of(model).keep_tape(SequenceTape(time_major, results, learnable_starts, False, False,
                                              threading.get_ident()))
-    outputs = tuple(np.ascontiguousarray(y.transpose(1, 0, 2)) for y in results[:n_out])
+    outputs = tuple(unshared(np.ascontiguousarray(y.transpose(1, 0, 2)), y) for y in results[:n_out])
     return outputs[0] if n_out == 1 else outputs
 
 

@@ -1,0 +1,166 @@
+"""Regression tests for bugs found by the third round of probing flux as a demanding user and a hostile file author.
+
+Each test failed before its fix (the commit naming the bug). Behaviour probes run on the NumPy tier (nothing to
+compile); numeric ones on numba too, with small models that share their kernels through the session's cache.
+"""
+import numpy as np
+import pytest
+
+import flux
+
+F64 = np.float64
+
+
+@pytest.fixture
+def numpy_tier(monkeypatch):
+    monkeypatch.setenv("FLUX_TIER", "numpy")
+
+
+class Linear(flux.Model):
+    """y = W·x + b."""
+    W = flux.param("m", "n")
+    b = flux.param("m")
+
+    def forward(self, x):
+        return self.W * x + self.b
+
+
+# ---- slices with a step: refused, never computed as the slice without its step ----------------------------------
+
+
+class EveryOther(flux.Model):
+    W = flux.param("n", "n")
+
+    def forward(self, x):
+        return self.W * x[0:3:2]
+
+
+class EveryOtherRow(flux.Model):
+    W = flux.param("n", "n")
+
+    def forward(self, x):
+        return self.W[0:3:2, :] * x
+
+
+@pytest.mark.parametrize("cls", [EveryOther, EveryOtherRow])
+def test_a_slice_with_a_step_is_refused_when_defined(numpy_tier, cls):
+    """Bug: x[0:3:2] showed and computed x[0:3] (SymPy keeps the step in a node whose shape ignores it)."""
+    with pytest.raises(flux.DefinitionError, match=rf"{cls.__name__}.forward slices with a step: .*:3:2"):
+        cls.derivation
+
+
+# ---- a constructor checks its arrays as params[...] = and inputs do -------------------------------------------
+
+
+@pytest.mark.parametrize("W, error, message", [
+    (np.array([[1 + 2j, 0], [0, 1]]), TypeError, "parameter W must be a floating-point array, got dtype complex"),
+    (np.array([[1e40, 0], [0, 1]]), ValueError, "parameter W has values too large for float32"),
+    (np.array([[2 ** 25 + 1, 0], [0, 1]]), TypeError, "parameter W .* not exactly representable in float32"),
+    (np.array([[1.0, None], [0, 1]], dtype=object), TypeError, "parameter W .*got dtype object"),
+    (np.array([["1.5", "2"], ["3", "4"]]), TypeError, "parameter W .*got dtype <U3"),
+])
+def test_a_constructor_refuses_what_params_assignment_refuses(W, error, message):
+    """Bug: Linear(W=complex) dropped the imaginary part, 1e40 became inf, 2²⁵+1 was rounded, None became NaN and
+    strings were parsed, each silently (params["W"] = … and inputs refused them)."""
+    with pytest.raises(error, match=f"Linear: {message}"):
+        Linear(W=W, b=np.zeros(2))
+    model = Linear(W=np.eye(2, dtype=np.float16), b=[1, 2])  # exact conversions still work
+    assert model.params["W"].dtype == np.float32 and model.params["b"].tolist() == [1.0, 2.0]
+
+
+def test_a_constructor_copies_the_callers_array(numpy_tier):
+    W = np.eye(2, dtype=np.float32)
+    model = Linear(W=W, b=np.zeros(2, dtype=np.float32))
+    W[0, 0] = 5
+    assert model.params["W"][0, 0] == 1
+
+
+# ---- x or y changed in place between forward and back: the gradient of the forward that was made ----------------
+
+
+def reference_and_mutated(model, x, t):
+    """(∂L/∂x, grads) of L = ½‖y − t‖², computed plainly, then with the caller changing y and x in place before
+    back (`y -= t; back(y)` and a reused input buffer)."""
+    y = model(x)
+    dx = model.back(y - t)
+    grads = {k: g.copy() for k, g in model.grads.items()}
+    model.zero_grad()
+    buffer = x.copy()
+    y = model(buffer)
+    y -= t
+    buffer[...] = 7.0
+    dx_mutated = model.back(y)
+    mutated = {k: g.copy() for k, g in model.grads.items()}
+    model.zero_grad()
+    return (dx, grads), (dx_mutated, mutated)
+
+
+@pytest.mark.parametrize("tier", ["numpy", "numba"])
+def test_changing_x_or_y_in_place_before_back_changes_no_gradient(monkeypatch, tier):
+    """Bug: the tape kept the caller's x and the very y it returned, so `y -= t; model.back(y)` (or a reused input
+    buffer) silently back-propagated the changed arrays — σ′ = y(1 − y) of y − t (PyTorch raises instead)."""
+    monkeypatch.setenv("FLUX_TIER", tier)
+    rng = np.random.default_rng(0)
+    dense = flux.Dense(3, 2, flux.σ, dtype=F64)
+    rnn = flux.Recurrent(2, 3, 2, dtype=F64)
+    cases = [(dense, rng.standard_normal((4, 3)), rng.standard_normal((4, 2))),
+             (dense, rng.standard_normal((2, 5, 3)), rng.standard_normal((2, 5, 2))),  # rows of (N, T, k)
+             (rnn, rng.standard_normal((1, 4, 2)), rng.standard_normal((1, 4, 2))),  # N = 1: time-major is a view
+             (rnn, rng.standard_normal((3, 1, 2)), rng.standard_normal((3, 1, 2)))]  # T = 1
+    for model, x, t in cases:
+        (dx, grads), (dx_mutated, mutated) = reference_and_mutated(model, x, t)
+        np.testing.assert_array_equal(dx_mutated, dx)
+        for name in grads:
+            np.testing.assert_array_equal(mutated[name], grads[name])
+
+
+class TokenTanh(flux.Model):
+    X = flux.tokens("d")
+    W = flux.param("d", "d")
+
+    def forward(self, X):
+        return flux.tanh(self.W * X)
+
+
+@pytest.mark.xfail(strict=True, reason="flux/run/tokens.py (another helper's file) keeps the caller's X and returns "
+                   "the tape's own y: needs flux.run.state.unshared there as in flux/run/feedforward.py")
+def test_changing_tokens_or_their_output_in_place_before_back_changes_no_gradient():
+    rng = np.random.default_rng(1)
+    model = TokenTanh(W=rng.standard_normal((3, 3)) * 0.5, dtype=F64)
+    (dx, grads), (dx_mutated, mutated) = reference_and_mutated(model, rng.standard_normal((2, 4, 3)),
+                                                               rng.standard_normal((2, 4, 3)))
+    np.testing.assert_array_equal(dx_mutated, dx)
+    np.testing.assert_array_equal(mutated["W"], grads["W"])
+
+
+# ---- matrix powers, one-row slices of a matrix and stacks of unequal widths on numba ----------------------------
+
+
+class RowsAndPowers(flux.Model):
+    """y = [W[0:1]·x; W[1:3]·x] + (Wᵀ·tanh(W·x))·(W[2:3]·x) + W³·x: single rows of W are per-sample scalars."""
+    W = flux.param("n", "n")
+
+    def forward(self, x):
+        return flux.concat(self.W[0:1, :] * x, self.W[1:3, :] * x) \
+            + (self.W.T * flux.tanh(self.W * x)) * (self.W[2:3, :] * x) + self.W ** 3 * x
+
+
+@pytest.mark.parametrize("tier", ["numpy", "numba"])
+def test_single_rows_of_a_matrix_and_its_cube(monkeypatch, tier):
+    """Bugs: W[2:3, :]·x failed at the first call on both tiers (a 1×n slice taken as a vector); once it ran, numba
+    summed that row's gradient into grad_W[2:3][j] — rows past the array (a segfault or a wrong gradient); W³ did
+    not compile on numba (np.linalg.matrix_power's result is Optional there); the fused step stacked [aᵀ, bᵀ] of
+    widths 1 and 2 by rows ("cannot assign slice of shape (4, 1) from input of shape (4, 2)")."""
+    monkeypatch.setenv("FLUX_TIER", tier)
+    rng = np.random.default_rng(2)
+    W, x, t = rng.standard_normal((3, 3)) * 0.5, rng.standard_normal((4, 3)), rng.standard_normal((4, 3))
+    model = RowsAndPowers(W=W, dtype=F64)
+    expected = x @ W.T + (np.tanh(x @ W.T) @ W) * (x @ W[2])[:, None] + x @ np.linalg.matrix_power(W, 3).T
+    np.testing.assert_allclose(model(x), expected, rtol=1e-12)
+    assert flux.gradcheck(model, x) < 1e-6
+    flux.loss_and_grad(model, flux.mse, x, t)
+    model.update(lr=0.1)
+    manual = model.params["W"].copy()
+    model.params["W"] = W
+    flux.compile_step(model, flux.mse, flux.SGD(0.1))(x, t)
+    np.testing.assert_allclose(model.params["W"], manual, rtol=1e-12)
