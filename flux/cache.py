@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import stat
 import sys
 import tempfile
@@ -88,11 +89,17 @@ def generator_hash() -> str:
     return _generator_hash
 
 
+def module_file_name(name: str, key: str) -> str:
+    """`name_key.py`, with every character of `name` that is not a letter, digit or _ written as _: a class made by
+    type("../x", …) or named "a/b", "**" cannot put its module outside the checked cache directory."""
+    return re.sub(r"\W", "_", name) + f"_{key}.py"
+
+
 def load_module(name: str, key: str, generate: Callable[[], str]) -> ModuleType:
     """Import the module `name_key.py` from the cache, generating (and writing) it first if needed.
 
     Only a trusted file (see the module docstring) whose seal matches its text is ever imported."""
-    path = trusted_directory() / f"{name}_{key}.py"
+    path = trusted_directory() / module_file_name(name, key)
     refusal = untrusted_module(path)
     if refusal:
         path = private_directory() / path.name
@@ -121,7 +128,7 @@ def load_module(name: str, key: str, generate: Callable[[], str]) -> ModuleType:
 def module_file(name: str, key: str, generate: Callable[[], str]) -> Path:
     """The path of the module `name_key.py`, written first if it is missing or not what flux wrote (for another
     process to import: the background compile), in the trusted cache or else a private directory."""
-    path = trusted_directory() / f"{name}_{key}.py"
+    path = trusted_directory() / module_file_name(name, key)
     if untrusted_module(path):
         path = private_directory() / path.name
     try:

@@ -376,7 +376,9 @@ def compile_step(model: Model, loss: Any, optimiser: Any, *, last: bool = False)
     (N, T, d) and the loss is the mean over every token (`TokenTrainStep`).
     """
     from .layers.basic import token_declaration
+    from .overrides import refuse_overridden_methods
 
+    refuse_overridden_methods(model, "compile_step")
     if token_declaration(model) is not None:
         if last:
             raise TypeError(f"compile_step: last=True puts the loss on a recurrent model's last step; "

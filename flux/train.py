@@ -131,12 +131,15 @@ def train(model, loss, data: tuple[np.ndarray, np.ndarray], optimiser, *, epochs
 def default_step(model, loss, optimiser, *, last: bool = False) -> Step:
     """The fused compiled step (`flux.compile_step`) for a flux loss, on a feed-forward, recurrent or token model;
     otherwise the step made of separate forward, back and update calls (`make_step`): for a model with a layer
-    that adds inputs on every call (a training Dropout's mask, a positional encoding)."""
+    that adds inputs on every call (a training Dropout's mask, a positional encoding), or whose class overrides
+    `back` or `update` (flux.overrides)."""
     from .layers.basic import adds_inputs_per_call
     from .losses import Loss
+    from .overrides import overridden_methods
     from .step import compile_step
 
-    if isinstance(loss, Loss) and not adds_inputs_per_call(model):
+    own = overridden_methods(model, submodels=False)  # then the step calls them; a sub-model's: compile_step refuses
+    if isinstance(loss, Loss) and not adds_inputs_per_call(model) and not own:
         return compile_step(model, loss, optimiser, last=last)
     return make_step(model, loss, optimiser, last=last)
 

@@ -164,3 +164,78 @@ def test_single_rows_of_a_matrix_and_its_cube(monkeypatch, tier):
     model.params["W"] = W
     flux.compile_step(model, flux.mse, flux.SGD(0.1))(x, t)
     np.testing.assert_allclose(model.params["W"], manual, rtol=1e-12)
+
+
+# ---- files and the cache: what a header or a class name declares cannot reach past its place ---------------------
+
+
+def npy_header(shape: tuple, dtype: str = "<f4") -> bytes:
+    """The header of a .npy array of `shape` (its data left out, as a crafted file would)."""
+    text = f"{{'descr': '{dtype}', 'fortran_order': False, 'shape': {shape!r}, }}".encode("latin1")
+    text += b" " * (63 - (10 + len(text)) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text
+
+
+def test_an_array_declaring_more_data_than_its_file_holds_is_a_value_error(numpy_tier, tmp_path):
+    """Bug: a parameter whose header declared shape (10¹², 3) over 24 bytes made flux.load raise MemoryError
+    ("Unable to allocate 10.9 TiB"), naming neither the file nor the array; a smaller lie reserved gigabytes."""
+    import zipfile
+
+    path, crafted = tmp_path / "dense.npz", tmp_path / "crafted.npz"
+    flux.save(flux.Dense(3, 2), path)
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(crafted, "w") as target:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            target.writestr(item, npy_header((10 ** 12, 3)) + bytes(24) if item.filename == "param/W.npy" else data)
+    with pytest.raises(ValueError, match=r"crafted.npz cannot be read .*param/W.npy declares shape \(1000000000000, 3\)"):
+        flux.load(crafted)
+    assert flux.load(path).params["W"].shape == (2, 3)
+
+
+def test_a_class_name_cannot_put_its_module_outside_the_cache(numpy_tier, private_cache, tmp_path):
+    """Bug: the module's file name was the class name, so type("../../escaped", …) wrote and imported its kernels
+    outside the checked cache directory (and a name with "**" failed numba's cache glob)."""
+    cls = type("../../escaped", (Linear,), {})
+    model = cls(W=np.eye(2), b=np.zeros(2))
+    np.testing.assert_array_equal(model(np.ones(2)), np.ones(2))
+    assert not list(tmp_path.glob("*escaped*")) and list(private_cache.glob("*escaped*.py"))
+
+
+# ---- a model class overriding back or update: train calls them, compile_step refuses -----------------------------
+
+
+class FrozenBias(flux.Dense):
+    """A Dense whose bias is frozen by its own `update`."""
+
+    def update(self, optimiser=None, *, lr=None):
+        self.grads["b"][...] = 0
+        super().update(optimiser, lr=lr)
+
+
+class ClippedDelta(flux.Dense):
+    """A Dense that clips Δ in its own `back`."""
+
+    def back(self, Δ):
+        return super().back(np.clip(Δ, -1e-3, 1e-3))
+
+
+def test_train_calls_a_models_own_back_and_update_and_compile_step_refuses_to_skip_them(numpy_tier):
+    """Bug: flux.train (through the fused step) and compile_step never called an overridden update or back: the
+    frozen bias moved and Δ was not clipped, silently."""
+    rng = np.random.default_rng(4)
+    x, t = rng.standard_normal((8, 3)), rng.standard_normal((8, 2))
+    frozen = FrozenBias(3, 2, rng=1, dtype=F64)
+    b, W = frozen.params["b"].copy(), frozen.params["W"].copy()
+    flux.train(frozen, flux.mse, (x, t), flux.SGD(0.1), epochs=2, batch_size=4)
+    assert np.array_equal(frozen.params["b"], b) and not np.array_equal(frozen.params["W"], W)
+    clipped, plain = ClippedDelta(3, 2, rng=1, dtype=F64), flux.Dense(3, 2, rng=1, dtype=F64)
+    flux.train(clipped, flux.mse, (x, t), flux.SGD(0.1), epochs=1, batch_size=8)
+    y = plain(x)
+    plain.back(np.clip(flux.mse.value_and_gradient(y, t)[1], -1e-3, 1e-3))
+    plain.update(lr=0.1)
+    np.testing.assert_allclose(clipped.params["W"], plain.params["W"], rtol=1e-12)
+    with pytest.raises(TypeError, match="compile_step: FrozenBias overrides FrozenBias.update, which a fused step"):
+        flux.compile_step(frozen, flux.mse, flux.SGD(0.1))
+    chain = flux.Chain(ClippedDelta(3, 2, dtype=F64), flux.Dense(2, 2, dtype=F64))
+    with pytest.raises(TypeError, match="Chain holds a sub-model that overrides ClippedDelta.back"):
+        flux.train(chain, flux.mse, (x, t), flux.SGD(0.1))
