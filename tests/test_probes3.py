@@ -239,3 +239,21 @@ def test_train_calls_a_models_own_back_and_update_and_compile_step_refuses_to_sk
     chain = flux.Chain(ClippedDelta(3, 2, dtype=F64), flux.Dense(2, 2, dtype=F64))
     with pytest.raises(TypeError, match="Chain holds a sub-model that overrides ClippedDelta.back"):
         flux.train(chain, flux.mse, (x, t), flux.SGD(0.1))
+
+
+# ---- recurrent states given by the caller: checked as inputs are, and copied -----------------------------------
+
+
+def test_a_state_too_large_for_float32_is_refused_and_a_given_state_is_copied(numpy_tier):
+    """Bug: `initial=` and `reset()` turned 1e39 into inf in a float32 model silently (inputs refuse it), and
+    `reset(h)` kept the caller's h, so changing h afterwards changed the carried state."""
+    rnn = flux.Recurrent(2, 3, 2)
+    x = np.ones((2, 4, 2), dtype=np.float32)
+    with pytest.raises(ValueError, match="Recurrent: initial state hidden has values too large for float32"):
+        rnn(x, initial=np.full((2, 3), 1e39))
+    with pytest.raises(ValueError, match="Recurrent: state hidden has values too large for float32"):
+        rnn.reset(np.full((2, 3), 1e39))
+    h = np.full((2, 3), 0.5, dtype=np.float32)
+    rnn.reset(h)
+    h[...] = 9.0
+    np.testing.assert_array_equal(rnn.state["hidden"], np.full((2, 3), 0.5))

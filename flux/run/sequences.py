@@ -192,7 +192,8 @@ def initial_as_dict(model_name: str, names: list, initial: Any) -> dict:
 
 def checked_state(model_name: str, name: str, value: Any, size: int | None, batch: int | None, dtype,
                   role: str) -> np.ndarray:
-    """A state array (N, size) from (N, size) or (size,), or a clear error."""
+    """A state array (N, size) of its own (the caller's is never kept) from (N, size) or (size,), or a clear
+    error: a value too large for the model's dtype is refused as an input's is."""
     array = as_float_array(model_name, role, name, value, dtype)
     if array.ndim == 1:
         array = array[None, :] if batch is None else np.broadcast_to(array, (batch, array.shape[0]))
@@ -200,7 +201,7 @@ def checked_state(model_name: str, name: str, value: Any, size: int | None, batc
     if array.ndim != 2 or array.shape != (expected_batch, size if size is not None else array.shape[1]):
         raise ValueError(f"{model_name}: {role} {name} must have shape ({expected_batch}, {size}) or ({size},), "
                          f"got {np.shape(value)}")
-    return np.ascontiguousarray(array, dtype=dtype)
+    return unshared(to_dtype(model_name, name, array, np.dtype(dtype), role), value)  # 1e39 in float32: refused
 
 
 def reset_state(model, initial: Any = None) -> None:
