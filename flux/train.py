@@ -49,9 +49,15 @@ def train(model, loss, data: tuple[np.ndarray, np.ndarray], optimiser, *, epochs
     """
     if client is not None:  # the same loop, with each batch's gradient computed shard by shard on the workers
         from .distributed import DataParallelStep, checked_client
+        from .overrides import overridden_methods
 
         if step is not None:
             raise TypeError("train: pass step= or client=, not both (client= builds its own data-parallel step)")
+        skipped = [m for m in overridden_methods(model) if m.endswith(".update")]
+        if skipped:  # the driver applies the optimiser to the workers' summed gradients itself
+            raise TypeError(f"train(client=…): {type(model).__name__} overrides {', '.join(skipped)}, which "
+                            "data-parallel training never calls (the driver applies the optimiser to the summed "
+                            "gradients); train without client=")
         rows = len(_training_arrays(data, "data")[0])
         batches = -(-rows // batch_size) if isinstance(batch_size, int) and batch_size > 0 else 1
         parallel = DataParallelStep(checked_client(client), model, loss, optimiser, batches_per_epoch=batches)

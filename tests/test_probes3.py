@@ -236,6 +236,8 @@ def test_train_calls_a_models_own_back_and_update_and_compile_step_refuses_to_sk
     np.testing.assert_allclose(clipped.params["W"], plain.params["W"], rtol=1e-12)
     with pytest.raises(TypeError, match="compile_step: FrozenBias overrides FrozenBias.update, which a fused step"):
         flux.compile_step(frozen, flux.mse, flux.SGD(0.1))
+    with pytest.raises(TypeError, match=r"train\(client=…\): FrozenBias overrides FrozenBias.update"):
+        flux.train(frozen, flux.mse, (x, t), flux.SGD(0.1), client=object())  # refused before any client is used
     chain = flux.Chain(ClippedDelta(3, 2, dtype=F64), flux.Dense(2, 2, dtype=F64))
     with pytest.raises(TypeError, match="Chain holds a sub-model that overrides ClippedDelta.back"):
         flux.train(chain, flux.mse, (x, t), flux.SGD(0.1))
