@@ -115,15 +115,15 @@ class TrainStep:
         """(the parameters the kernel updates, the optimiser's state arrays, [step count, hyperparameters…]): with
         tied parameters the kernel updates copies; the one real update happens in `_finish`, once per array."""
         optimiser, tied = self.optimiser, self._prepared[4]
+        real, name = self.model.dtype.type, type(self.model).__name__
+        numbers = [real(optimiser.step_count + 1)] + optimiser.hyperparameters_in(real, name)  # checked first
         if tied:
             states, kernel_params = tied["scratch"], [p.copy() for p in params]
         else:
             states = [self._state(kind, name, p) for name, p in zip(self.names, params)
                       for kind in optimiser.state_names]
             kernel_params = params
-        real = self.model.dtype.type
-        return kernel_params, states, [real(optimiser.step_count + 1)] + [real(getattr(optimiser, h))
-                                                                          for h in optimiser.defaults]
+        return kernel_params, states, numbers
 
     def _finish(self, loss, status: int, params: list, gradients: list, tied: dict | None) -> float:
         """After the kernel: its status (−1 the loss, k ≥ 0 the k-th gradient not finite: nothing was updated,
@@ -208,6 +208,7 @@ class RecurrentTrainStep(TrainStep):
     def __call__(self, x: Any, target: Any) -> float:
         self._current()
         model, optimiser = self.model, self.optimiser
+        hyper = optimiser.hyperparameters_in(model.dtype, type(model).__name__)  # before anything is touched
         params, sizes, gradients = self._prepare()
         x = as_sequence_array(model, "x", x, sizes[0])
         batch, steps = x.shape[:2]
@@ -229,7 +230,6 @@ class RecurrentTrainStep(TrainStep):
                       for j, kind in enumerate(optimiser.state_names)]
             kernel_targets = targets
         real = model.dtype.type
-        hyper = [real(getattr(optimiser, h)) for h in optimiser.defaults]
         buffers = self._workspace(x, target, params, initials)
         with single_threaded_blas():  # the time loop's products are small: a second BLAS thread only waits
             value, status = self.kernel(x, target, scale, *kernel_targets, self.learnable, *gradients, *states,

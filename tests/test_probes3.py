@@ -259,3 +259,19 @@ def test_a_state_too_large_for_float32_is_refused_and_a_given_state_is_copied(nu
     rnn.reset(h)
     h[...] = 9.0
     np.testing.assert_array_equal(rnn.state["hidden"], np.full((2, 3), 0.5))
+
+
+# ---- a fused step with a hyper-parameter the model's dtype cannot hold -------------------------------------------
+
+
+@pytest.mark.parametrize("optimiser", [flux.SGD(1e39), flux.Adam(1e39), flux.Momentum(1e39)])
+def test_a_fused_step_refuses_a_learning_rate_too_large_for_float32(numpy_tier, optimiser):
+    """Bug: lr = 1e39 is inf in float32; compile_step wrote inf/NaN into every parameter and returned the loss,
+    where model.update(opt) raised FloatingPointError and changed nothing."""
+    model = flux.Dense(3, 2, rng=0)
+    W = model.params["W"].copy()
+    step = flux.compile_step(model, flux.mse, optimiser)
+    with pytest.raises(ValueError, match=rf"{type(optimiser).__name__}: lr=1e\+39 is too large for float32, the "
+                                         "dtype Dense computes in; nothing was changed"):
+        step(np.ones((4, 3)), np.zeros((4, 2)))
+    assert np.array_equal(model.params["W"], W) and optimiser.step_count == 0
