@@ -3,6 +3,8 @@
 Each test failed before its fix (the commit naming the bug). Behaviour probes run on the NumPy tier (nothing to
 compile); numeric ones on numba too, with small models that share their kernels through the session's cache.
 """
+import os
+
 import numpy as np
 import pytest
 
@@ -190,6 +192,32 @@ def test_an_array_declaring_more_data_than_its_file_holds_is_a_value_error(numpy
     with pytest.raises(ValueError, match=r"crafted.npz cannot be read .*param/W.npy declares shape \(1000000000000, 3\)"):
         flux.load(crafted)
     assert flux.load(path).params["W"].shape == (2, 3)
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() != 0, reason="gives a file to another user: root")
+def test_machine_code_kept_under_numba_cache_dir_is_checked_as_the_cache_is(monkeypatch, tmp_path):
+    """Bug: with NUMBA_CACHE_DIR set, numba keeps (and unpickles) a module's machine code under it, not in the
+    __pycache__ flux checks: files there owned by another user and writable by all were loaded without a word."""
+    from numba.core import config
+
+    from flux import cache
+
+    monkeypatch.setattr(config, "CACHE_DIR", str(tmp_path / "numba"))
+    (tmp_path / "flux").mkdir(mode=0o700)
+    module = tmp_path / "flux" / "m_float32_0123.py"
+    module.write_text("")
+    directory = cache.machine_code_directory(module)
+    assert directory.parent == tmp_path / "numba" and directory.name.startswith("flux_")
+    directory.mkdir(parents=True, mode=0o755)
+    index = directory / "m_float32_0123.forward-1.py311.nbi"
+    index.write_bytes(b"")
+    index.chmod(0o644)
+    assert cache.machine_code_files(module) == [index] and cache.untrusted_module(module) is None
+    os.chown(index, 65534, -1)
+    assert "owned by uid 65534" in cache.untrusted_module(module)
+    os.chown(index, os.geteuid(), -1)
+    directory.chmod(0o777)
+    assert "can be written by its group and others" in cache.untrusted_module(module)
 
 
 def test_a_class_name_cannot_put_its_module_outside_the_cache(numpy_tier, private_cache, tmp_path):
