@@ -21,6 +21,7 @@ from .run.tokens import as_token_array, token_blas
 from .blas import single_threaded_blas
 from .run.contents import attribute_contents, changed_in_place
 from .run.state import configuration_generation, parameter_generation
+from .step_checks import refuse_pending_gradients
 
 
 class Objective(Model):
@@ -74,7 +75,8 @@ class TrainStep:
         """Before each step: when an attribute forward reads changed since the step was compiled (`m.alpha = 3.0`,
         `m.coeffs[0] = 5.0`, a Chain's layer replaced), compile the step for the new maths — the optimiser keeps
         its state — rather than run the old maths; with the same maths, take the parameters again (their order may
-        have changed: `chain.layers = [b, a]`)."""
+        have changed: `chain.layers = [b, a]`). Gradients `back` left unapplied are refused (flux.step_checks)."""
+        refuse_pending_gradients(self.model)
         if self._generation == configuration_generation() and not changed_in_place(self._contents):
             return
         if self._identity() != self._made_for:
@@ -376,7 +378,7 @@ def compile_step(model: Model, loss: Any, optimiser: Any, *, last: bool = False)
     (N, T, d) and the loss is the mean over every token (`TokenTrainStep`).
     """
     from .layers.basic import token_declaration
-    from .overrides import refuse_overridden_methods
+    from .step_checks import refuse_overridden_methods
 
     refuse_overridden_methods(model, "compile_step")
     if token_declaration(model) is not None:

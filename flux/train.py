@@ -49,7 +49,7 @@ def train(model, loss, data: tuple[np.ndarray, np.ndarray], optimiser, *, epochs
     """
     if client is not None:  # the same loop, with each batch's gradient computed shard by shard on the workers
         from .distributed import DataParallelStep, checked_client
-        from .overrides import overridden_methods
+        from .step_checks import overridden_methods
 
         if step is not None:
             raise TypeError("train: pass step= or client=, not both (client= builds its own data-parallel step)")
@@ -141,7 +141,7 @@ def default_step(model, loss, optimiser, *, last: bool = False) -> Step:
     `back` or `update` (flux.overrides)."""
     from .layers.basic import adds_inputs_per_call
     from .losses import Loss
-    from .overrides import overridden_methods
+    from .step_checks import overridden_methods
     from .step import compile_step
 
     own = overridden_methods(model, submodels=False)  # then the step calls them; a sub-model's: compile_step refuses

@@ -303,3 +303,20 @@ def test_a_fused_step_refuses_a_learning_rate_too_large_for_float32(numpy_tier, 
                                          "dtype Dense computes in; nothing was changed"):
         step(np.ones((4, 3)), np.zeros((4, 2)))
     assert np.array_equal(model.params["W"], W) and optimiser.step_count == 0
+
+
+def test_a_fused_step_refuses_gradients_back_left_unapplied(numpy_tier):
+    """Bug: after model.back(Δ) without update, a fused step ignored those gradients and left them in model.grads,
+    so the next update(opt) applied them, stale (PyTorch's optimizer.step() includes accumulated gradients)."""
+    model = flux.Dense(3, 2, rng=0, dtype=F64)
+    step = flux.compile_step(model, flux.mse, flux.SGD(0.1))
+    x, t = np.ones((4, 3)), np.zeros((4, 2))
+    model(x)
+    model.back(np.ones((4, 2)))
+    W = model.params["W"].copy()
+    with pytest.raises(RuntimeError, match=r"Dense holds gradients accumulated by back\(\) and not yet applied"):
+        step(x, t)
+    assert np.array_equal(model.params["W"], W)
+    model.zero_grad()
+    step(x, t)
+    assert not np.array_equal(model.params["W"], W)

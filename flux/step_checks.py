@@ -1,10 +1,13 @@
-"""Methods a user's model class overrides that a fused training step would not call.
+"""What a fused training step would silently skip, refused before it runs.
 
 `flux.compile_step` fuses forward, loss, backward and the optimiser's update into one kernel: it never calls a
-model's `back` or `update`. A class that overrides one of them (freezing a parameter in `update`, clipping Δ in
-`back`) would be trained as if it did not, so `compile_step` refuses it, naming the method, and `flux.train` trains
-such a model step by step through its own methods (a sub-model's are refused there too: the model's own fused
-`back` would not call them either).
+model's `back` or `update`, and it never reads `model.grads`. So
+* a class that overrides `back` or `update` (freezing a parameter in `update`, clipping Δ in `back`) would be trained
+  as if it did not: `compile_step` refuses it, naming the method, and `flux.train` trains such a model step by step
+  through its own methods (a sub-model's are refused there too: the model's own fused `back` would not call them);
+* gradients that `model.back` accumulated and no `update` applied would be left out of the step and applied by the
+  next `update`, stale: the step refuses to run while the model holds them (PyTorch's `optimizer.step()` would
+  have included them).
 """
 from __future__ import annotations
 
@@ -37,3 +40,14 @@ def refuse_overridden_methods(model, caller: str) -> None:
     raise TypeError(f"{caller}: {name} {'overrides' if own else 'holds a sub-model that overrides'} "
                     f"{', '.join(skipped)}, which a fused step never calls (it computes the gradients and the update "
                     f"in one kernel); {advice}")
+
+
+def refuse_pending_gradients(model) -> None:
+    """A RuntimeError when `model.back` has accumulated gradients that no update applied yet."""
+    from .run.state import runtime_of
+
+    if runtime_of(model).has_grads:
+        name = type(model).__name__
+        raise RuntimeError(f"{name} holds gradients accumulated by back() and not yet applied; a fused step would "
+                           f"leave them out and the next update would apply them stale: call {name.lower()}"
+                           ".update(optimiser) or zero_grad() first. Nothing was changed")
