@@ -104,11 +104,12 @@ def test_changing_x_or_y_in_place_before_back_changes_no_gradient(monkeypatch, t
     monkeypatch.setenv("FLUX_TIER", tier)
     rng = np.random.default_rng(0)
     dense = flux.Dense(3, 2, flux.σ, dtype=F64)
-    rnn = flux.Recurrent(2, 3, 2, dtype=F64)
     cases = [(dense, rng.standard_normal((4, 3)), rng.standard_normal((4, 2))),
-             (dense, rng.standard_normal((2, 5, 3)), rng.standard_normal((2, 5, 2))),  # rows of (N, T, k)
-             (rnn, rng.standard_normal((1, 4, 2)), rng.standard_normal((1, 4, 2))),  # N = 1: time-major is a view
-             (rnn, rng.standard_normal((3, 1, 2)), rng.standard_normal((3, 1, 2)))]  # T = 1
+             (dense, rng.standard_normal((2, 5, 3)), rng.standard_normal((2, 5, 2)))]  # rows of (N, T, k)
+    if tier == "numpy":  # the tapes are kept in Python, whatever the tier: one recurrent compile spared
+        rnn = flux.Recurrent(2, 3, 2, dtype=F64)
+        cases += [(rnn, rng.standard_normal((1, 4, 2)), rng.standard_normal((1, 4, 2))),  # N = 1: a view
+                  (rnn, rng.standard_normal((3, 1, 2)), rng.standard_normal((3, 1, 2)))]  # T = 1
     for model, x, t in cases:
         (dx, grads), (dx_mutated, mutated) = reference_and_mutated(model, x, t)
         np.testing.assert_array_equal(dx_mutated, dx)
