@@ -70,7 +70,7 @@ def read(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
                          f"{names or 'nothing'} without a {DESCRIPTION!r} entry; {WHAT_A_FLUX_FILE_IS}")
     try:
         description = json.loads(str(arrays.pop(DESCRIPTION)))
-    except (ValueError, TypeError) as error:
+    except (ValueError, TypeError, RecursionError) as error:  # RecursionError: JSON nested 10⁵ deep
         raise ValueError(f"flux.load: {path} has an unreadable {DESCRIPTION!r} description ({error})") from None
     if not isinstance(description, dict) or description.get("format") != FORMAT:
         raise ValueError(f"flux.load: {path} is not a flux model file; {WHAT_A_FLUX_FILE_IS}")

@@ -321,3 +321,15 @@ def test_a_fused_step_refuses_gradients_back_left_unapplied(numpy_tier):
     model.zero_grad()
     step(x, t)
     assert not np.array_equal(model.params["W"], W)
+
+
+def test_a_description_nested_too_deep_is_a_value_error_naming_the_file(numpy_tier, tmp_path):
+    """Bug: a `__flux__` description of JSON nested 10⁵ deep made flux.load raise RecursionError."""
+    path = tmp_path / "deep.npz"
+    flux.save(flux.Dense(3, 2), path)
+    with np.load(path) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    arrays["__flux__"] = np.array('{"format": "flux-model", "version": 1, "x": ' + "[" * 10 ** 5 + "]" * 10 ** 5 + "}")
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match="deep.npz has an unreadable '__flux__' description"):
+        flux.load(path)
