@@ -46,7 +46,11 @@ def refuse_pending_gradients(model) -> None:
     """A RuntimeError when `model.back` has accumulated gradients that no update applied yet."""
     from .run.state import runtime_of
 
-    if runtime_of(model).has_grads:
+    runtime = runtime_of(model)
+    if runtime.has_grads:
+        if not any(g.any() for g in model.flat_arrays()[1]):  # zeroed through a model sharing the arrays (a
+            runtime.has_grads = False  # Chain's fused part, whose parent's update zeroed them): nothing pending
+            return
         name = type(model).__name__
         raise RuntimeError(f"{name} holds gradients accumulated by back() and not yet applied; a fused step would "
                            f"leave them out and the next update would apply them stale: call {name.lower()}"

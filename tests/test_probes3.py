@@ -9,13 +9,7 @@ import numpy as np
 import pytest
 
 import flux
-
-F64 = np.float64
-
-
-@pytest.fixture
-def numpy_tier(monkeypatch):
-    monkeypatch.setenv("FLUX_TIER", "numpy")
+from test_probes2 import F64, numpy_tier  # noqa: F401  (numpy_tier is a fixture: FLUX_TIER=numpy)
 
 
 class Linear(flux.Model):
