@@ -6,7 +6,8 @@ Trust policy — flux imports a cached module, and lets numba unpickle its cache
 `*.nbc`), only from places no other user could have written, checked as ssh checks its keys, before every import:
 * the cache directory (symbolic links resolved) must be owned by you and not writable by group or others, and every
   directory above it must be owned by you or root and not writable by group or others unless it is sticky (/tmp);
-* its `__pycache__` must be owned by you and not writable by group or others;
+* its `__pycache__` must be owned by you and not writable by group or others (or, when NUMBA_CACHE_DIR is set, numba
+  keeps the machine code there: that directory for the module, and every directory above it, checked as the cache);
 * each generated module must be a regular file (not a link) owned by you and not writable by group or others; so
   must numba's files for it — except that numba's files in a `__pycache__` only you can enter (mode 0700, which flux
   creates) are tightened instead of refused, since numba creates them with your umask.
@@ -32,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import stat
 import sys
 import tempfile
@@ -88,11 +90,17 @@ def generator_hash() -> str:
     return _generator_hash
 
 
+def module_file_name(name: str, key: str) -> str:
+    """`name_key.py`, with every character of `name` that is not a letter, digit or _ written as _: a class made by
+    type("../x", …) or named "a/b", "**" cannot put its module outside the checked cache directory."""
+    return re.sub(r"\W", "_", name) + f"_{key}.py"
+
+
 def load_module(name: str, key: str, generate: Callable[[], str]) -> ModuleType:
     """Import the module `name_key.py` from the cache, generating (and writing) it first if needed.
 
     Only a trusted file (see the module docstring) whose seal matches its text is ever imported."""
-    path = trusted_directory() / f"{name}_{key}.py"
+    path = trusted_directory() / module_file_name(name, key)
     refusal = untrusted_module(path)
     if refusal:
         path = private_directory() / path.name
@@ -121,7 +129,7 @@ def load_module(name: str, key: str, generate: Callable[[], str]) -> ModuleType:
 def module_file(name: str, key: str, generate: Callable[[], str]) -> Path:
     """The path of the module `name_key.py`, written first if it is missing or not what flux wrote (for another
     process to import: the background compile), in the trusted cache or else a private directory."""
-    path = trusted_directory() / f"{name}_{key}.py"
+    path = trusted_directory() / module_file_name(name, key)
     if untrusted_module(path):
         path = private_directory() / path.name
     try:
@@ -210,13 +218,14 @@ def untrusted_module(path: Path) -> str | None:
         refusal = untrusted_file(path)
         if refusal:
             return refusal
-    pycache = path.parent / "__pycache__"
+    pycache = machine_code_directory(path)
     if not os.path.lexists(pycache):
         return None
-    refusal = untrusted_file(pycache)
+    beside = pycache == path.parent / "__pycache__"
+    refusal = untrusted_file(pycache) if beside else untrusted_directory(pycache)  # elsewhere: its parents too
     if refusal:
         return refusal
-    private = stat.S_IMODE(os.lstat(pycache).st_mode) & 0o077 == 0
+    private = beside and stat.S_IMODE(os.lstat(pycache).st_mode) & 0o077 == 0
     for file in machine_code_files(path):
         refusal = untrusted_file(file)
         if refusal and private and f"{file} can be written by" in refusal:
@@ -228,7 +237,18 @@ def untrusted_module(path: Path) -> str | None:
 
 def machine_code_files(path: Path) -> list[Path]:
     """numba's cache index (.nbi) and data (.nbc) files for the generated module at `path`."""
-    return [f for f in (path.parent / "__pycache__").glob(f"{path.stem}.*") if f.suffix in (".nbi", ".nbc")]
+    return [f for f in machine_code_directory(path).glob(f"{path.stem}.*") if f.suffix in (".nbi", ".nbc")]
+
+
+def machine_code_directory(path: Path) -> Path:
+    """Where numba keeps the machine code of the module at `path`: the __pycache__ beside it, or — when numba's
+    cache directory is set (NUMBA_CACHE_DIR), which numba's locators take first — `<that>/<dir>_<sha1 of dir>`."""
+    config = sys.modules.get("numba.core.config")
+    configured = config.CACHE_DIR if config is not None else os.environ.get("NUMBA_CACHE_DIR", "")
+    if not configured:
+        return path.parent / "__pycache__"
+    parent = os.path.dirname(os.path.abspath(path))  # as numba's _CacheLocator.get_suitable_cache_subpath
+    return Path(configured) / f"{os.path.basename(parent)}_{hashlib.sha1(parent.encode()).hexdigest()}"
 
 
 def untrusted_directory(directory: Path) -> str | None:

@@ -16,6 +16,7 @@ import numpy as np
 
 from .parameters import Parameters
 from .run.contents import changed_in_place
+from .run.inputs import own_float_copy
 from .run.feedforward import run_backward, run_forward, running_program
 from .run.sequences import current_state, reset_state, run_step
 from .run.state import (RuntimeState, configuration_changed, configuration_generation, parameter_generation,
@@ -164,7 +165,7 @@ class Model(metaclass=ModelClass):
 
     def _assign_param(self, name: str, value: Any) -> None:
         spec = type(self).declared_params()[name]
-        array = np.array(value, dtype=self.dtype, copy=True, order="C") if not is_symbolic(value) else value
+        array = value if is_symbolic(value) else own_float_copy(type(self).__name__, "parameter", name, value, self.dtype)
         if not is_symbolic(value) and array.ndim != len(spec.dims):
             raise ValueError(f"{type(self).__name__}: parameter {name} must have {len(spec.dims)} dimension(s) "
                              f"({' × '.join(map(str, spec.dims))}), got shape {array.shape}")
@@ -183,7 +184,8 @@ class Model(metaclass=ModelClass):
         if value is None and size is None:
             raise TypeError(f"{type(self).__name__}: no parameter fixes the size {dim!r} of the learnable initial "
                             f"state {name}; pass {name}=array")
-        array = np.zeros(size, dtype=self.dtype) if value is None else np.array(value, dtype=self.dtype, order="C")
+        array = np.zeros(size, dtype=self.dtype) if value is None else \
+            own_float_copy(type(self).__name__, "initial state", name, value, self.dtype)
         if array.ndim != 1 or (size is not None and array.shape[0] != size):
             raise ValueError(f"{type(self).__name__}: initial state {name} must have shape ({size},), got {array.shape}")
         self.__dict__["_params"][name] = array

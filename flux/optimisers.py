@@ -81,6 +81,18 @@ class Optimiser:
     def hyperparameters(self) -> dict[str, float]:
         return {name: getattr(self, name) for name in self.defaults}
 
+    def hyperparameters_in(self, dtype: Any, model_name: str) -> list:
+        """The hyper-parameters as numbers of `dtype` for a fused step's kernel, or a ValueError naming one that
+        is too large for it (lr = 1e39 is inf in float32: the kernel would write inf into every parameter)."""
+        real = np.dtype(dtype).type
+        with np.errstate(over="ignore"):
+            values = [real(v) for v in self.hyperparameters.values()]
+        for (name, value), converted in zip(self.hyperparameters.items(), values):
+            if not np.isfinite(converted):
+                raise ValueError(f"{type(self).__name__}: {name}={value!r} is too large for {np.dtype(dtype)}, the "
+                                 f"dtype {model_name} computes in; nothing was changed")
+        return values
+
     @classmethod
     def rules(cls) -> UpdateRules:
         """The update rule as data: symbols in, one SymPy expression per updated quantity out."""

@@ -21,6 +21,7 @@ from .run.tokens import as_token_array, token_blas
 from .blas import single_threaded_blas
 from .run.contents import attribute_contents, changed_in_place
 from .run.state import configuration_generation, parameter_generation
+from .step_checks import refuse_pending_gradients
 
 
 class Objective(Model):
@@ -74,7 +75,8 @@ class TrainStep:
         """Before each step: when an attribute forward reads changed since the step was compiled (`m.alpha = 3.0`,
         `m.coeffs[0] = 5.0`, a Chain's layer replaced), compile the step for the new maths — the optimiser keeps
         its state — rather than run the old maths; with the same maths, take the parameters again (their order may
-        have changed: `chain.layers = [b, a]`)."""
+        have changed: `chain.layers = [b, a]`). Gradients `back` left unapplied are refused (flux.step_checks)."""
+        refuse_pending_gradients(self.model)
         if self._generation == configuration_generation() and not changed_in_place(self._contents):
             return
         if self._identity() != self._made_for:
@@ -115,15 +117,15 @@ class TrainStep:
         """(the parameters the kernel updates, the optimiser's state arrays, [step count, hyperparameters…]): with
         tied parameters the kernel updates copies; the one real update happens in `_finish`, once per array."""
         optimiser, tied = self.optimiser, self._prepared[4]
+        real, name = self.model.dtype.type, type(self.model).__name__
+        numbers = [real(optimiser.step_count + 1)] + optimiser.hyperparameters_in(real, name)  # checked first
         if tied:
             states, kernel_params = tied["scratch"], [p.copy() for p in params]
         else:
             states = [self._state(kind, name, p) for name, p in zip(self.names, params)
                       for kind in optimiser.state_names]
             kernel_params = params
-        real = self.model.dtype.type
-        return kernel_params, states, [real(optimiser.step_count + 1)] + [real(getattr(optimiser, h))
-                                                                          for h in optimiser.defaults]
+        return kernel_params, states, numbers
 
     def _finish(self, loss, status: int, params: list, gradients: list, tied: dict | None) -> float:
         """After the kernel: its status (−1 the loss, k ≥ 0 the k-th gradient not finite: nothing was updated,
@@ -208,6 +210,7 @@ class RecurrentTrainStep(TrainStep):
     def __call__(self, x: Any, target: Any) -> float:
         self._current()
         model, optimiser = self.model, self.optimiser
+        hyper = optimiser.hyperparameters_in(model.dtype, type(model).__name__)  # before anything is touched
         params, sizes, gradients = self._prepare()
         x = as_sequence_array(model, "x", x, sizes[0])
         batch, steps = x.shape[:2]
@@ -229,7 +232,6 @@ class RecurrentTrainStep(TrainStep):
                       for j, kind in enumerate(optimiser.state_names)]
             kernel_targets = targets
         real = model.dtype.type
-        hyper = [real(getattr(optimiser, h)) for h in optimiser.defaults]
         buffers = self._workspace(x, target, params, initials)
         with single_threaded_blas():  # the time loop's products are small: a second BLAS thread only waits
             value, status = self.kernel(x, target, scale, *kernel_targets, self.learnable, *gradients, *states,
@@ -376,7 +378,9 @@ def compile_step(model: Model, loss: Any, optimiser: Any, *, last: bool = False)
     (N, T, d) and the loss is the mean over every token (`TokenTrainStep`).
     """
     from .layers.basic import token_declaration
+    from .step_checks import refuse_overridden_methods
 
+    refuse_overridden_methods(model, "compile_step")
     if token_declaration(model) is not None:
         if last:
             raise TypeError(f"compile_step: last=True puts the loss on a recurrent model's last step; "

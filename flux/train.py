@@ -49,9 +49,15 @@ def train(model, loss, data: tuple[np.ndarray, np.ndarray], optimiser, *, epochs
     """
     if client is not None:  # the same loop, with each batch's gradient computed shard by shard on the workers
         from .distributed import DataParallelStep, checked_client
+        from .step_checks import overridden_methods
 
         if step is not None:
             raise TypeError("train: pass step= or client=, not both (client= builds its own data-parallel step)")
+        skipped = [m for m in overridden_methods(model) if m.endswith(".update")]
+        if skipped:  # the driver applies the optimiser to the workers' summed gradients itself
+            raise TypeError(f"train(client=…): {type(model).__name__} overrides {', '.join(skipped)}, which "
+                            "data-parallel training never calls (the driver applies the optimiser to the summed "
+                            "gradients); train without client=")
         rows = len(_training_arrays(data, "data")[0])
         batches = -(-rows // batch_size) if isinstance(batch_size, int) and batch_size > 0 else 1
         parallel = DataParallelStep(checked_client(client), model, loss, optimiser, batches_per_epoch=batches)
@@ -131,12 +137,15 @@ def train(model, loss, data: tuple[np.ndarray, np.ndarray], optimiser, *, epochs
 def default_step(model, loss, optimiser, *, last: bool = False) -> Step:
     """The fused compiled step (`flux.compile_step`) for a flux loss, on a feed-forward, recurrent or token model;
     otherwise the step made of separate forward, back and update calls (`make_step`): for a model with a layer
-    that adds inputs on every call (a training Dropout's mask, a positional encoding)."""
+    that adds inputs on every call (a training Dropout's mask, a positional encoding), or whose class overrides
+    `back` or `update` (flux.overrides)."""
     from .layers.basic import adds_inputs_per_call
     from .losses import Loss
+    from .step_checks import overridden_methods
     from .step import compile_step
 
-    if isinstance(loss, Loss) and not adds_inputs_per_call(model):
+    own = overridden_methods(model, submodels=False)  # then the step calls them; a sub-model's: compile_step refuses
+    if isinstance(loss, Loss) and not adds_inputs_per_call(model) and not own:
         return compile_step(model, loss, optimiser, last=last)
     return make_step(model, loss, optimiser, last=last)
 

@@ -29,7 +29,7 @@ class BatchSums:
                 self.batch_sum(term, into, coefficient)
             return
         if sum_row_blocks(expr, self.size, lambda: self.start_writing(into),
-                          lambda rows, block: self.batch_sum(block, f"{into}[{rows}]", coefficient)):
+                          lambda rows, block: self.batch_sum(block, self.rows_of(into, rows, block), coefficient)):
             return
         if isinstance(expr, MatMul):
             c, factors = expr.as_coeff_matrices()
@@ -50,6 +50,13 @@ class BatchSums:
         self.emit("for n in range(N):")
         self.emit(f"{INDENT}for j in range({self.entries(expr)}):")
         self.emit(f"{INDENT * 2}{into}[j] += {scale}{self.element(expr, ('n', 'j'))}")
+
+    def rows_of(self, into: str, rows: str, block: MatrixExpr) -> str:
+        """The rows `rows` ("a:b") of a gradient array, as the target of `block`'s batch sum: one row summed entry by
+        entry is its 1-D view into[a] (the loop indexes entries, and into[a:a+1][j] would index rows past it)."""
+        if form(block) == "row" and not (isinstance(block, MatMul) and not self.is_elementwise(block)):
+            return f"{into}[{rows.partition(':')[0]}]"
+        return f"{into}[{rows}]"
 
     def batch_sum_product(self, factors: list, into: str, coefficient) -> None:
         """Σₙ U·aₙ·bₙᵀ·V = U·(AᵀB)·V: the outer products of a batch as one GEMM."""

@@ -133,16 +133,21 @@ class Statements:
         self.emit(f"if {available} < {self.size(stop)}:")
         message = f"the slice {describe(node)} reaches past the end of its vector"
         self.emit(f"{INDENT}raise ValueError({message!r})")  # a Python literal, whatever the maths' text holds
-        self.emit(f"{name} = np.ascontiguousarray({array}[:, {columns}])" if self.batched(parent) else f"{name} = {array}[{columns}]")
+        if self.batched(parent):
+            self.emit(f"{name} = np.ascontiguousarray({array}[:, {columns}])")
+        elif form(parent) == "mat" and form(node) == "row":  # one row of W is a row vector: 1-D, as bᵀ is
+            self.emit(f"{name} = {array}[{self.size(start)}]")
+        else:
+            self.emit(f"{name} = {array}[{columns}]")
         return name
 
     def _statement_BlockMatrix(self, node):
         name = self.temporary()
         blocks = [(b, None if isinstance(b, ZeroMatrix) else self.array(b)) for b in node.blocks]
         self.emit(f"{name} = {self.allocation(node)}  # {describe(node, self.arrays)}")
-        offset = sympy.S.Zero
+        offset, axis = sympy.S.Zero, 0 if node.blockshape[1] == 1 else 1  # [a; b] stacks rows, [aᵀ, bᵀ] columns
         for block, array in blocks:
-            stop = offset + block.shape[0]
+            stop = offset + block.shape[axis]
             span = f"{self.size(offset)}:{self.size(stop)}"
             target = f"{name}[:, {span}]" if self.batched(node) else f"{name}[{span}]"
             self.emit(f"{target} = {'real(0)' if array is None else array}")  # an unbatched block broadcasts
@@ -151,12 +156,15 @@ class Statements:
 
 
 def matrix_power(writer, node) -> str:
-    """Wᵖ of a parameter matrix, once per call (not per sample): np.linalg.matrix_power. Shared by the numba
-    printer and the token printer (W·(W·X) folds into W²·X)."""
+    """Wᵖ of a parameter matrix, once per call (not per sample): W·W·…·W as p − 1 products. Shared by the numba
+    printer and the token printer (W·(W·X) folds into W²·X). Not np.linalg.matrix_power: numba types its result
+    Optional (it may be None), which no product accepts, so W³ failed to compile wherever W² was also needed."""
     base, power = node.args
     if writer.batched(base) or not (power.is_Integer and power >= 1):
         raise CodegenError(f"only positive integer powers of a parameter matrix are supported: {node}")
     name = writer.temporary()
-    matrix = f"np.ascontiguousarray({writer.array(base)})"
-    writer.emit(f"{name} = np.linalg.matrix_power({matrix}, {int(power)})  # {describe(node, writer.arrays)}")
+    matrix = writer.array(base)
+    writer.emit(f"{name} = np.ascontiguousarray({matrix})  # {describe(node, writer.arrays)}")
+    for _ in range(int(power) - 1):
+        writer.emit(f"{name} = dot({name}, {matrix})")
     return name

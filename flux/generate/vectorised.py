@@ -309,8 +309,7 @@ class VectorWriter:
 
     def _code_MatrixSlice(self, node):
         parent, (start, stop, _), (column_start, column_stop, _) = node.args
-        array = self.materialise(parent)
-        batched = self.batched(parent)
+        array, batched = self.materialise(parent), self.batched(parent)
         available = f"{array}.shape[{1 if batched else 0}]"
         message = f"the slice {describe(node)} reaches past the end of its vector"
         self.emit(f"if {available} < {self.size(stop)}:")
@@ -320,6 +319,7 @@ class VectorWriter:
             code = f"{array}[:, {rows}]"
         elif form(parent) == "mat":
             code = f"{array}[{rows}, int({self.size(column_start)}):int({self.size(column_stop)})]"
+            code += "[0]" if form(node) == "row" else ""  # one row of W is a row vector, 1-D as bᵀ is
         else:
             code = f"{array}[{rows}]"
         name = self.temporary(code, fresh=False)

@@ -17,7 +17,7 @@ import numpy as np
 from .contents import changed_in_place
 from .inputs import as_float_array, as_input_array, check_features, follow_input_precision, to_dtype
 from .sequences import run_sequence, run_sequence_backward
-from .state import ForwardTape, RuntimeState, configuration_counter, requested_tier, runtime_of
+from .state import ForwardTape, RuntimeState, configuration_counter, requested_tier, runtime_of, unshared
 from .tokens import run_tokens
 
 
@@ -78,9 +78,10 @@ def forward_unlocked(model, runtime: RuntimeState, inputs: tuple, **options: Any
             raise ValueError(f"{type(model).__name__}: inputs {first[0]} and {n} must have the same number of "
                              f"features ({dim}), got {first[1]} and {a.shape[1]}")
     single = all(np.ndim(x) == 1 for x in inputs)
+    arrays = [unshared(a, x) for a, x in zip(arrays, inputs)]
     results = program.forward.function(*arrays, *params)
     runtime.keep_tape(ForwardTape(arrays, results, single, threading.get_ident(), program, leading))
-    outputs = results[: metadata["outputs"]]
+    outputs = tuple(o.copy() for o in results[: metadata["outputs"]])  # the tape keeps the kernel's own
     if single:
         outputs = tuple(o[0] for o in outputs)
     if leading is not None:

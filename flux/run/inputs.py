@@ -62,6 +62,14 @@ def as_input_array(model, name: str, value: Any, size: int | None, *, role: str 
     return to_dtype(model_name, name, array, dtype, role)
 
 
+def own_float_copy(model_name: str, role: str, name: str, value: Any, dtype: np.dtype) -> np.ndarray:
+    """A new C-contiguous array of `dtype` holding `value` (a parameter or initial state given to a constructor),
+    checked as an input is: complex, object and text arrays, integers not exactly representable and finite values
+    that would become ±inf are refused naming the model and the symbol, never silently rounded or cut."""
+    array = to_dtype(model_name, name, as_float_array(model_name, role, name, value, dtype), dtype, role)
+    return array.copy() if np.may_share_memory(array, as_array(value)) else array
+
+
 def to_dtype(model_name: str, name: str, array: np.ndarray, dtype: np.dtype, role: str) -> np.ndarray:
     """Convert to the model's float type; refuse a narrowing that would turn finite values into ±inf."""
     if array.dtype == dtype and array.flags.c_contiguous:

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .inputs import as_array, as_float_array, check_features, to_dtype
-from .state import SequenceTape, runtime_of
+from .state import SequenceTape, runtime_of, unshared
 
 
 def run_sequence(model, inputs: tuple, *, initial: Any = None, carry: bool = False) -> Any:
@@ -38,7 +38,7 @@ def run_sequence(model, inputs: tuple, *, initial: Any = None, carry: bool = Fal
         if s.shape[:2] != (batch, steps):
             raise ValueError(f"{model_name}: input {n} has (batch, steps) = {s.shape[:2]} but {names[0]} has "
                              f"{(batch, steps)}")
-    time_major = [np.ascontiguousarray(s.transpose(1, 0, 2)) for s in sequences]
+    time_major = [unshared(np.ascontiguousarray(s.transpose(1, 0, 2)), s) for s in sequences]
     starts, learnable_starts = starting_states(model, program, params, time_major, initial, carry)
     results = program.forward.function(*time_major, *starts, *params)
     n_out, n_states = metadata["outputs"], len(metadata["states"])
@@ -46,7 +46,7 @@ def run_sequence(model, inputs: tuple, *, initial: Any = None, carry: bool = Fal
         set_state(model, name, states[-1].copy())
     runtime_of(model).keep_tape(SequenceTape(time_major, results, learnable_starts, False, False,
                                              threading.get_ident()))
-    outputs = tuple(np.ascontiguousarray(y.transpose(1, 0, 2)) for y in results[:n_out])
+    outputs = tuple(unshared(np.ascontiguousarray(y.transpose(1, 0, 2)), y) for y in results[:n_out])
     return outputs[0] if n_out == 1 else outputs
 
 
@@ -192,7 +192,8 @@ def initial_as_dict(model_name: str, names: list, initial: Any) -> dict:
 
 def checked_state(model_name: str, name: str, value: Any, size: int | None, batch: int | None, dtype,
                   role: str) -> np.ndarray:
-    """A state array (N, size) from (N, size) or (size,), or a clear error."""
+    """A state array (N, size) of its own (the caller's is never kept) from (N, size) or (size,), or a clear
+    error: a value too large for the model's dtype is refused as an input's is."""
     array = as_float_array(model_name, role, name, value, dtype)
     if array.ndim == 1:
         array = array[None, :] if batch is None else np.broadcast_to(array, (batch, array.shape[0]))
@@ -200,7 +201,7 @@ def checked_state(model_name: str, name: str, value: Any, size: int | None, batc
     if array.ndim != 2 or array.shape != (expected_batch, size if size is not None else array.shape[1]):
         raise ValueError(f"{model_name}: {role} {name} must have shape ({expected_batch}, {size}) or ({size},), "
                          f"got {np.shape(value)}")
-    return np.ascontiguousarray(array, dtype=dtype)
+    return unshared(to_dtype(model_name, name, array, np.dtype(dtype), role), value)  # 1e39 in float32: refused
 
 
 def reset_state(model, initial: Any = None) -> None:

@@ -16,6 +16,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import numpy as np
+
 # Threads: a feed-forward forward pass writes nothing shared (its tape is one atomic assignment naming its thread),
 # so several threads may call one model at once. `back` accumulates into shared gradient arrays, and a recurrent
 # call moves the carried state, so those are serialised per model; `back` refuses a tape another thread made.
@@ -128,6 +130,13 @@ class RuntimeState:
             self.per_thread.pop(threading.get_ident(), None)
         else:
             self.tape = None
+
+
+def unshared(array: Any, held: Any) -> Any:
+    """`array`, or a copy of it if it shares memory with `held` (an array the caller holds). A tape keeps only arrays
+    of its own and a caller receives only new ones, so changing x or y in place between forward and back (`y -= t`,
+    a reused input buffer) never changes the gradient, which PyTorch refuses with an error instead."""
+    return array.copy() if np.may_share_memory(array, held) else array
 
 
 def runtime_of(model) -> RuntimeState:

@@ -91,6 +91,7 @@ def trace_forward(model, input_names: list[str] | None = None) -> Trace:
         except Exception as error:
             raise DefinitionError(f"{cls.__name__}.forward cannot be traced: {type(error).__name__}: {error}") from error
     outputs = list(result) if isinstance(result, (tuple, list)) else [result]
+    refuse_strided_slices(cls.__name__, [o for o in outputs if isinstance(o, sympy.MatrixExpr)])
     outputs = [as_nodes(o) for o in outputs]
     for out in outputs:
         if not isinstance(out, sympy.MatrixExpr):
@@ -111,8 +112,23 @@ def trace_forward(model, input_names: list[str] | None = None) -> Trace:
                 f"self.{attribute}: a state is h[t−1] when read and must be given its h[t] by "
                 f"`self.{attribute} = …`"
                 + (f" (in the sub-model {name.rpartition('.')[0]})" if "." in name else ""))
+        refuse_strided_slices(cls.__name__, [new] if isinstance(new, sympy.MatrixExpr) else [])
         record[2] = as_nodes(new)
     return trace
+
+
+def refuse_strided_slices(model_name: str, roots: list) -> None:
+    """A slice with a step (x[0:3:2], x[::-1], W[:, ::2]) is a DefinitionError naming it: flux's slices are whole
+    runs of rows, and SymPy keeps the step in a node whose shape ignores it (x[0:3:2] would compute x[0:3])."""
+    import sympy
+
+    from ..maths.graph import topological_order
+
+    for node in topological_order(roots):
+        if isinstance(node, sympy.MatrixSlice) and (node.rowslice[2] != 1 or node.colslice[2] != 1):
+            raise DefinitionError(
+                f"{model_name}.forward slices with a step: {sympy.sstr(node)}; flux takes slices of consecutive "
+                "rows only (x[a:b], W[a:b, :]); for every other entry use flux.concat of one-row slices")
 
 
 def input_symbol(model, declared: str, name: str, trace: Trace):

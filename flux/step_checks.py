@@ -1,0 +1,57 @@
+"""What a fused training step would silently skip, refused before it runs.
+
+`flux.compile_step` fuses forward, loss, backward and the optimiser's update into one kernel: it never calls a
+model's `back` or `update`, and it never reads `model.grads`. So
+* a class that overrides `back` or `update` (freezing a parameter in `update`, clipping Δ in `back`) would be trained
+  as if it did not: `compile_step` refuses it, naming the method, and `flux.train` trains such a model step by step
+  through its own methods (a sub-model's are refused there too: the model's own fused `back` would not call them);
+* gradients that `model.back` accumulated and no `update` applied would be left out of the step and applied by the
+  next `update`, stale: the step refuses to run while the model holds them (PyTorch's `optimizer.step()` would
+  have included them).
+"""
+from __future__ import annotations
+
+FUSED_AWAY = ("back", "update")  # what the fused step does itself instead of calling the model's method
+
+
+def overridden_methods(model, *, submodels: bool = True) -> list[str]:
+    """"Class.method" for each of `back` and `update` that the model's class, or a sub-model's, defines outside
+    flux (flux's own layers override them knowing what the fused step does)."""
+    from .run.sequences import walk_submodels
+
+    found = []
+    for sub in [model, *(walk_submodels(model) if submodels else ())]:
+        for name in FUSED_AWAY:
+            owner = next(k for k in type(sub).__mro__ if name in vars(k))  # flux.Model defines both
+            method = f"{owner.__name__}.{name}"
+            if owner.__module__.partition(".")[0] != "flux" and method not in found:
+                found.append(method)
+    return found
+
+
+def refuse_overridden_methods(model, caller: str) -> None:
+    """A TypeError naming every `back`/`update` override a fused step would skip, and what to do instead."""
+    skipped, name = overridden_methods(model), type(model).__name__
+    if not skipped:
+        return
+    own = skipped == overridden_methods(model, submodels=False)
+    advice = ("train it with flux.train, which calls them step by step" if own else
+              f"nor does {name}'s own back, which runs its layers fused; make the change in a class around {name}")
+    raise TypeError(f"{caller}: {name} {'overrides' if own else 'holds a sub-model that overrides'} "
+                    f"{', '.join(skipped)}, which a fused step never calls (it computes the gradients and the update "
+                    f"in one kernel); {advice}")
+
+
+def refuse_pending_gradients(model) -> None:
+    """A RuntimeError when `model.back` has accumulated gradients that no update applied yet."""
+    from .run.state import runtime_of
+
+    runtime = runtime_of(model)
+    if runtime.has_grads:
+        if not any(g.any() for g in model.flat_arrays()[1]):  # zeroed through a model sharing the arrays (a
+            runtime.has_grads = False  # Chain's fused part, whose parent's update zeroed them): nothing pending
+            return
+        name = type(model).__name__
+        raise RuntimeError(f"{name} holds gradients accumulated by back() and not yet applied; a fused step would "
+                           f"leave them out and the next update would apply them stale: call {name.lower()}"
+                           ".update(optimiser) or zero_grad() first. Nothing was changed")
