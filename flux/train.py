@@ -138,7 +138,7 @@ def default_step(model, loss, optimiser, *, last: bool = False) -> Step:
     """The fused compiled step (`flux.compile_step`) for a flux loss, on a feed-forward, recurrent or token model;
     otherwise the step made of separate forward, back and update calls (`make_step`): for a model with a layer
     that adds inputs on every call (a training Dropout's mask, a positional encoding), or whose class overrides
-    `back` or `update` (flux.overrides)."""
+    `back` or `update` (flux.step_checks)."""
     from .layers.basic import adds_inputs_per_call
     from .losses import Loss
     from .step_checks import overridden_methods
