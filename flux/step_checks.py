@@ -53,5 +53,5 @@ def refuse_pending_gradients(model) -> None:
             return
         name = type(model).__name__
         raise RuntimeError(f"{name} holds gradients accumulated by back() and not yet applied; a fused step would "
-                           f"leave them out and the next update would apply them stale: call {name.lower()}"
-                           ".update(optimiser) or zero_grad() first. Nothing was changed")
+                           f"leave them out and the next update would apply them stale: call the model's update(…) or "
+                           "zero_grad() first. Nothing was changed")
