@@ -45,6 +45,39 @@ def test_a_slice_with_a_step_is_refused_when_defined(numpy_tier, cls):
         cls.derivation
 
 
+class TimesInfinity(flux.Model):
+    W = flux.param("n", "n")
+
+    def forward(self, x):
+        return self.W * x * float("inf")
+
+
+class NaNInsideAFunction(flux.Model):
+    W = flux.param("n", "n")
+
+    def forward(self, x):
+        return (self.W * x).applyfunc(lambda v: flux.exp(v) * float("nan"))
+
+
+class EmptySlice(flux.Model):
+    W = flux.param("n", "n")
+
+    def forward(self, x):
+        return self.W * x[2:0]
+
+
+@pytest.mark.parametrize("cls, message", [
+    (TimesInfinity, r"TimesInfinity.forward uses a number that is not finite \(∞ or NaN\): oo\*W\*x"),
+    (NaNInsideAFunction, r"NaNInsideAFunction.forward uses a number that is not finite .*nan"),
+    (EmptySlice, r"EmptySlice.forward takes a slice that is empty or outside its matrix"),
+])
+def test_a_number_that_is_not_finite_or_an_empty_slice_is_refused_when_defined(numpy_tier, cls, message):
+    """Bug: x·∞ failed in the generated code with NameError 'inf', NaN with a printer's CodegenError, and x[2:0]
+    with a bare 'IndexError: ' (SymPy's slices say nothing)."""
+    with pytest.raises(flux.DefinitionError, match=message):
+        cls.derivation
+
+
 # ---- a constructor checks its arrays as params[...] = and inputs do -------------------------------------------
 
 

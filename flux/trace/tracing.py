@@ -88,10 +88,16 @@ def trace_forward(model, input_names: list[str] | None = None) -> Trace:
             result = view.forward(*trace.inputs)
         except DefinitionError:
             raise
+        except IndexError as error:
+            if str(error):  # a user's own index (self.sizes[5]) says what it is
+                raise DefinitionError(f"{cls.__name__}.forward cannot be traced: IndexError: {error}") from error
+            raise DefinitionError(  # SymPy's slices say nothing: x[2:0], x[0:5] of a 3-vector
+                f"{cls.__name__}.forward takes a slice that is empty or outside its matrix: flux takes x[a:b] and "
+                "W[a:b, :] with 0 ≤ a < b ≤ the number of rows") from error
         except Exception as error:
             raise DefinitionError(f"{cls.__name__}.forward cannot be traced: {type(error).__name__}: {error}") from error
     outputs = list(result) if isinstance(result, (tuple, list)) else [result]
-    refuse_strided_slices(cls.__name__, [o for o in outputs if isinstance(o, sympy.MatrixExpr)])
+    refuse_unsupported(cls.__name__, [o for o in outputs if isinstance(o, sympy.MatrixExpr)])
     outputs = [as_nodes(o) for o in outputs]
     for out in outputs:
         if not isinstance(out, sympy.MatrixExpr):
@@ -112,18 +118,24 @@ def trace_forward(model, input_names: list[str] | None = None) -> Trace:
                 f"self.{attribute}: a state is h[t−1] when read and must be given its h[t] by "
                 f"`self.{attribute} = …`"
                 + (f" (in the sub-model {name.rpartition('.')[0]})" if "." in name else ""))
-        refuse_strided_slices(cls.__name__, [new] if isinstance(new, sympy.MatrixExpr) else [])
+        refuse_unsupported(cls.__name__, [new] if isinstance(new, sympy.MatrixExpr) else [])
         record[2] = as_nodes(new)
     return trace
 
 
-def refuse_strided_slices(model_name: str, roots: list) -> None:
-    """A slice with a step (x[0:3:2], x[::-1], W[:, ::2]) is a DefinitionError naming it: flux's slices are whole
-    runs of rows, and SymPy keeps the step in a node whose shape ignores it (x[0:3:2] would compute x[0:3])."""
+def refuse_unsupported(model_name: str, roots: list) -> None:
+    """A DefinitionError naming what the traced maths would compute wrongly: a number that is not finite
+    (`x * float('inf')`, NaN: the maths cannot be derived or simplified through it, and the printers have no code
+    for it), or a slice with a step (x[0:3:2], x[::-1], W[:, ::2]): flux's slices are whole runs of rows, and SymPy
+    keeps the step in a node whose shape ignores it (x[0:3:2] would compute x[0:3])."""
     import sympy
 
     from ..maths.graph import topological_order
 
+    for root in roots:
+        if root.has(sympy.oo, -sympy.oo, sympy.zoo, sympy.nan):
+            raise DefinitionError(f"{model_name}.forward uses a number that is not finite (∞ or NaN): "
+                                  f"{sympy.sstr(root)}; write the finite maths (a mask is flux.causal)")
     for node in topological_order(roots):
         if isinstance(node, sympy.MatrixSlice) and (node.rowslice[2] != 1 or node.colslice[2] != 1):
             raise DefinitionError(
