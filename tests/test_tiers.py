@@ -1,9 +1,9 @@
 """The two tiers agree: every model computed by the NumPy tier (no compiling) and by the numba tier gives the same
 outputs, input gradients, parameter gradients and ∂L/∂h₀ to float tolerance — the property-based models of
-tests/test_properties.py (the same draws, so their numba kernels are shared with it), every layer and loss, every
-elementwise function and every node the printers know. The NumPy tier is also gradchecked on its own. And the
-switch between them (FLUX_TIER=auto) is race-free: threads calling one model while it switches all get right
-answers, a forward and its back always run on one tier.
+tests/test_properties.py (the random layers: the same draws, so their numba kernels are shared with it), every layer
+and loss, every elementwise function and every node the printers know. The NumPy tier is also gradchecked on its
+own. And the switch between them (FLUX_TIER=auto) is race-free: threads calling one model while it switches all get
+right answers, a forward and its back always run on one tier.
 
 The rest of the suite runs on the numba tier (tests/conftest.py sets FLUX_TIER=numba), so it stays deterministic.
 """
