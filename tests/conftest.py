@@ -28,3 +28,46 @@ def forget_compiled_programs(monkeypatch):
     """Empty the in-memory derivations and programs (models built afterwards look at the disk cache again)."""
     monkeypatch.setattr(pipeline, "_programs", {})
     monkeypatch.setattr(pipeline, "_derivations", {})
+
+
+
+# ---- scheduling on the xdist workers (`--dist loadfile`, pyproject.toml) -------------------------------------------
+# Compiling kernels is most of the suite's time. A file's tests share compiled models (module fixtures, the same
+# model in several tests), so each file runs on one worker; files that compile the same kernels run on one worker one
+# after the other, so the second finds them in memory instead of compiling them again at once on the other worker.
+SHARED_KERNELS = {
+    "test_token_step.py": "test_attention.py",  # MultiHeadAttention and the TransformerBlock (causal)
+    "test_tiers.py": "test_properties.py",  # the random layers (test_tiers draws test_properties' examples)
+    "test_recurrence.py": "test_recurrent_step.py",  # Recurrent, LSTM, GRU, Chain(LSTM, Dense(σ)), LearnableStart
+}
+# The slowest groups start first, so the last group to start is a short one (longest processing time first; the
+# rest follow in collection order). Measured with `--durations` and compile times; update when they change.
+SLOWEST_FIRST = ["test_attention.py", "test_properties.py", "test_recurrent_step.py", "test_notebooks.py",
+                 "test_properties_tokens.py", "test_recurrence.py", "test_functions.py", "test_token_kept.py",
+                 "test_edge_cases.py", "test_trust_files.py", "test_probes2.py", "test_language.py"]
+
+
+def kernel_group(path: str) -> str:
+    """The group of a test file (a path or a node id): its own name, or the file's it shares kernels with."""
+    name = Path(path.split("::", 1)[0]).name
+    return SHARED_KERNELS.get(name, name)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The slowest groups first, each group's files together (a stable sort: otherwise the collection's order)."""
+    rank = {name: position for position, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(kernel_group(item.nodeid), len(rank)))
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log):
+    """With `--dist loadfile`: one unit of work per group of files (kernel_group), in the collection's order."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class KernelGroupScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return kernel_group(nodeid)
+
+    config.option.loadscopereorder = False  # keep SLOWEST_FIRST (xdist would sort the groups by number of tests)
+    return KernelGroupScheduling(config, log)

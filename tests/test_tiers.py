@@ -1,9 +1,9 @@
 """The two tiers agree: every model computed by the NumPy tier (no compiling) and by the numba tier gives the same
 outputs, input gradients, parameter gradients and ∂L/∂h₀ to float tolerance — the property-based models of
-tests/test_properties.py (the same draws, so their numba kernels are shared with it), every layer and loss, every
-elementwise function and every node the printers know. The NumPy tier is also gradchecked on its own. And the
-switch between them (FLUX_TIER=auto) is race-free: threads calling one model while it switches all get right
-answers, a forward and its back always run on one tier.
+tests/test_properties.py (the random layers: the same draws, so their numba kernels are shared with it), every layer
+and loss, every elementwise function and every node the printers know. The NumPy tier is also gradchecked on its
+own. And the switch between them (FLUX_TIER=auto) is race-free: threads calling one model while it switches all get
+right answers, a forward and its back always run on one tier.
 
 The rest of the suite runs on the numba tier (tests/conftest.py sets FLUX_TIER=numba), so it stays deterministic.
 """
@@ -18,12 +18,14 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 import sympy
-from hypothesis import given, settings
+from hypothesis import given, seed, settings
+from hypothesis.internal.reflection import function_digest
 from scipy.special import erf
 from sympy import HadamardPower
 
 import flux
 from flux import pipeline, tiers
+import test_properties
 from test_properties import CI_SETTINGS, TOLERANCE, feedforward_models, recurrent_models
 
 AGREE = dict(rtol=1e-9, atol=1e-11)  # float64: the tiers differ only in rounding (NumPy's exp/tanh, summation order)
@@ -72,7 +74,16 @@ def assert_tiers_agree(model, *inputs, tolerance=AGREE, **options):
 
 # ---- the property-based models: the tiers agree, and the NumPy tier's gradients are right -----------------------
 
-@settings(CI_SETTINGS, max_examples=8)  # the first draws of test_properties' (derandomized): numba's kernels are shared
+def draws_of(test):
+    """Draw what `test` (a derandomized hypothesis test) draws: hypothesis seeds a derandomized test with a digest of
+    its own source, so without this these tests would draw other models than test_properties' and compile them
+    again; with it, their examples are among the first of test_properties' and numba's kernels are shared (in one
+    process, or through the disk cache: tests/conftest.py runs both files on one worker)."""
+    return seed(int.from_bytes(function_digest(test.hypothesis.inner_test), "big"))
+
+
+@draws_of(test_properties.test_random_layers_have_correct_gradients)
+@settings(CI_SETTINGS, max_examples=8)
 @given(feedforward_models())
 def test_tiers_agree_on_random_layers(example):
     model, x, description = example
@@ -81,6 +92,9 @@ def test_tiers_agree_on_random_layers(example):
         assert flux.gradcheck(copy.deepcopy(model), x, raise_on_failure=False) < TOLERANCE, description
 
 
+# Not draws_of(test_properties.test_random_recurrent_cells_have_correct_gradients) yet: its fifth draw (a mean of
+# W·x[t] scaling h[t] in the readout) fails on the NumPy tier (the backward multiplies a (T·N, 1) column by the
+# n×n W), a bug reported to be fixed in flux/generate; these draws compile their own kernels meanwhile.
 @settings(CI_SETTINGS, max_examples=4)  # each a Python time loop gradchecked on the NumPy tier: the slowest draws
 @given(recurrent_models())
 def test_tiers_agree_on_random_recurrent_cells(example):

@@ -52,7 +52,8 @@ def twice():
 
 MODELS = {
     "causal-mha": lambda: MultiHeadAttention(D, HEADS, causal=True, rng=1, dtype=np.float64),
-    "block": lambda: TransformerBlock(D, HEADS, HIDDEN, rng=2, dtype=np.float64),
+    # causal: the same maths as tests/test_attention.py's block, so its forward and backward kernels are compiled once
+    "block": lambda: TransformerBlock(D, HEADS, HIDDEN, causal=True, rng=2, dtype=np.float64),
     "tied": twice,
 }
 OPTIMISERS = {"sgd": lambda: flux.SGD(0.1), "adam": lambda: flux.Adam(0.05), "momentum": lambda: flux.Momentum(0.05)}
