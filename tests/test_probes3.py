@@ -78,6 +78,35 @@ def test_a_number_that_is_not_finite_or_an_empty_slice_is_refused_when_defined(n
         cls.derivation
 
 
+class MeanScaled(flux.Model):
+    """y = (1/n)·Σ(W·x) · tanh(x): ∂L/∂x reads Wᵀ·((1/n)·s·1), a per-sample scalar spread over a column."""
+    W = flux.param("n", "n")
+
+    def forward(self, x):
+        return flux.mean(self.W * x) * flux.tanh(x)
+
+
+class MeanScaledReadout(flux.Model):
+    """h[t] = tanh(U·h[t−1] + x[t]), y[t] = (1/n)·Σ(W·x[t]) · h[t]: the same spread in a recurrent readout."""
+    W = flux.param("n", "n")
+    U = flux.param("n", "n")
+    h = flux.state("n")
+
+    def forward(self, x):
+        self.h = flux.tanh(self.U * self.h + x)
+        return flux.mean(self.W * x) * self.h
+
+
+@pytest.mark.parametrize("cls, shape", [(MeanScaled, (5, 3)), (MeanScaledReadout, (2, 4, 3))])
+def test_a_spread_scalar_read_by_a_product_on_the_numpy_tier(numpy_tier, cls, shape):
+    """Bug (found by a property draw): the NumPy tier held (1/n)·s·1 as an (N, 1) column and multiplied it by the
+    n×n W: 'matmul: … size 3 is different from 1' on the first back (the numba tier was right)."""
+    rng = np.random.default_rng(7)
+    names = ["W", "U"] if cls is MeanScaledReadout else ["W"]
+    model = cls(**{name: rng.standard_normal((3, 3)) * 0.5 for name in names}, dtype=np.float64)
+    assert flux.gradcheck(model, rng.standard_normal(shape)) < 1e-6
+
+
 # ---- a constructor checks its arrays as params[...] = and inputs do -------------------------------------------
 
 

@@ -92,9 +92,7 @@ def test_tiers_agree_on_random_layers(example):
         assert flux.gradcheck(copy.deepcopy(model), x, raise_on_failure=False) < TOLERANCE, description
 
 
-# Not draws_of(test_properties.test_random_recurrent_cells_have_correct_gradients) yet: its fifth draw (a mean of
-# W·x[t] scaling h[t] in the readout) fails on the NumPy tier (the backward multiplies a (T·N, 1) column by the
-# n×n W), a bug reported to be fixed in flux/generate; these draws compile their own kernels meanwhile.
+@draws_of(test_properties.test_random_recurrent_cells_have_correct_gradients)  # its fifth: the NumPy tier's c·1
 @settings(CI_SETTINGS, max_examples=4)  # each a Python time loop gradchecked on the NumPy tier: the slowest draws
 @given(recurrent_models())
 def test_tiers_agree_on_random_recurrent_cells(example):

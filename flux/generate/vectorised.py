@@ -21,9 +21,9 @@ from sympy import HadamardPower, HadamardProduct, Identity, MatAdd, MatMul, OneM
 from sympy.matrices.expressions.matexpr import MatrixExpr
 from sympy.printing.pycode import pycode
 
-from .batch_sums import sum_row_blocks
 from .forms import INDENT, CodegenError, describe, form, is_scalar
 from .sizes import size_code, size_codes
+from .vector_batch_sums import VectorBatchSums
 from .vector_functions import apply_code, uses_argument_twice
 from ..maths.graph import Dependence, matrix_children, topological_order
 from ..maths.nodes import Apply, Spread
@@ -39,13 +39,14 @@ def vector_kernel_source(name: str, arguments: list, results: list, doc: str = "
     return VectorWriter(arguments, results).write(name, doc, list(extra_arguments), list(epilogue))
 
 
-class VectorWriter:
+class VectorWriter(VectorBatchSums):
     """Writes one function: each result's expression, its shared nodes held in temporaries."""
 
     def __init__(self, arguments: list, results: list):
         self.arguments, self.results = arguments, results
         self.batched = Dependence(a.symbol for a in arguments if a.batched)
-        self.arrays: dict = {a.symbol: a.name for a in arguments}  # node → a name holding its full array
+        self.arrays: dict = {a.symbol: a.name for a in arguments}  # node → a name holding its array
+        self.narrow: dict = {}  # node → its covers() when its held array is narrower (a spread c·1 kept as (N, 1))
         self.fresh: set = set()  # names of arrays made here (never views of arguments)
         self.sizes = size_codes(arguments)
         self.batch = next((f"{a.name}.shape[0]" for a in arguments if a.batched), "1")
@@ -145,6 +146,8 @@ class VectorWriter:
     def covers(self, node: MatrixExpr) -> tuple[bool, bool]:
         """Whether the node's expression spans the batch axis (when it is batched) and all its entries; a
         constant (real(1)) or a spread scalar spans neither and is broadcast by whatever reads it."""
+        if node in self.narrow:
+            return self.narrow[node]
         if node in self.arrays or not isinstance(node, ELEMENTWISE + (MatMul,)):
             return True, True
         if isinstance(node, MatMul) and not self.elementwise_product(node):
@@ -176,6 +179,8 @@ class VectorWriter:
         if node in self.arrays:  # the method stored it itself
             return self.arrays[node]
         if (self.uses[node] > 1 or statement) and not isinstance(node, (OneMatrix, ZeroMatrix, Transpose)):
+            if self.covers(node) != (True, True):  # held as broadcastable: a product reading it spreads it
+                self.narrow[node] = self.covers(node)
             if not code.isidentifier():
                 code = self.temporary(code, fresh=not self.is_view(code))
             self.arrays[node] = code
@@ -331,70 +336,3 @@ class VectorWriter:
         blocks = [f"np.zeros({self.layout(b, batched)}, dtype=real)" if isinstance(b, ZeroMatrix)
                   else self.materialise(b, batched) for b in node.blocks]
         return f"np.concatenate(({', '.join(blocks)},), axis=-1)"
-
-    # ---- sums over the batch: Σₙ expr(sample n), added into a gradient ------------------------------------
-
-    def batch_sum(self, expr, into: str, coefficient, unwritten: set) -> None:
-        """into += coefficient · Σₙ expr(sample n)."""
-        expr = expr.doit() if isinstance(expr, Transpose) else expr
-        if isinstance(expr, ZeroMatrix):
-            return
-        if isinstance(expr, MatAdd):
-            for term in expr.args:
-                self.batch_sum(term, into, coefficient, unwritten)
-            return
-        if sum_row_blocks(expr, self.size, lambda: into in unwritten and self.add_into(into, "0", unwritten),
-                          lambda rows, block: self.batch_sum(block, f"{into}[{rows}]", coefficient, set())):
-            return
-        if isinstance(expr, MatMul):
-            c, factors = expr.as_coeff_matrices()
-            if len(factors) == 1:
-                return self.batch_sum(factors[0], into, coefficient * c, unwritten)
-            if not self.elementwise_product(expr) or any(self.batched(f) and is_scalar(f) for f in factors):
-                return self.batch_sum_product(list(factors), into, coefficient * c, unwritten)
-        if not self.batched(expr):
-            self.add_into(into, f"{self.number(coefficient)} * N * {self.materialise(expr)}", unwritten)
-        elif form(expr) == "mat":
-            raise CodegenError(f"cannot sum this per-sample matrix over the batch: {expr}")
-        else:
-            self.add_into(into, self.scaled(coefficient, f"np.sum({self.materialise(expr, True)}, axis=0)"),
-                          unwritten)
-
-    def batch_sum_product(self, factors: list, into: str, coefficient, unwritten: set) -> None:
-        """Σₙ U·aₙ·bₙᵀ·V = U·(AᵀB)·V; per-sample scalars sₙ are folded into A (or summed: Σₙ sₙ·M = (Σₙ sₙ)·M)."""
-        per_sample = [self.materialise(f) for f in factors if is_scalar(f) and self.batched(f)]
-        constants = [self.materialise(f) for f in factors if is_scalar(f) and not self.batched(f)]
-        matrices = [f for f in factors if not is_scalar(f)]
-        batched = [i for i, f in enumerate(matrices) if self.batched(f)]
-        if not batched:
-            weight = f"np.sum({' * '.join(per_sample)})" if per_sample else "N"
-            product = self.materialise(MatMul(*matrices)) if len(matrices) > 1 else self.materialise(matrices[0])
-            code = f"{weight} * {product}"
-        else:
-            prefix, suffix = matrices[:batched[0]], matrices[batched[-1] + 1:]
-            middle = matrices[batched[0]:batched[-1] + 1]
-            weight = "".join(f" * {s}" for s in per_sample)
-            if len(middle) == 2 and form(middle[0]) == "col" and form(middle[1]) == "row":
-                a, b = self.materialise(middle[0], True), self.materialise(middle[1], True)
-                code = f"({a}{weight}).T @ {b}"
-            elif len(middle) == 1 and form(middle[0]) != "mat":
-                code = f"np.sum({self.materialise(middle[0], True)}{weight}, axis=0)"
-            else:
-                raise CodegenError(f"cannot sum this per-sample product over the batch: {MatMul(*factors)}")
-            for left in reversed(prefix):
-                code = f"{self.materialise(left)} @ ({code})"
-            for right in suffix:
-                code = f"({code}) @ {self.materialise(right)}"
-        code = " * ".join(constants + [code])
-        self.add_into(into, self.scaled(coefficient, code), unwritten)
-
-    def scaled(self, coefficient, code: str) -> str:
-        return code if coefficient == 1 else f"{self.number(coefficient)} * {code}"
-
-    def add_into(self, into: str, code: str, unwritten: set) -> None:
-        if into in unwritten:
-            unwritten.discard(into)
-            self.emit(f"{into}[...] = {code}")
-        else:
-            self.emit(f"{into} += {code}")
-
