@@ -30,7 +30,6 @@ def forget_compiled_programs(monkeypatch):
     monkeypatch.setattr(pipeline, "_derivations", {})
 
 
-
 # ---- scheduling on the xdist workers (`--dist loadfile`, pyproject.toml) -------------------------------------------
 # Compiling kernels is most of the suite's time. A file's tests share compiled models (module fixtures, the same
 # model in several tests), so each file runs on one worker; files that compile the same kernels run on one worker one
