@@ -21,6 +21,7 @@ from .run.feedforward import run_backward, run_forward, running_program
 from .run.sequences import current_state, reset_state, run_step
 from .run.state import (RuntimeState, configuration_changed, configuration_generation, parameter_generation,
                         parameters_replaced, runtime_of)
+from .step_checks import refuse_skipped_submodel_methods
 from .trace.language import Param, State, is_symbolic
 from .trace.tracing import signature_inputs
 
@@ -312,6 +313,7 @@ class Model(metaclass=ModelClass):
         if program is None or stale:
             from .pipeline import check_whole_slices, maths_of, program_of
 
+            refuse_skipped_submodel_methods(self, "back")  # its kernels would never call a sub-model's own back
             program = program_of(self, self.dtype)  # traces again after a change: the same maths, the same program
             params = self.params  # by name: a learnable initial state h0 is a parameter no kernel takes
             program.check_params(*(params[n] for n in program.metadata["params"]))

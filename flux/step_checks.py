@@ -11,6 +11,8 @@ model's `back` or `update`, and it never reads `model.grads`. So
 """
 from __future__ import annotations
 
+import functools
+
 FUSED_AWAY = ("back", "update")  # what the fused step does itself instead of calling the model's method
 
 
@@ -22,11 +24,31 @@ def overridden_methods(model, *, submodels: bool = True) -> list[str]:
     found = []
     for sub in [model, *(walk_submodels(model) if submodels else ())]:
         for name in FUSED_AWAY:
-            owner = next(k for k in type(sub).__mro__ if name in vars(k))  # flux.Model defines both
-            method = f"{owner.__name__}.{name}"
-            if owner.__module__.partition(".")[0] != "flux" and method not in found:
+            method = user_method(type(sub), name)
+            if method is not None and method not in found:
                 found.append(method)
     return found
+
+
+@functools.cache
+def user_method(cls: type, name: str) -> str | None:
+    """"Owner.name" when the class's `name` is defined outside flux, else None (flux.Model defines both)."""
+    owner = next(k for k in cls.__mro__ if name in vars(k))
+    return f"{owner.__name__}.{name}" if owner.__module__.partition(".")[0] != "flux" else None
+
+
+def refuse_skipped_submodel_methods(model, method: str) -> None:
+    """A TypeError when a sub-model's class defines `method` ("back" or "update") outside flux: the model's kernels,
+    derived from its whole maths, never call a sub-model's `back`, and its `update` applies every parameter's
+    gradient itself (a Chain runs a layer with its own `back` alone instead: flux.layers.basic.Chain.parts)."""
+    own = overridden_methods(model, submodels=False)
+    skipped = [m for m in overridden_methods(model) if m.endswith(f".{method}") and m not in own]
+    if skipped:
+        name = type(model).__name__
+        why = ("its kernels, derived from its whole maths, never call it; put that layer in a Chain (which runs it "
+               "on its own)" if method == "back" else "it applies every parameter's gradient itself")
+        raise TypeError(f"{name}.{method}: {name} holds a sub-model that overrides {', '.join(skipped)}, and {why} "
+                        f"or make the change in a class around {name}. Nothing was changed")
 
 
 def refuse_overridden_methods(model, caller: str) -> None:

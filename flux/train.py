@@ -137,16 +137,17 @@ def train(model, loss, data: tuple[np.ndarray, np.ndarray], optimiser, *, epochs
 def default_step(model, loss, optimiser, *, last: bool = False) -> Step:
     """The fused compiled step (`flux.compile_step`) for a flux loss, on a feed-forward, recurrent or token model;
     otherwise the step made of separate forward, back and update calls (`make_step`): for a model with a layer
-    that adds inputs on every call (a training Dropout's mask, a positional encoding), or whose class overrides
-    `back` or `update` (flux.step_checks)."""
+    that adds inputs on every call (a training Dropout's mask, a positional encoding), or whose class (or a layer's)
+    overrides `back` or `update` (flux.step_checks)."""
     from .layers.basic import adds_inputs_per_call
     from .losses import Loss
-    from .step_checks import overridden_methods
+    from .step_checks import overridden_methods, refuse_skipped_submodel_methods
     from .step import compile_step
 
-    own = overridden_methods(model, submodels=False)  # then the step calls them; a sub-model's: compile_step refuses
+    own = overridden_methods(model)  # its or a layer's own back/update: the step of calls runs them or refuses
     if isinstance(loss, Loss) and not adds_inputs_per_call(model) and not own:
         return compile_step(model, loss, optimiser, last=last)
+    refuse_skipped_submodel_methods(model, "update")  # model.update would apply a layer's gradients itself
     return make_step(model, loss, optimiser, last=last)
 
 

@@ -3,6 +3,7 @@
 Each test failed before its fix (the commit naming the bug). Behaviour probes run on the NumPy tier (nothing to
 compile); numeric ones on numba too, with small models that share their kernels through the session's cache.
 """
+import copy
 import os
 
 import numpy as np
@@ -323,9 +324,32 @@ def test_train_calls_a_models_own_back_and_update_and_compile_step_refuses_to_sk
         flux.compile_step(frozen, flux.mse, flux.SGD(0.1))
     with pytest.raises(TypeError, match=r"train\(client=…\): FrozenBias overrides FrozenBias.update"):
         flux.train(frozen, flux.mse, (x, t), flux.SGD(0.1), client=object())  # refused before any client is used
-    chain = flux.Chain(ClippedDelta(3, 2, dtype=F64), flux.Dense(2, 2, dtype=F64))
-    with pytest.raises(TypeError, match="Chain holds a sub-model that overrides ClippedDelta.back"):
-        flux.train(chain, flux.mse, (x, t), flux.SGD(0.1))
+    with pytest.raises(TypeError, match="compile_step: Chain holds a sub-model that overrides ClippedDelta.back"):
+        flux.compile_step(flux.Chain(ClippedDelta(3, 2), flux.Dense(2, 2)), flux.mse, flux.SGD(0.1))
+
+
+def test_a_layer_with_its_own_back_runs_alone_in_a_chain_and_is_refused_where_it_would_be_skipped(numpy_tier):
+    """Bug: a fused Chain derived its backward from the whole maths and never called a layer's own `back` (Δ not
+    clipped, silently); flux.train of a Chain holding a layer with its own `update` skipped it (chain.update applies
+    every parameter's gradient itself: documented, and refused by train)."""
+    rng = np.random.default_rng(5)
+    x, t = rng.standard_normal((8, 3)), rng.standard_normal((8, 2))
+    clipped, top = ClippedDelta(3, 2, rng=1, dtype=F64), flux.Dense(2, 2, rng=2, dtype=F64)
+    chain = flux.Chain(copy.deepcopy(clipped), copy.deepcopy(top))
+    flux.train(chain, flux.mse, (x, t), flux.SGD(0.1), epochs=1, batch_size=8)  # the step of calls
+    Δ = top.back(flux.mse.value_and_gradient(top(clipped(x)), t)[1])  # the same by hand: clipped's back clips
+    clipped.back(Δ)
+    for layer in (clipped, top):
+        layer.update(lr=0.1)
+    np.testing.assert_allclose(chain.layers[0].params["W"], clipped.params["W"], rtol=1e-12)
+    np.testing.assert_allclose(chain.layers[1].params["W"], top.params["W"], rtol=1e-12)
+    with pytest.raises(TypeError, match=r"Parallel.back: Parallel holds a sub-model that overrides ClippedDelta.back"):
+        flux.Parallel(ClippedDelta(3, 2, dtype=F64), flux.Dense(3, 2, dtype=F64))(x)
+    frozen = flux.Chain(FrozenBias(3, 2, dtype=F64), flux.Dense(2, 2, dtype=F64))
+    before = [p.copy() for p in frozen.params.values()]
+    with pytest.raises(TypeError, match=r"Chain.update: Chain holds a sub-model that overrides FrozenBias.update"):
+        flux.train(frozen, flux.mse, (x, t), flux.SGD(0.1))
+    assert all(np.array_equal(a, b) for a, b in zip(before, frozen.params.values()))
 
 
 # ---- recurrent states given by the caller: checked as inputs are, and copied -----------------------------------

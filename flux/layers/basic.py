@@ -13,6 +13,7 @@ import numpy as np
 from ..model import Model
 from ..run.sequences import is_recurrent
 from ..run.state import ChainTape, runtime_of
+from ..step_checks import user_method
 from ..trace.language import concat, is_symbolic, param
 from ..trace.tokens import Tokens
 
@@ -77,7 +78,7 @@ class Chain(Model):
             refuse_tokens_beside_states(self.layers)
 
     def __call__(self, *inputs: Any, **options: Any) -> Any:
-        if (self.fuse and not adds_inputs_per_call(self)) or self.__dict__.get("_tracing") \
+        if (self.fuse and not runs_alone(self)) or self.__dict__.get("_tracing") \
                 or any(map(is_symbolic, inputs)):
             return super().__call__(*inputs, **options)  # options: a recurrent chain's initial=, carry=
         (x,) = inputs
@@ -92,11 +93,12 @@ class Chain(Model):
 
     def parts(self) -> list:
         """What runs in turn on arrays: with fuse=False every layer; otherwise each layer that adds inputs of its own
-        on every call (a training Dropout's mask, PositionalEncoding's table) alone, and each run of layers between
-        them as one fused Chain (kept, so that its kernels are made once)."""
+        on every call (a training Dropout's mask, PositionalEncoding's table) or whose class has its own `back` (or
+        holds one that has) alone, and each run of layers between them as one fused Chain (kept, so that its
+        kernels are made once)."""
         if not self.fuse:
             return list(self.layers)
-        alone = tuple(adds_inputs_per_call(layer) for layer in self.layers)
+        alone = tuple(runs_alone(layer) for layer in self.layers)
         cached = self.__dict__.get("_parts")
         if cached is not None and cached[0] == alone and all(a is b for a, b in zip(cached[1], self.layers)):
             return cached[2]
@@ -236,6 +238,16 @@ def adds_inputs_per_call(model: Any) -> bool:
         return False
     return bool(getattr(model, "adds_inputs_per_call", False)) or any(
         adds_inputs_per_call(sub) for _, sub in model.named_submodels())
+
+
+def runs_alone(model: Any) -> bool:
+    """True when `model` is or holds a layer that a fused Chain runs on arrays by itself: one that adds inputs of its
+    own on every call, or whose class has its own `back` (a Chain's kernels, derived from the whole maths, would
+    never call it: flux.step_checks)."""
+    if not isinstance(model, Model):
+        return False
+    return bool(getattr(model, "adds_inputs_per_call", False)) or user_method(type(model), "back") is not None or any(
+        runs_alone(sub) for _, sub in model.named_submodels())
 
 
 def token_declaration(model: Any) -> Tokens | None:
