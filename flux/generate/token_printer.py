@@ -26,7 +26,7 @@ from .forms import INDENT, CodegenError, describe
 from .scalars import power_code, scalar_code
 from .sizes import dimension_code
 from .statements import matrix_power
-from .token_products import TokenProducts
+from .token_products import TokenProducts, scaled_product
 from ..maths.elementwise import FUNCTIONS, Z
 from ..maths.graph import Dependence, matrix_children, topological_order
 from ..maths.matrices import Causal, CausalZeros, RowSpread
@@ -61,6 +61,8 @@ class TokenKernelWriter(TokenProducts):
         self.results = results
         self.batched = Dependence(a.symbol for a in arguments if a.batched)
         self.arrays: dict = {a.symbol: a.name for a in arguments}
+        self.held: dict = {}  # a batched product held as the samples themselves, (N, r, c) (token_products.py)
+        self.written = {r.expr for r in results if r.mode == "new"}  # returned: always in node layout
         self.leaves = {a.symbol for a in arguments}
         self.sizes = token_size_codes(arguments)
         self.batch = next((f"{a.name}.shape[0]" for a in arguments if a.batched), "1")
@@ -155,7 +157,7 @@ class TokenKernelWriter(TokenProducts):
             for child in matrix_children(node):
                 self.prepare(child)
         else:
-            self.array(node)
+            self.hold(node)
 
     def array(self, node: MatrixExpr) -> str:
         """The name of a C-contiguous array holding `node` (batched: (N, c, r)), writing its statements if needed."""
@@ -201,6 +203,13 @@ class TokenKernelWriter(TokenProducts):
         return getattr(self, f"_element_{type(node).__name__}")(node, i, j)
 
     def read(self, node: MatrixExpr, i: str, j: str) -> str:
+        if self.batched(node) and node not in self.arrays:
+            scaled = scaled_product(node)
+            if scaled is not None:  # c·(A·B): the product read and scaled in the loop, never a scaled copy
+                return f"({self.number(scaled[0])} * {self.read(scaled[1], i, j)})"
+            self.hold(node)
+            if node in self.held:
+                return f"{self.held[node]}[n, {i}, {j}]"
         array = self.array(node)
         if self.batched(node):
             return f"{array}[n, {j}, {i}]"

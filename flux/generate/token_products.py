@@ -48,6 +48,8 @@ class TokenProducts:
     """The part of `TokenKernelWriter` that writes products and batch sums (see the module docstring)."""
 
     def operand(self, factor) -> Operand:
+        if factor in self.held and factor not in self.arrays:
+            return Operand(self.held[factor], factor.shape, True, True)
         if self.batched(factor):
             if isinstance(factor, Transpose):
                 return Operand(self.array(factor.arg), factor.shape, True, True)
@@ -81,6 +83,26 @@ class TokenProducts:
                                     < best[kind].cost):
             return self.untransposed(self.emit_plan(flipped, operands, factors))
         return self.emit_plan(best[kind], operands, factors)
+
+    def hold(self, node) -> None:
+        """Compute a stored node for elementwise readers and products: a batched product (not a result) in
+        whichever layout its cheapest plan gives, the samples themselves (`held`) read as [n, i, j] without the
+        copy into node layout; c·(A·B) as A·B (readers scale it); any other node as `array`."""
+        if node in self.arrays or node in self.held:
+            return
+        scaled = scaled_product(node)
+        if scaled is not None and node not in self.written:
+            return self.hold(scaled[1])
+        if not isinstance(node, MatMul) or not self.batched(node) or node in self.written \
+                or node.as_coeff_matrices()[0] != 1:
+            self.array(node)
+            return
+        result = self.chain(list(node.as_coeff_matrices()[1]), kind="any")
+        if result.transposed:
+            self.held[node] = result.code
+        else:
+            self.arrays[node] = result.code
+        self.emit(f"# {result.code} = {describe(node, self.arrays)}{' (the samples themselves)' if result.transposed else ''}")
 
     def emit_plan(self, plan, operands: list, factors: list | None = None) -> Operand:
         """The statements of one plan; every product shared within the kernel (see `shared`). With the chain's
@@ -209,7 +231,9 @@ class TokenProducts:
         if not self.batched(expr):
             self.add_into(into, f"N * {self.operand(expr).code}", coefficient)
             return
-        self.add_into(into, self.summed(Operand(self.array(expr), expr.shape, True)), coefficient)
+        self.hold(expr)
+        self.add_into(into, self.summed(self.operand(expr) if expr in self.held else
+                                        Operand(self.array(expr), expr.shape, True)), coefficient)
 
     def batch_sum_product(self, factors: list, into: str, coefficient) -> None:
         """Σₙ of a product with per-sample factors, the cheaper of: Σₙ Lₙ·Rₙ as ONE GEMM over every token,
@@ -255,6 +279,16 @@ class TokenProducts:
         value = f"({code})[:, 0]" if vector else code
         scale = "" if coefficient == 1 else f"{self.number(coefficient)} * "
         self.emit(f"{into} += {scale}{value}")
+
+
+def scaled_product(node):
+    """(c, A·B…) when `node` is c·A·B… with c ≠ 1 and at least two matrix factors, else None."""
+    if not isinstance(node, MatMul):
+        return None
+    coefficient, factors = node.as_coeff_matrices()
+    if coefficient == 1 or len(factors) < 2:
+        return None
+    return coefficient, MatMul(*factors)
 
 
 def plan_span(plan) -> tuple:
