@@ -56,8 +56,11 @@ def token_size_codes(arguments: list) -> dict:
 class TokenKernelWriter(TokenProducts):
     """Writes one kernel over token arrays: results in order, each node's statements before its first use."""
 
-    def __init__(self, arguments: list, results: list):
+    def __init__(self, arguments: list, results: list, workspace: bool = False):
         self.arguments = arguments
+        # with a workspace, every batched array is one of the caller's buffers, work_[k] (token_step.py), its
+        # shape (N, dims…) recorded here; otherwise a new array per call
+        self.workspace: list | None = [] if workspace else None
         self.results = results
         self.batched = Dependence(a.symbol for a in arguments if a.batched)
         self.arrays: dict = {a.symbol: a.name for a in arguments}
@@ -91,7 +94,7 @@ class TokenKernelWriter(TokenProducts):
                 returned.append(f"{array}.copy()" if result.expr in self.leaves else array)
             else:
                 raise CodegenError(f"the token printer has no {result.mode!r} results")
-        arguments = ", ".join(a.name for a in self.arguments)
+        arguments = ", ".join([a.name for a in self.arguments] + (["work_"] if self.workspace is not None else []))
         body = "\n".join(INDENT + line for line in [f"N = {self.batch}"] + self.lines)
         ret = f"{INDENT}return {', '.join(returned)}{',' if len(returned) == 1 else ''}\n" if returned else ""
         return f'def {name}({arguments}):\n{INDENT}"""{doc}"""\n{body}\n{ret}'
@@ -121,8 +124,15 @@ class TokenKernelWriter(TokenProducts):
     def allocation(self, node: MatrixExpr) -> str:
         rows, cols = node.shape
         if self.batched(node):
-            return f"np.empty((N, {self.size(cols)}, {self.size(rows)}), dtype=real)"
+            return self.buffer((cols, rows))
         return f"np.empty(({self.size(rows)}, {self.size(cols)}), dtype=real)"
+
+    def buffer(self, dims: tuple) -> str:
+        """A batched (N, dims…) array: a workspace buffer, or a new one."""
+        if self.workspace is None:
+            return f"np.empty((N, {', '.join(self.size(d) for d in dims)}), dtype=real)"
+        self.workspace.append(tuple(dims))
+        return f"work_[{len(self.workspace) - 1}]"
 
     # ---- planning: which nodes are stored ---------------------------------------------------------------
 

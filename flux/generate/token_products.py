@@ -138,14 +138,14 @@ class TokenProducts:
         N·c rows, the result again the samples themselves (a transposed operand)."""
         rows, inner = V.shape
         flat = f"{V.code}.reshape((N * {self.size(rows)}, {self.size(inner)}))"
-        name = self.statement(f"np.dot({flat}, {W.code}).reshape((N, {self.size(rows)}, {self.size(W.shape[1])}))")
+        name = self.token_gemm(flat, W.code, (rows, W.shape[1]))
         return Operand(name, (rows, W.shape[1]), True, True)
 
     def untransposed(self, op: Operand) -> Operand:
         """A transposed operand copied into the node layout (N, c, r)."""
         rows, cols = op.shape
         name = self.temporary()
-        self.emit(f"{name} = np.empty((N, {self.size(cols)}, {self.size(rows)}), dtype=real)")
+        self.emit(f"{name} = {self.buffer((cols, rows))}")
         self.emit("for n in range(N):")
         self.emit(f"{INDENT}for j in range({self.size(cols)}):")
         self.emit(f"{INDENT * 2}for i in range({self.size(rows)}):")
@@ -168,7 +168,7 @@ class TokenProducts:
         """W·V for every sample at once: (N·c, r)·Wᵀ, one GEMM."""
         rows, cols = V.shape
         flat = f"{V.code}.reshape((N * {self.size(cols)}, {self.size(rows)}))"
-        name = self.statement(f"np.dot({flat}, {transposed_code(W.code)}).reshape((N, {self.size(cols)}, {self.size(W.shape[0])}))")
+        name = self.token_gemm(flat, transposed_code(W.code), (cols, W.shape[0]))
         return Operand(name, (W.shape[0], cols), True)
 
     def per_sample(self, left: Operand, right: Operand, transposed: bool = False) -> Operand:
@@ -181,10 +181,22 @@ class TokenProducts:
         name = self.computed.get(key)
         if name is None:
             name = self.computed[key] = self.temporary()
-            self.emit(f"{name} = np.empty((N, {self.size(rows)}, {self.size(cols)}), dtype=real)")
+            self.emit(f"{name} = {self.buffer((rows, cols))}")
             self.emit("for n in range(N):")
             self.emit(f"{INDENT}np.dot({factors}, {name}[n])")
         return Operand(name, shape, True, transposed)
+
+    def token_gemm(self, flat: str, right: str, dims: tuple) -> str:
+        """The (N, r, c) array of flat·right, flat the (N·r, ·) rows of every sample: ONE GEMM, computed once per
+        kernel (two plans can spell one array alike), into a workspace buffer when the kernel has one."""
+        if self.workspace is None:
+            return self.statement(f"np.dot({flat}, {right}).reshape((N, {', '.join(self.size(d) for d in dims)}))")
+        key = f"np.dot({flat}, {right}) → {dims}"
+        if key not in self.computed:
+            name = self.computed[key] = self.temporary()
+            self.emit(f"{name} = {self.buffer(dims)}")
+            self.emit(f"np.dot({flat}, {right}, {name}.reshape((N * {self.size(dims[0])}, {self.size(dims[1])})))")
+        return self.computed[key]
 
     def statement(self, code: str) -> str:
         """The name of an array assigned `code`, emitting the assignment the first time: two plans can spell one
