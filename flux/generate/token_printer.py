@@ -27,6 +27,7 @@ from .scalars import power_code, scalar_code
 from .sizes import dimension_code
 from .statements import matrix_power
 from .token_products import TokenProducts, scaled_product
+from .token_workspace import share_buffers
 from ..maths.elementwise import FUNCTIONS, Z
 from ..maths.graph import Dependence, matrix_children, topological_order
 from ..maths.matrices import Causal, CausalZeros, RowSpread
@@ -94,6 +95,8 @@ class TokenKernelWriter(TokenProducts):
                 returned.append(f"{array}.copy()" if result.expr in self.leaves else array)
             else:
                 raise CodegenError(f"the token printer has no {result.mode!r} results")
+        if self.workspace is not None:
+            self.lines, self.workspace = share_buffers(self.lines, self.workspace, set(returned))
         arguments = ", ".join([a.name for a in self.arguments] + (["work_"] if self.workspace is not None else []))
         body = "\n".join(INDENT + line for line in [f"N = {self.batch}"] + self.lines)
         ret = f"{INDENT}return {', '.join(returned)}{',' if len(returned) == 1 else ''}\n" if returned else ""
