@@ -217,6 +217,9 @@ class TokenKernelWriter(TokenProducts):
 
     def read(self, node: MatrixExpr, i: str, j: str) -> str:
         if self.batched(node) and node not in self.arrays:
+            flipped = self.stored_transpose(node)
+            if flipped is not None:  # Mᵀ written with its transposes at the leaves, M already stored: read it
+                return self.read(flipped, j, i)
             scaled = scaled_product(node)
             if scaled is not None:  # c·(A·B): the product read and scaled in the loop, never a scaled copy
                 return f"({self.number(scaled[0])} * {self.read(scaled[1], i, j)})"

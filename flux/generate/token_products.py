@@ -10,6 +10,7 @@ its transpose (a view: the operand is Vᵀ, the array holds V). With store(M) = 
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -88,7 +89,7 @@ class TokenProducts:
         """Compute a stored node for elementwise readers and products: a batched product (not a result) in
         whichever layout its cheapest plan gives, the samples themselves (`held`) read as [n, i, j] without the
         copy into node layout; c·(A·B) as A·B (readers scale it); any other node as `array`."""
-        if node in self.arrays or node in self.held:
+        if node in self.arrays or node in self.held or self.stored_transpose(node) is not None:
             return
         scaled = scaled_product(node)
         if scaled is not None and node not in self.written:
@@ -103,6 +104,11 @@ class TokenProducts:
         else:
             self.arrays[node] = result.code
         self.emit(f"# {result.code} = {describe(node, self.arrays)}{' (the samples themselves)' if result.transposed else ''}")
+
+    def stored_transpose(self, node):
+        """M when `node` is Mᵀ written with its transposes at the leaves and M is already stored, else None."""
+        flipped = transposed_form(node) if isinstance(node, (MatAdd, HadamardProduct)) else None
+        return flipped if flipped is not None and (flipped in self.arrays or flipped in self.held) else None
 
     def emit_plan(self, plan, operands: list, factors: list | None = None) -> Operand:
         """The statements of one plan; every product shared within the kernel (see `shared`). With the chain's
@@ -316,6 +322,7 @@ def transposed_code(code: str) -> str:
     return code[:-2] if code.endswith(".T") else f"{code}.T"
 
 
+@functools.lru_cache(maxsize=4096)
 def transposed_form(node):
     """M when `node` is Mᵀ written with its transposes pushed to the leaves (X̂ᵀ = γ1ᵀ ⊙ (Xᵀ − …)): stored once,
     as M, and read transposed; None when `node` is not written so."""
