@@ -27,7 +27,7 @@ from .scalars import power_code, scalar_code
 from .sizes import dimension_code
 from .statements import matrix_power
 from .token_products import TokenProducts, scaled_product
-from .token_workspace import share_buffers
+from .token_workspace import buffers_of, share_buffers
 from ..maths.elementwise import FUNCTIONS, Z
 from ..maths.graph import Dependence, matrix_children, topological_order
 from ..maths.matrices import Causal, CausalZeros, RowSpread
@@ -57,8 +57,10 @@ def token_size_codes(arguments: list) -> dict:
 class TokenKernelWriter(TokenProducts):
     """Writes one kernel over token arrays: results in order, each node's statements before its first use."""
 
-    def __init__(self, arguments: list, results: list, workspace: bool = False):
+    def __init__(self, arguments: list, results: list, workspace: bool = False, borrowed: tuple = ({}, ())):
         self.arguments = arguments
+        self.borrowed = borrowed  # (inherited, spare): another kernel's buffers this one may use (token_workspace)
+        self.returned_buffers: list = []  # with a workspace: the buffer of each returned array (None: not one)
         # with a workspace, every batched array is one of the caller's buffers, work_[k] (token_step.py), its
         # shape (N, dims…) recorded here; otherwise a new array per call
         self.workspace: list | None = [] if workspace else None
@@ -96,7 +98,8 @@ class TokenKernelWriter(TokenProducts):
             else:
                 raise CodegenError(f"the token printer has no {result.mode!r} results")
         if self.workspace is not None:
-            self.lines, self.workspace = share_buffers(self.lines, self.workspace, set(returned))
+            self.lines, self.workspace = share_buffers(self.lines, self.workspace, set(returned), *self.borrowed)
+            self.returned_buffers = buffers_of(self.lines, returned)
         arguments = ", ".join([a.name for a in self.arguments] + (["work_"] if self.workspace is not None else []))
         body = "\n".join(INDENT + line for line in [f"N = {self.batch}"] + self.lines)
         ret = f"{INDENT}return {', '.join(returned)}{',' if len(returned) == 1 else ''}\n" if returned else ""
@@ -119,6 +122,10 @@ class TokenKernelWriter(TokenProducts):
             return f"(({code}) // {dimension_code(denominator, self.sizes)})"
         return code if numerator.is_Atom else f"({code})"
 
+    def size_list(self, dims) -> str:
+        """Code for sizes, comma-separated."""
+        return ", ".join(self.size(d) for d in dims)
+
     def number(self, value) -> str:
         """A constant in the kernel's float type; a dimension in it (1/√k) is read from the arrays."""
         value = sympy.sympify(value)
@@ -133,7 +140,7 @@ class TokenKernelWriter(TokenProducts):
     def buffer(self, dims: tuple) -> str:
         """A batched (N, dims…) array: a workspace buffer, or a new one."""
         if self.workspace is None:
-            return f"np.empty((N, {', '.join(self.size(d) for d in dims)}), dtype=real)"
+            return f"np.empty((N, {self.size_list(dims)}), dtype=real)"
         self.workspace.append(tuple(dims))
         return f"work_[{len(self.workspace) - 1}]"
 

@@ -101,14 +101,15 @@ def workspace_source(kernels) -> str:
     """`workspace(X, θ…)`: a tuple of new arrays for each kernel's work_ buffers, sized from X and the parameters."""
     sizes = TokenKernelWriter(kernels.inputs + kernels.params, [])
 
-    def buffers(shapes) -> list:
-        return [f"{I * 3}np.empty((N, {', '.join(sizes.size(d) for d in dims)}), dtype=real)," for dims in shapes]
+    def buffers(entries) -> list:  # a shape: a new array; a label (forward[k]): one of forward's buffers
+        return [f"{I * 2}{e if isinstance(e, str) else f'np.empty((N, {sizes.size_list(e)}), dtype=real)'},"
+                for e in entries]
 
     arguments = [a.name for a in kernels.inputs + kernels.params]
+    forward, backward = kernels.buffers
     lines = [f"def workspace({', '.join(arguments)}):",
-             f'{I}"""The work_ buffers of forward and backward for these sequences (N, T): made once, reused."""',
-             f"{I}N = {arguments[0]}.shape[0]", f"{I}return ("]
-    for shapes in kernels.buffers:
-        lines += [f"{I * 2}("] + buffers(shapes) + [f"{I * 2}),"]
-    lines.append(f"{I})")
+             f'{I}"""The work_ buffers of forward and backward for these sequences (N, T): made once, reused '
+             '(backward takes some of forward\'s once it has read what they hold)."""',
+             f"{I}N = {arguments[0]}.shape[0]", f"{I}forward = ("] + buffers(forward) + [f"{I})",
+             f"{I}return forward, ("] + buffers(backward) + [f"{I})"]
     return "\n".join(lines) + "\n"

@@ -118,8 +118,22 @@ def token_kernels(derivation, *, input_gradients: bool = True, names: tuple = ("
     for a, p in zip(params, derivation.params.values()):
         results.append(Result(f"grad_{a.name}", gradient_of[p.name], mode="accumulate", into=f"grad_{a.name}"))
     what = "∂L/∂inputs returned, " if input_gradients else ""
-    back = TokenKernelWriter(deltas + inputs + params + saved + gradient_arrays(params), results, workspace)
+    back = TokenKernelWriter(deltas + inputs + params + saved + gradient_arrays(params), results, workspace,
+                             borrowed_buffers(writer, [a.name for a in saved]))
     backward = back.write(names[1], f"{what}Σₙ ∂L/∂params added into grad_*")
     return TokenKernels(forward, backward, inputs, params, output_names, [named[k] for k in kept],
                         [i for i in range(len(inputs)) if i not in leaf_gradients],
                         (tuple(writer.workspace or ()), tuple(back.workspace or ())))
+
+
+def borrowed_buffers(forward, saved: list) -> tuple:
+    """(inherited, spare) for backward's workspace (token_workspace.share_buffers): the forward's buffers of the
+    arrays it returns (backward's `saved` arguments, in order), free once backward has read them, and its other
+    buffers, free from the start."""
+    if forward.workspace is None:
+        return {}, ()
+    inherited = {name: (forward.workspace[slot], f"forward[{slot}]")
+                 for name, slot in zip(saved, forward.returned_buffers) if slot is not None}
+    spare = [(shape, f"forward[{slot}]") for slot, shape in enumerate(forward.workspace)
+             if slot not in forward.returned_buffers]
+    return inherited, spare
