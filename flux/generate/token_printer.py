@@ -78,9 +78,13 @@ class TokenKernelWriter(TokenProducts):
         self.computed: dict = {}  # a product's code → the array holding it (token_products.py)
         self.runs: dict = {}  # a run of a chain's factors (a tuple) → the Operand of its product (token_products.py)
         self.uses = Counter()
-        for node in topological_order([r.expr for r in results]):
+        order = topological_order([r.expr for r in results])
+        for node in order:
             for child in matrix_children(node):
                 self.uses[child] += 1
+        for node in reversed(order):  # a broadcast read k times reads its row k times: the row is stored, not
+            if isinstance(node, (RowSpread, Spread)) and self.uses[node] > 1:  # its (N, c, r) spread
+                self.uses[node.argument] = max(self.uses[node.argument], self.uses[node])
 
     # ---- writing --------------------------------------------------------------------------------------
 

@@ -22,7 +22,8 @@ from .token_printer import TokenKernelWriter
 from .token_kept import node_layout_runs, repeated_products, transposed_reads, with_products
 from .token_products import transposed_form
 from ..maths.graph import Dependence
-from ..maths.nodes import Generated
+from ..maths.matrices import RowSpread
+from ..maths.nodes import Generated, Spread
 
 
 def is_token_model(derivation) -> bool:
@@ -83,6 +84,7 @@ def token_kernels(derivation, *, input_gradients: bool = True, names: tuple = ("
         named.setdefault(node, name)
     # values of parameters only (a broadcast bias) are recomputed by backward: kept arrays have a batch
     kept = [k for k in kept_for_backward(derivation, gradients) if k not in named and batched(k)]
+    kept = [unspread(k) for k in kept]  # a broadcast 1·r is kept as its row r (N, c, 1), read spread
     # Mᵀ written with its transposes at the leaves (X̂ᵀ) is kept as M and read transposed: one array, not two
     flipped = {k: f for k in kept if (f := transposed_form(k)) is not None}
     kept = list(dict.fromkeys(f for f in (flipped.get(k, k) for k in kept) if f not in named))
@@ -137,3 +139,9 @@ def borrowed_buffers(forward, saved: list) -> tuple:
     spare = [(shape, f"forward[{slot}]") for slot, shape in enumerate(forward.workspace)
              if slot not in forward.returned_buffers]
     return inherited, spare
+
+
+def unspread(node):
+    """r for a broadcast 1·r (RowSpread), s for s·1 (Spread), or their transposes; any other node itself."""
+    inner = node.arg if isinstance(node, Transpose) else node
+    return inner.argument if isinstance(inner, (RowSpread, Spread)) else node
