@@ -73,3 +73,13 @@ def test_share_buffers_gives_a_dead_array_s_buffer_of_its_shape():
     returned, _ = share_buffers(["t1 = work_[0]", "t2 = work_[1]", "use(t2)", "t3 = work_[2]"],
                                 [(d,), (d,), (d,)], {"t1"})
     assert returned[-1] == "t3 = work_[1]"  # a returned array lives to the end: t3 takes t2's buffer, not t1's
+
+
+def test_share_buffers_borrows_another_kernel_s_buffers_once_read():
+    """Backward takes the forward's buffer of a kept array after its last read, and forward's spare ones at once."""
+    d, T = sympy.symbols("d T")
+    lines = ["t1 = work_[0]", "use(kept1, t1)", "t2 = work_[1]", "use(t2)"]
+    renamed, kept = share_buffers(lines, [(T, T), (T, d)], set(), {"kept1": ((T, d), "forward[0]")},
+                                  [((T, T), "forward[1]")])
+    assert renamed == ["t1 = work_[0]", "use(kept1, t1)", "t2 = work_[1]", "use(t2)"]
+    assert kept == ["forward[1]", "forward[0]"]  # no new buffer: t1 takes the spare, t2 kept1's once read
