@@ -332,6 +332,7 @@ class TokenTrainStep(TrainStep):
         self.objective = model
         self.names = [f"model.{n}" for n in model.params]
         self._scales: dict[int, np.ndarray] = {}
+        self._workspace: tuple = (None, None)  # ((N, T), the kernel's work buffers for it): made once, reused
         self._prepared = None
         self._watch(model, loss, optimiser)
 
@@ -349,8 +350,11 @@ class TokenTrainStep(TrainStep):
         if scale is None:  # ∂(mean loss)/∂ℓ per token = 1/(N·T)
             scale = self._scales[batch * steps] = np.full((batch * steps, 1), 1.0 / (batch * steps), dtype=model.dtype)
         kernel_params, states, numbers = self._optimiser_arrays(params)
+        if self._workspace[0] != (batch, steps):
+            self._workspace = ((batch, steps), self.module.workspace(x, *kernel_params))
         with token_blas():
-            loss, status = self.kernel(x, target, scale, *kernel_params, *gradients, *states, *numbers)
+            loss, status = self.kernel(x, target, scale, *kernel_params, *gradients, *states, *numbers,
+                                       *self._workspace[1])
         return self._finish(loss, status, params, gradients, self._prepared[4])
 
     def _target(self, target: Any, batch: int, steps: int, size: int | None) -> np.ndarray:

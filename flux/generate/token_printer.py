@@ -26,7 +26,8 @@ from .forms import INDENT, CodegenError, describe
 from .scalars import power_code, scalar_code
 from .sizes import dimension_code
 from .statements import matrix_power
-from .token_products import TokenProducts
+from .token_products import TokenProducts, scaled_product
+from .token_workspace import buffers_of, share_buffers
 from ..maths.elementwise import FUNCTIONS, Z
 from ..maths.graph import Dependence, matrix_children, topological_order
 from ..maths.matrices import Causal, CausalZeros, RowSpread
@@ -56,11 +57,18 @@ def token_size_codes(arguments: list) -> dict:
 class TokenKernelWriter(TokenProducts):
     """Writes one kernel over token arrays: results in order, each node's statements before its first use."""
 
-    def __init__(self, arguments: list, results: list):
+    def __init__(self, arguments: list, results: list, workspace: bool = False, borrowed: tuple = ({}, ())):
         self.arguments = arguments
+        self.borrowed = borrowed  # (inherited, spare): another kernel's buffers this one may use (token_workspace)
+        self.returned_buffers: list = []  # with a workspace: the buffer of each returned array (None: not one)
+        # with a workspace, every batched array is one of the caller's buffers, work_[k] (token_step.py), its
+        # shape (N, dims…) recorded here; otherwise a new array per call
+        self.workspace: list | None = [] if workspace else None
         self.results = results
         self.batched = Dependence(a.symbol for a in arguments if a.batched)
         self.arrays: dict = {a.symbol: a.name for a in arguments}
+        self.held: dict = {}  # a batched product held as the samples themselves, (N, r, c) (token_products.py)
+        self.written = {r.expr for r in results if r.mode == "new"}  # returned: always in node layout
         self.leaves = {a.symbol for a in arguments}
         self.sizes = token_size_codes(arguments)
         self.batch = next((f"{a.name}.shape[0]" for a in arguments if a.batched), "1")
@@ -70,9 +78,13 @@ class TokenKernelWriter(TokenProducts):
         self.computed: dict = {}  # a product's code → the array holding it (token_products.py)
         self.runs: dict = {}  # a run of a chain's factors (a tuple) → the Operand of its product (token_products.py)
         self.uses = Counter()
-        for node in topological_order([r.expr for r in results]):
+        order = topological_order([r.expr for r in results])
+        for node in order:
             for child in matrix_children(node):
                 self.uses[child] += 1
+        for node in reversed(order):  # a broadcast read k times reads its row k times: the row is stored, not
+            if isinstance(node, (RowSpread, Spread)) and self.uses[node] > 1:  # its (N, c, r) spread
+                self.uses[node.argument] = max(self.uses[node.argument], self.uses[node])
 
     # ---- writing --------------------------------------------------------------------------------------
 
@@ -89,7 +101,10 @@ class TokenKernelWriter(TokenProducts):
                 returned.append(f"{array}.copy()" if result.expr in self.leaves else array)
             else:
                 raise CodegenError(f"the token printer has no {result.mode!r} results")
-        arguments = ", ".join(a.name for a in self.arguments)
+        if self.workspace is not None:
+            self.lines, self.workspace = share_buffers(self.lines, self.workspace, set(returned), *self.borrowed)
+            self.returned_buffers = buffers_of(self.lines, returned)
+        arguments = ", ".join([a.name for a in self.arguments] + (["work_"] if self.workspace is not None else []))
         body = "\n".join(INDENT + line for line in [f"N = {self.batch}"] + self.lines)
         ret = f"{INDENT}return {', '.join(returned)}{',' if len(returned) == 1 else ''}\n" if returned else ""
         return f'def {name}({arguments}):\n{INDENT}"""{doc}"""\n{body}\n{ret}'
@@ -111,6 +126,10 @@ class TokenKernelWriter(TokenProducts):
             return f"(({code}) // {dimension_code(denominator, self.sizes)})"
         return code if numerator.is_Atom else f"({code})"
 
+    def size_list(self, dims) -> str:
+        """Code for sizes, comma-separated."""
+        return ", ".join(self.size(d) for d in dims)
+
     def number(self, value) -> str:
         """A constant in the kernel's float type; a dimension in it (1/√k) is read from the arrays."""
         value = sympy.sympify(value)
@@ -119,8 +138,15 @@ class TokenKernelWriter(TokenProducts):
     def allocation(self, node: MatrixExpr) -> str:
         rows, cols = node.shape
         if self.batched(node):
-            return f"np.empty((N, {self.size(cols)}, {self.size(rows)}), dtype=real)"
+            return self.buffer((cols, rows))
         return f"np.empty(({self.size(rows)}, {self.size(cols)}), dtype=real)"
+
+    def buffer(self, dims: tuple) -> str:
+        """A batched (N, dims…) array: a workspace buffer, or a new one."""
+        if self.workspace is None:
+            return f"np.empty((N, {self.size_list(dims)}), dtype=real)"
+        self.workspace.append(tuple(dims))
+        return f"work_[{len(self.workspace) - 1}]"
 
     # ---- planning: which nodes are stored ---------------------------------------------------------------
 
@@ -155,7 +181,7 @@ class TokenKernelWriter(TokenProducts):
             for child in matrix_children(node):
                 self.prepare(child)
         else:
-            self.array(node)
+            self.hold(node)
 
     def array(self, node: MatrixExpr) -> str:
         """The name of a C-contiguous array holding `node` (batched: (N, c, r)), writing its statements if needed."""
@@ -201,6 +227,16 @@ class TokenKernelWriter(TokenProducts):
         return getattr(self, f"_element_{type(node).__name__}")(node, i, j)
 
     def read(self, node: MatrixExpr, i: str, j: str) -> str:
+        if self.batched(node) and node not in self.arrays:
+            flipped = self.stored_transpose(node)
+            if flipped is not None:  # Mᵀ written with its transposes at the leaves, M already stored: read it
+                return self.read(flipped, j, i)
+            scaled = scaled_product(node)
+            if scaled is not None:  # c·(A·B): the product read and scaled in the loop, never a scaled copy
+                return f"({self.number(scaled[0])} * {self.read(scaled[1], i, j)})"
+            self.hold(node)
+            if node in self.held:
+                return f"{self.held[node]}[n, {i}, {j}]"
         array = self.array(node)
         if self.batched(node):
             return f"{array}[n, {j}, {i}]"

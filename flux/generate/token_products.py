@@ -10,6 +10,7 @@ its transpose (a view: the operand is Vᵀ, the array holds V). With store(M) = 
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -48,6 +49,8 @@ class TokenProducts:
     """The part of `TokenKernelWriter` that writes products and batch sums (see the module docstring)."""
 
     def operand(self, factor) -> Operand:
+        if factor in self.held and factor not in self.arrays:
+            return Operand(self.held[factor], factor.shape, True, True)
         if self.batched(factor):
             if isinstance(factor, Transpose):
                 return Operand(self.array(factor.arg), factor.shape, True, True)
@@ -81,6 +84,31 @@ class TokenProducts:
                                     < best[kind].cost):
             return self.untransposed(self.emit_plan(flipped, operands, factors))
         return self.emit_plan(best[kind], operands, factors)
+
+    def hold(self, node) -> None:
+        """Compute a stored node for elementwise readers and products: a batched product (not a result) in
+        whichever layout its cheapest plan gives, the samples themselves (`held`) read as [n, i, j] without the
+        copy into node layout; c·(A·B) as A·B (readers scale it); any other node as `array`."""
+        if node in self.arrays or node in self.held or self.stored_transpose(node) is not None:
+            return
+        scaled = scaled_product(node)
+        if scaled is not None and node not in self.written:
+            return self.hold(scaled[1])
+        if not isinstance(node, MatMul) or not self.batched(node) or node in self.written \
+                or node.as_coeff_matrices()[0] != 1:
+            self.array(node)
+            return
+        result = self.chain(list(node.as_coeff_matrices()[1]), kind="any")
+        if result.transposed:
+            self.held[node] = result.code
+        else:
+            self.arrays[node] = result.code
+        self.emit(f"# {result.code} = {describe(node, self.arrays)}{' (the samples themselves)' if result.transposed else ''}")
+
+    def stored_transpose(self, node):
+        """M when `node` is Mᵀ written with its transposes at the leaves and M is already stored, else None."""
+        flipped = transposed_form(node) if isinstance(node, (MatAdd, HadamardProduct)) else None
+        return flipped if flipped is not None and (flipped in self.arrays or flipped in self.held) else None
 
     def emit_plan(self, plan, operands: list, factors: list | None = None) -> Operand:
         """The statements of one plan; every product shared within the kernel (see `shared`). With the chain's
@@ -116,14 +144,14 @@ class TokenProducts:
         N·c rows, the result again the samples themselves (a transposed operand)."""
         rows, inner = V.shape
         flat = f"{V.code}.reshape((N * {self.size(rows)}, {self.size(inner)}))"
-        name = self.statement(f"np.dot({flat}, {W.code}).reshape((N, {self.size(rows)}, {self.size(W.shape[1])}))")
+        name = self.token_gemm(flat, W.code, (rows, W.shape[1]))
         return Operand(name, (rows, W.shape[1]), True, True)
 
     def untransposed(self, op: Operand) -> Operand:
         """A transposed operand copied into the node layout (N, c, r)."""
         rows, cols = op.shape
         name = self.temporary()
-        self.emit(f"{name} = np.empty((N, {self.size(cols)}, {self.size(rows)}), dtype=real)")
+        self.emit(f"{name} = {self.buffer((cols, rows))}")
         self.emit("for n in range(N):")
         self.emit(f"{INDENT}for j in range({self.size(cols)}):")
         self.emit(f"{INDENT * 2}for i in range({self.size(rows)}):")
@@ -146,7 +174,7 @@ class TokenProducts:
         """W·V for every sample at once: (N·c, r)·Wᵀ, one GEMM."""
         rows, cols = V.shape
         flat = f"{V.code}.reshape((N * {self.size(cols)}, {self.size(rows)}))"
-        name = self.statement(f"np.dot({flat}, {transposed_code(W.code)}).reshape((N, {self.size(cols)}, {self.size(W.shape[0])}))")
+        name = self.token_gemm(flat, transposed_code(W.code), (cols, W.shape[0]))
         return Operand(name, (W.shape[0], cols), True)
 
     def per_sample(self, left: Operand, right: Operand, transposed: bool = False) -> Operand:
@@ -159,10 +187,22 @@ class TokenProducts:
         name = self.computed.get(key)
         if name is None:
             name = self.computed[key] = self.temporary()
-            self.emit(f"{name} = np.empty((N, {self.size(rows)}, {self.size(cols)}), dtype=real)")
+            self.emit(f"{name} = {self.buffer((rows, cols))}")
             self.emit("for n in range(N):")
             self.emit(f"{INDENT}np.dot({factors}, {name}[n])")
         return Operand(name, shape, True, transposed)
+
+    def token_gemm(self, flat: str, right: str, dims: tuple) -> str:
+        """The (N, r, c) array of flat·right, flat the (N·r, ·) rows of every sample: ONE GEMM, computed once per
+        kernel (two plans can spell one array alike), into a workspace buffer when the kernel has one."""
+        if self.workspace is None:
+            return self.statement(f"np.dot({flat}, {right}).reshape((N, {', '.join(self.size(d) for d in dims)}))")
+        key = f"np.dot({flat}, {right}) → {dims}"
+        if key not in self.computed:
+            name = self.computed[key] = self.temporary()
+            self.emit(f"{name} = {self.buffer(dims)}")
+            self.emit(f"np.dot({flat}, {right}, {name}.reshape((N * {self.size(dims[0])}, {self.size(dims[1])})))")
+        return self.computed[key]
 
     def statement(self, code: str) -> str:
         """The name of an array assigned `code`, emitting the assignment the first time: two plans can spell one
@@ -209,7 +249,9 @@ class TokenProducts:
         if not self.batched(expr):
             self.add_into(into, f"N * {self.operand(expr).code}", coefficient)
             return
-        self.add_into(into, self.summed(Operand(self.array(expr), expr.shape, True)), coefficient)
+        self.hold(expr)
+        self.add_into(into, self.summed(self.operand(expr) if expr in self.held else
+                                        Operand(self.array(expr), expr.shape, True)), coefficient)
 
     def batch_sum_product(self, factors: list, into: str, coefficient) -> None:
         """Σₙ of a product with per-sample factors, the cheaper of: Σₙ Lₙ·Rₙ as ONE GEMM over every token,
@@ -257,6 +299,16 @@ class TokenProducts:
         self.emit(f"{into} += {scale}{value}")
 
 
+def scaled_product(node):
+    """(c, A·B…) when `node` is c·A·B… with c ≠ 1 and at least two matrix factors, else None."""
+    if not isinstance(node, MatMul):
+        return None
+    coefficient, factors = node.as_coeff_matrices()
+    if coefficient == 1 or len(factors) < 2:
+        return None
+    return coefficient, MatMul(*factors)
+
+
 def plan_span(plan) -> tuple:
     """The factors a plan multiplies: indices start … stop − 1 of its chain."""
     if isinstance(plan.steps, int):
@@ -270,6 +322,7 @@ def transposed_code(code: str) -> str:
     return code[:-2] if code.endswith(".T") else f"{code}.T"
 
 
+@functools.lru_cache(maxsize=4096)
 def transposed_form(node):
     """M when `node` is Mᵀ written with its transposes pushed to the leaves (X̂ᵀ = γ1ᵀ ⊙ (Xᵀ − …)): stored once,
     as M, and read transposed; None when `node` is not written so."""

@@ -1,6 +1,9 @@
 """The fused training step of a token model: forward, loss, backward, checks and update in ONE kernel call.
 
-    train_step(X, t_tokens, scale_rows, θ…, g…, state…, step_count, hyper…) → (mean loss, status)
+    train_step(X, t_tokens, scale_rows, θ…, g…, state…, step_count, hyper…, work_forward, work_backward)
+        → (mean loss, status)
+    workspace(X, θ…) → (work_forward, work_backward): the (N, …) arrays forward and backward would allocate, made
+        once per (N, T) by the caller and reused at every step (no allocation, and no page faults, per step)
 
 The model's own token kernels (`flux.generate.tokens`, without ∂L/∂X: a step needs only Σₙ ∂L/∂θ) run the batch
 of sequences X (N, T, d); the loss ℓ(ŷ, t) is its own kernel pair (`loss_forward`, `loss_backward`) over all N·T
@@ -22,6 +25,7 @@ from .optimiser_update import update_call, update_source
 from .printer import Argument
 from .recurrent_step import ZERO_SOURCE
 from .sizes import size_codes, sizes_function
+from .token_printer import TokenKernelWriter
 from .tokens import token_kernels
 
 I = "    "
@@ -40,7 +44,7 @@ def generate_token_step_source(model, loss, rules, optimiser_name: str, dtype, k
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise NotImplementedError(f"compile_step fuses token models of one input and one output; {model.name} has "
                                   f"{len(model.inputs)} and {len(model.outputs)}")
-    kernels = token_kernels(model, input_gradients=False)
+    kernels = token_kernels(model, input_gradients=False, workspace=True)
     prediction, target = loss.inputs
     leaves = [Argument(prediction, identifier(prediction.name), True), Argument(target, identifier(target.name), True)]
     pair = kernel_pair(loss, ("loss_forward", "loss_backward"), leaves, [], ["per_row"], "lkept",
@@ -56,7 +60,8 @@ def generate_token_step_source(model, loss, rules, optimiser_name: str, dtype, k
     sources = [TOKEN_ROWS_SOURCE, ZERO_SOURCE, kernels.forward, kernels.backward, pair.forward, pair.backward,
                update_source(rules, optimiser_name), train_step_driver(kernels, pair, rules, optimiser_name)]
     return module_source(key, docstring, dtype, metadata=metadata,
-                         helpers=[shape_checks(kernels.params, kernels.inputs), output_size], kernels=sources)
+                         helpers=[shape_checks(kernels.params, kernels.inputs), output_size, workspace_source(kernels)],
+                         kernels=sources)
 
 
 def train_step_driver(kernels, pair, rules, optimiser_name: str) -> str:
@@ -67,12 +72,13 @@ def train_step_driver(kernels, pair, rules, optimiser_name: str) -> str:
     states = [f"opt_{kind}_{n}" for n in params for kind in rules.state]
     hyper = [f"hyper_{h}" for h in rules.hyperparameters]
     arguments = [x, "t_tokens", "scale_rows"] + params + grads + states + ["step_count"] + hyper
+    arguments += ["work_forward", "work_backward"]
     (y,) = kernels.outputs
     returned = [y] + kernels.kept
     lines = [f"def train_step({', '.join(arguments)}):",
              f'{I}"""One {optimiser_name} step on Σ scale·ℓ over every token of every sequence (see the module\'s '
              'doc)."""',
-             f"{I}{', '.join(returned)}, = forward({', '.join([x] + params)})"]
+             f"{I}{', '.join(returned)}, = forward({', '.join([x] + params + ['work_forward'])})"]
     lkept = [f"{k}_" for k in pair.kept]
     lines.append(f"{I}per_row_, {''.join(k + ', ' for k in lkept)}= loss_forward(token_rows({y}), token_rows(t_tokens))")
     lines += [f"{I}loss = 0.0", f"{I}for i in range(per_row_.shape[0]):",
@@ -82,9 +88,28 @@ def train_step_driver(kernels, pair, rules, optimiser_name: str) -> str:
     lines.append(f"{I}from_loss, = loss_backward("
                  f"{', '.join(['scale_rows', f'token_rows({y})', 'token_rows(t_tokens)'] + lkept + read)})")
     lines += [f"{I}zero_({g})" for g in grads]
-    lines.append(f"{I}backward({', '.join([f'from_loss.reshape({y}.shape)', x] + params + returned + grads)})")
+    lines.append(f"{I}backward({', '.join([f'from_loss.reshape({y}.shape)', x] + params + returned + grads)}, "
+                 "work_backward)")
     for k, g in enumerate(grads):
         lines += [f"{I}if not all_finite({g}):", f"{I * 2}return loss, {k}"]
     lines += [f"{I}{update_call(rules, p, g, hyper)}" for p, g in zip(params, grads)]
     lines.append(f"{I}return loss, -2")
+    return "\n".join(lines) + "\n"
+
+
+def workspace_source(kernels) -> str:
+    """`workspace(X, θ…)`: a tuple of new arrays for each kernel's work_ buffers, sized from X and the parameters."""
+    sizes = TokenKernelWriter(kernels.inputs + kernels.params, [])
+
+    def buffers(entries) -> list:  # a shape: a new array; a label (forward[k]): one of forward's buffers
+        return [f"{I * 2}{e if isinstance(e, str) else f'np.empty((N, {sizes.size_list(e)}), dtype=real)'},"
+                for e in entries]
+
+    arguments = [a.name for a in kernels.inputs + kernels.params]
+    forward, backward = kernels.buffers
+    lines = [f"def workspace({', '.join(arguments)}):",
+             f'{I}"""The work_ buffers of forward and backward for these sequences (N, T): made once, reused '
+             '(backward takes some of forward\'s once it has read what they hold)."""',
+             f"{I}N = {arguments[0]}.shape[0]", f"{I}forward = ("] + buffers(forward) + [f"{I})",
+             f"{I}return forward, ("] + buffers(backward) + [f"{I})"]
     return "\n".join(lines) + "\n"

@@ -22,7 +22,8 @@ from .token_printer import TokenKernelWriter
 from .token_kept import node_layout_runs, repeated_products, transposed_reads, with_products
 from .token_products import transposed_form
 from ..maths.graph import Dependence
-from ..maths.nodes import Generated
+from ..maths.matrices import RowSpread
+from ..maths.nodes import Generated, Spread
 
 
 def is_token_model(derivation) -> bool:
@@ -55,11 +56,14 @@ class TokenKernels:
     outputs: list  # the forward's output names (y, or y1, y2, …)
     kept: list  # names of the intermediates forward also returns for backward
     zero_input_gradients: list  # indices of the inputs whose ∂L/∂ is zero (backward does not return them)
+    buffers: tuple = ((), ())  # with a workspace: the (N, dims…) of forward's and backward's work_ buffers
 
 
-def token_kernels(derivation, *, input_gradients: bool = True, names: tuple = ("forward", "backward")) -> TokenKernels:
+def token_kernels(derivation, *, input_gradients: bool = True, names: tuple = ("forward", "backward"),
+                  workspace: bool = False) -> TokenKernels:
     """The forward and backward kernels of a token model; without `input_gradients`, backward returns nothing and
-    only adds Σₙ ∂L/∂θ into grad_* (a training step needs no ∂L/∂X)."""
+    only adds Σₙ ∂L/∂θ into grad_* (a training step needs no ∂L/∂X). With `workspace`, each kernel takes a last
+    argument work_, a tuple of the (N, …) arrays it would allocate (`buffers`: their shapes), reused across calls."""
     inputs = [Argument(x, identifier(x.name), True) for x in derivation.inputs]
     params = [Argument(p, identifier(name), False) for name, p in derivation.params.items()]
     batched = Dependence(derivation.inputs)
@@ -80,13 +84,14 @@ def token_kernels(derivation, *, input_gradients: bool = True, names: tuple = ("
         named.setdefault(node, name)
     # values of parameters only (a broadcast bias) are recomputed by backward: kept arrays have a batch
     kept = [k for k in kept_for_backward(derivation, gradients) if k not in named and batched(k)]
+    kept = [unspread(k) for k in kept]  # a broadcast 1·r is kept as its row r (N, c, 1), read spread
     # Mᵀ written with its transposes at the leaves (X̂ᵀ) is kept as M and read transposed: one array, not two
     flipped = {k: f for k in kept if (f := transposed_form(k)) is not None}
     kept = list(dict.fromkeys(f for f in (flipped.get(k, k) for k in kept) if f not in named))
     named.update({node: f"kept{k}" for k, node in enumerate(kept, 1)})
     doc = "; ".join(f"{n} = {describe(o, width=200)}" for n, o in zip(output_names, derivation.outputs))
     outputs = [Result(n, o) for n, o in zip(output_names, derivation.outputs)]
-    writer = TokenKernelWriter(inputs + params, outputs + [Result(named[k], k) for k in kept])
+    writer = TokenKernelWriter(inputs + params, outputs + [Result(named[k], k) for k in kept], workspace)
     forward = writer.write(names[0], doc)
     symbols = set(derivation.inputs) | set(derivation.params.values())
     replacements = {node: Generated(n, *node.shape) for node, n in named.items() if node not in symbols}
@@ -99,7 +104,8 @@ def token_kernels(derivation, *, input_gradients: bool = True, names: tuple = ("
     if products:
         named.update({p: f"kept{k}" for k, p in enumerate(products.values(), len(kept) + 1)})
         kept += list(products.values())
-        forward = TokenKernelWriter(inputs + params, outputs + [Result(named[k], k) for k in kept]).write(names[0], doc)
+        writer = TokenKernelWriter(inputs + params, outputs + [Result(named[k], k) for k in kept], workspace)
+        forward = writer.write(names[0], doc)
         stored = {factors: Generated(named[p], *p.shape) for factors, p in products.items()}
         gradient_of = {name: with_products(g, stored) for name, g in gradient_of.items()}
     deltas = [Argument(d, identifier(d.name), True) for d in derivation.upstream]
@@ -114,7 +120,28 @@ def token_kernels(derivation, *, input_gradients: bool = True, names: tuple = ("
     for a, p in zip(params, derivation.params.values()):
         results.append(Result(f"grad_{a.name}", gradient_of[p.name], mode="accumulate", into=f"grad_{a.name}"))
     what = "∂L/∂inputs returned, " if input_gradients else ""
-    backward = TokenKernelWriter(deltas + inputs + params + saved + gradient_arrays(params), results).write(
-        names[1], f"{what}Σₙ ∂L/∂params added into grad_*")
+    back = TokenKernelWriter(deltas + inputs + params + saved + gradient_arrays(params), results, workspace,
+                             borrowed_buffers(writer, [a.name for a in saved]))
+    backward = back.write(names[1], f"{what}Σₙ ∂L/∂params added into grad_*")
     return TokenKernels(forward, backward, inputs, params, output_names, [named[k] for k in kept],
-                        [i for i in range(len(inputs)) if i not in leaf_gradients])
+                        [i for i in range(len(inputs)) if i not in leaf_gradients],
+                        (tuple(writer.workspace or ()), tuple(back.workspace or ())))
+
+
+def borrowed_buffers(forward, saved: list) -> tuple:
+    """(inherited, spare) for backward's workspace (token_workspace.share_buffers): the forward's buffers of the
+    arrays it returns (backward's `saved` arguments, in order), free once backward has read them, and its other
+    buffers, free from the start."""
+    if forward.workspace is None:
+        return {}, ()
+    inherited = {name: (forward.workspace[slot], f"forward[{slot}]")
+                 for name, slot in zip(saved, forward.returned_buffers) if slot is not None}
+    spare = [(shape, f"forward[{slot}]") for slot, shape in enumerate(forward.workspace)
+             if slot not in forward.returned_buffers]
+    return inherited, spare
+
+
+def unspread(node):
+    """r for a broadcast 1·r (RowSpread), s for s·1 (Spread), or their transposes; any other node itself."""
+    inner = node.arg if isinstance(node, Transpose) else node
+    return inner.argument if isinstance(inner, (RowSpread, Spread)) else node
