@@ -12,7 +12,7 @@ from typing import Any
 
 from ..blas import single_threaded_blas
 from .inputs import as_float_array, to_dtype
-from .state import ForwardTape, RuntimeState
+from .state import ForwardTape, RuntimeState, unshared
 
 
 def as_token_array(model, name: str, value: Any, size: int | None) -> tuple:
@@ -39,7 +39,7 @@ def run_tokens(model, runtime: RuntimeState, program, params: list, inputs: tupl
     if len(inputs) != len(names):
         raise TypeError(f"{model_name} takes {len(names)} input(s) ({', '.join(names)}), got {len(inputs)}")
     checked = [as_token_array(model, n, x, s) for n, x, s in zip(names, inputs, program.input_sizes(*params))]
-    arrays = [a for a, _ in checked]
+    arrays = [unshared(a, x) for (a, _), x in zip(checked, inputs)]  # the tape's own: x changed in place is not seen
     for n, a in zip(names[1:], arrays[1:]):
         if a.shape[:2] != arrays[0].shape[:2]:
             raise ValueError(f"{model_name}: input {n} has {a.shape[0]} sequences of {a.shape[1]} tokens but "
@@ -48,7 +48,7 @@ def run_tokens(model, runtime: RuntimeState, program, params: list, inputs: tupl
     with token_blas():
         results = program.forward.function(*arrays, *params)
     runtime.keep_tape(ForwardTape(arrays, results, single, threading.get_ident(), program))
-    outputs = results[: metadata["outputs"]]
+    outputs = tuple(o.copy() for o in results[: metadata["outputs"]])  # the tape keeps the kernel's own
     if single:
         outputs = tuple(o[0] for o in outputs)
     return outputs[0] if len(outputs) == 1 else outputs
