@@ -243,8 +243,10 @@ def machine_code_files(path: Path) -> list[Path]:
 def machine_code_directory(path: Path) -> Path:
     """Where numba keeps the machine code of the module at `path`: the __pycache__ beside it, or — when numba's
     cache directory is set (NUMBA_CACHE_DIR), which numba's locators take first — `<that>/<dir>_<sha1 of dir>`."""
-    config = sys.modules.get("numba.core.config")
-    configured = config.CACHE_DIR if config is not None else os.environ.get("NUMBA_CACHE_DIR", "")
+    # numba's config once imported (a .numba_config.yaml may set it); its environment variable while another thread
+    # is still importing numba (the auto tier compiles in the background: the module exists, half made)
+    configured = getattr(sys.modules.get("numba.core.config"), "CACHE_DIR", None)
+    configured = os.environ.get("NUMBA_CACHE_DIR", "") if configured is None else configured
     if not configured:
         return path.parent / "__pycache__"
     parent = os.path.dirname(os.path.abspath(path))  # as numba's _CacheLocator.get_suitable_cache_subpath

@@ -411,3 +411,19 @@ def test_a_description_nested_too_deep_is_a_value_error_naming_the_file(numpy_ti
     np.savez(path, **arrays)
     with pytest.raises(ValueError, match="deep.npz has an unreadable '__flux__' description"):
         flux.load(path)
+
+
+def test_the_machine_code_directory_while_another_thread_imports_numba(monkeypatch, tmp_path):
+    """Bug: with FLUX_TIER=auto, numba is imported in the background; a compile_step meanwhile found numba's config
+    module half made in sys.modules and failed with "partially initialized module 'numba.core.config' has no
+    attribute 'CACHE_DIR'"."""
+    import sys
+    import types
+
+    from flux import cache
+
+    monkeypatch.setitem(sys.modules, "numba.core.config", types.ModuleType("numba.core.config"))  # no CACHE_DIR yet
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    assert cache.machine_code_directory(tmp_path / "m.py") == tmp_path / "__pycache__"
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "numba"))
+    assert cache.machine_code_directory(tmp_path / "m.py").parent == tmp_path / "numba"
