@@ -11,6 +11,8 @@ from typing import Iterable
 
 import numpy as np
 
+from .run.state import parameters_written
+
 
 @dataclass
 class History:
@@ -88,6 +90,7 @@ class EarlyStopping:
         if self.restore_best and self._best_params is not None:
             for name, p in model.params.items():
                 np.copyto(p, self._best_params[name])
+            parameters_written(model.params.values())
 
 
 # ---- calling them --------------------------------------------------------------------------------------------------

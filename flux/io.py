@@ -50,7 +50,7 @@ import numpy as np
 from .model import Model
 from .model_file import DESCRIPTION, FORMAT, VERSION, Builder, Describer, import_path, read, resolve_class, \
     write_atomically
-from .run.state import RuntimeState
+from .run.state import RuntimeState, parameters_written
 
 
 def save(model: Model, path: str | os.PathLike, optimiser: Any = None) -> None:
@@ -138,6 +138,7 @@ def load(path: str | os.PathLike, into: Model | None = None, classes: Iterable[t
                              f"twice) but {path} holds different values for them")
     for name, p in target.items():
         np.copyto(p, params[name])
+    parameters_written(target.values())  # a model sharing these arrays cannot back-propagate an older forward
     _reset_runtime(into)
     return into
 

@@ -20,7 +20,7 @@ from .run.inputs import own_float_copy
 from .run.feedforward import run_backward, run_forward, running_program
 from .run.sequences import current_state, reset_state, run_step
 from .run.state import (RuntimeState, configuration_changed, configuration_generation, parameter_generation,
-                        parameters_replaced, runtime_of)
+                        parameters_replaced, parameters_written, runtime_of)
 from .step_checks import refuse_skipped_submodel_methods
 from .trace.language import Param, State, is_symbolic
 from .trace.tracing import signature_inputs
@@ -175,6 +175,7 @@ class Model(metaclass=ModelClass):
             self.__dict__["_grads"][name] = np.zeros_like(array)
             runtime_of(self).program = None  # sizes may have changed: check them again before running
             parameters_replaced()
+            parameters_written([array])  # a forward pass made before reads the old array: `back` refuses it
 
     def _assign_initial_state(self, name: str, spec: State, value: Any) -> None:
         """A learnable initial state h₀ (`flux.state("h", learnable=True)`) is the parameter "h0", zero by default."""
@@ -289,6 +290,7 @@ class Model(metaclass=ModelClass):
                     computed.append((p, value))
             for p, value in computed:
                 np.copyto(p, value)
+            parameters_written([p for p, _ in computed])
         self.zero_grad()
 
     @property

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
+from .run.state import parameters_written
+
 if TYPE_CHECKING:  # the annotations name SymPy types; SymPy itself is imported only when a rule is first traced
     import sympy
 
@@ -141,6 +143,7 @@ class Optimiser:
             np.copyto(params[name], new[-1])
             for state_name, value in zip(self.state_names, new[:-1]):
                 self.state[state_name][name] = value
+        parameters_written([params[name] for name in results])
         self.step_count = t
         self.bind(params)
 

@@ -6,6 +6,7 @@ from typing import Any
 import numpy as np
 
 from .run.inputs import as_float_array, to_dtype
+from .run.state import parameters_written
 
 
 class Parameters(dict):
@@ -39,6 +40,7 @@ class Parameters(dict):
                                  "used twice); they cannot be given different values")
         for target, array, _ in checked:
             np.copyto(target, array)
+        parameters_written([target for target, _, _ in checked])
 
     def _refuse(self, *args: Any, **kwargs: Any):
         raise TypeError(f"{self.model_name}.params: parameters are declared by the model; they cannot be added or "

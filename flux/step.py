@@ -20,7 +20,7 @@ from .run.sequences import as_sequence_array, initial_param_name, is_recurrent, 
 from .run.tokens import as_token_array, token_blas
 from .blas import single_threaded_blas
 from .run.contents import attribute_contents, changed_in_place
-from .run.state import configuration_generation, parameter_generation
+from .run.state import configuration_generation, parameter_generation, parameters_written
 from .step_checks import refuse_pending_gradients
 
 
@@ -141,6 +141,7 @@ class TrainStep:
             self._update_tied(params, gradients, tied["groups"])
         else:
             self.optimiser.step_count += 1
+            parameters_written(params)  # by the kernel: a forward pass made before cannot be back-propagated
         return float(loss)
 
     def _update_tied(self, params: list, gradients: list, groups: list[list[int]]) -> None:

@@ -427,3 +427,71 @@ def test_the_machine_code_directory_while_another_thread_imports_numba(monkeypat
     assert cache.machine_code_directory(tmp_path / "m.py") == tmp_path / "__pycache__"
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "numba"))
     assert cache.machine_code_directory(tmp_path / "m.py").parent == tmp_path / "numba"
+
+
+# ---- parameters written between a forward pass and its back ----------------------------------------------------
+
+
+def refuses_written(model, y, names):
+    """back(Δ) after flux wrote `names` is a RuntimeError naming them, and leaves the gradients as they were."""
+    before = {k: g.copy() for k, g in model.grads.items()}
+    with pytest.raises(RuntimeError, match=rf"{type(model).__name__}.back: parameter\(s\) {names} changed after"):
+        model.back(np.ones_like(y))
+    assert all(np.array_equal(before[k], g) for k, g in model.grads.items())
+
+
+def test_back_refuses_parameters_written_since_its_forward_pass(numpy_tier):
+    """Bug: an update (or a fused step, params[...] =, a parameter replaced) between model(x) and model.back(Δ) made
+    ∂L/∂x read the new W while the kept activations held the old ones: a silently wrong gradient (PyTorch refuses a
+    tensor changed in place since it was saved for backward)."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((4, 3))
+    dense = flux.Dense(3, 2, dtype=F64)
+    y = dense(x)
+    dense.back(np.ones_like(y))
+    y = dense(x)
+    dense.update(lr=0.1)
+    refuses_written(dense, y, "W, b")
+    y = dense(x)
+    dense.params["W"] = np.zeros((2, 3))
+    refuses_written(dense, y, "W")
+    y = dense(x)
+    dense.W = np.ones((2, 3))  # a new array
+    refuses_written(dense, y, "W")
+    y = dense(x)
+    flux.compile_step(dense, flux.mse, flux.Adam())(x, np.zeros((4, 2)))
+    refuses_written(dense, y, "W, b")
+    chain = flux.Chain(flux.Dense(3, 3, dtype=F64), flux.Dense(3, 2, dtype=F64))
+    y = chain(x)
+    chain.layers[0].params["b"] = np.ones(3)
+    refuses_written(chain, y, r"0\.b")
+    with pytest.raises(TypeError, match=r"Recurrent\(n_in, n_hidden, n_out\) from sizes needs all three"):
+        flux.Recurrent(3, 4)  # was a TypeError from inside Glorot's formula
+    cell = flux.Recurrent(3, 4, 2, dtype=F64)
+    xs = rng.standard_normal((2, 5, 3))
+    cell.back(np.ones((2, 5, 2)) + 0 * cell(xs))
+    ys = cell(xs)
+    cell.update(flux.SGD(0.1))
+    refuses_written(cell, ys, "Wxh, Whh, bh, Wxy, Why, by")
+    cell.back(np.ones_like(cell(xs)))  # a forward made after the update: fine
+
+
+def test_back_after_another_models_update_is_fine(numpy_tier):
+    """A GAN's pattern: G(x), D(G(x)), D.back, D.update, then G.back — D's update writes none of G's parameters."""
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((4, 3))
+    generator, discriminator = flux.Dense(3, 3, dtype=F64), flux.Dense(3, 1, dtype=F64)
+    h = generator(x)
+    score = discriminator(h)
+    dh = discriminator.back(np.ones_like(score))
+    discriminator.update(lr=0.1)
+    generator.back(dh)
+    assert np.abs(generator.grads["W"]).sum() > 0
+
+
+def test_a_token_model_refuses_parameters_written_since_its_forward_pass():
+    rng = np.random.default_rng(10)
+    model = TokenTanh(W=rng.standard_normal((3, 3)) * 0.5, dtype=F64)
+    Y = model(rng.standard_normal((2, 4, 3)))
+    model.params["W"] = np.eye(3)
+    refuses_written(model, Y, "W")

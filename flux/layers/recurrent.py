@@ -39,6 +39,9 @@ class Recurrent(Model):
     def __init__(self, n_in: int | None = None, n_hidden: int | None = None, n_out: int | None = None, *,
                  rng: Any = None, dtype: Any = None, **values: Any):
         if n_in is not None:
+            if n_hidden is None or n_out is None:
+                raise TypeError(f"Recurrent(n_in, n_hidden, n_out) from sizes needs all three, got n_in={n_in}, "
+                                f"n_hidden={n_hidden}, n_out={n_out}")
             generator = np.random.default_rng(rng)
             values = dict(Wxh=glorot(generator, n_hidden, n_in), Whh=glorot(generator, n_hidden, n_hidden),
                           bh=np.zeros(n_hidden), Wxy=glorot(generator, n_out, n_in),

@@ -17,7 +17,8 @@ import numpy as np
 from .contents import changed_in_place
 from .inputs import as_float_array, as_input_array, check_features, follow_input_precision, to_dtype
 from .sequences import run_sequence, run_sequence_backward
-from .state import ForwardTape, RuntimeState, configuration_counter, requested_tier, runtime_of, unshared
+from .state import (ForwardTape, RuntimeState, configuration_counter, refuse_written_parameters, requested_tier,
+                    runtime_of, unshared, write_count)
 from .tokens import run_tokens
 
 
@@ -80,7 +81,7 @@ def forward_unlocked(model, runtime: RuntimeState, inputs: tuple, **options: Any
     single = all(np.ndim(x) == 1 for x in inputs)
     arrays = [unshared(a, x) for a, x in zip(arrays, inputs)]
     results = program.forward.function(*arrays, *params)
-    runtime.keep_tape(ForwardTape(arrays, results, single, threading.get_ident(), program, leading))
+    runtime.keep_tape(ForwardTape(arrays, results, single, threading.get_ident(), program, leading, write_count()))
     outputs = tuple(o.copy() for o in results[: metadata["outputs"]])  # the tape keeps the kernel's own
     if single:
         outputs = tuple(o[0] for o in outputs)
@@ -133,8 +134,9 @@ def backward_of_tape(model, Δ: Any, tape) -> Any:
                            f"{model_name.lower()}(x) first (each forward pass can be back-propagated once)")
     if not isinstance(tape, ForwardTape):
         return run_sequence_backward(model, Δ, tape)
-    arrays, results, single, _, program, leading = tape  # the forward's own program: its precision, whatever
-    # model.dtype is now
+    arrays, results, single, _, program, leading, since = tape  # the forward's own program: its precision,
+    # whatever model.dtype is now
+    refuse_written_parameters(model, since)
     metadata = program.metadata
     outputs = results[: metadata["outputs"]]
     deltas = Δ if isinstance(Δ, (tuple, list)) and metadata["outputs"] > 1 else (Δ,)

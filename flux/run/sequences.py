@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .inputs import as_array, as_float_array, check_features, to_dtype
-from .state import SequenceTape, runtime_of, unshared
+from .state import SequenceTape, refuse_written_parameters, runtime_of, unshared
 
 
 def run_sequence(model, inputs: tuple, *, initial: Any = None, carry: bool = False) -> Any:
@@ -86,6 +86,7 @@ def run_sequence_backward(model, Δ: Any, tape: SequenceTape | None) -> Any:
     if tape is None:
         raise RuntimeError(f"{model_name}.back: there is no forward pass to back-propagate through; call "
                            f"{model_name.lower()}(xs) first (each forward pass can be back-propagated once)")
+    refuse_written_parameters(model, tape.written)
     program = model.kernels
     metadata = program.metadata
     n_out = metadata["outputs"]

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+import weakref
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -34,6 +35,40 @@ def parameters_replaced() -> None:
 
 def parameter_generation() -> int:
     return parameter_counter[0]
+
+
+write_counter = [0]  # bumped by every write flux makes into parameter arrays (an update, a fused step, a load, …)
+written: dict[int, int] = {}  # id(parameter array) → write_counter after its last write (forgotten when it is freed)
+
+
+def parameters_written(arrays) -> None:
+    """flux has written new values into these parameter arrays (in place, or they are new): a forward pass made
+    before cannot be back-propagated through them (`refuse_written_parameters`), as PyTorch's version counters
+    refuse a tensor modified in place. Writes into an array by the user's own code (`p[:] = …`) are not seen."""
+    write_counter[0] += 1
+    for array in arrays:
+        key = id(array)
+        if key not in written:
+            weakref.finalize(array, written.pop, key, None)
+        written[key] = write_counter[0]
+
+
+def write_count() -> int:
+    return write_counter[0]
+
+
+def refuse_written_parameters(model, since: int) -> None:
+    """A RuntimeError naming the model's parameters that flux wrote after the forward pass being back-propagated
+    (made at write count `since`): ∂L/∂x would read the new values and the kept activations the old ones."""
+    if write_counter[0] == since:
+        return
+    changed = [name for name, p in model.params.items() if written.get(id(p), -1) > since]
+    if changed:
+        name = type(model).__name__
+        raise RuntimeError(f"{name}.back: parameter(s) {', '.join(changed)} changed after the forward pass being "
+                           "back-propagated (an update, a fused step, params[...] = or a load between them): its "
+                           f"gradients would mix old and new values; call {name.lower()}(x) again first. Nothing "
+                           "was changed")
 
 
 def configuration_changed() -> None:
@@ -66,6 +101,7 @@ class ForwardTape(NamedTuple):
     thread: int  # the thread that made it
     program: Any  # the forward's own program (its precision, whatever model.dtype is by the time of `back`)
     leading: tuple | None = None  # the shape before the features of (N, …, k) inputs, run as (N·…, k) rows
+    written: int = 0  # write_count() when it was made: `back` refuses parameters written since
 
 
 @dataclass
@@ -78,6 +114,7 @@ class SequenceTape:
     stepped: bool  # made by `step`: Δ is (N, k) per output, not (N, T, k)
     single: bool  # one sample given as (features,)
     thread: int | None  # the thread of a whole-sequence call (`back` refuses another thread's); None for `step`
+    written: int = field(default_factory=write_count)  # `back` refuses parameters written since
 
 
 class ChainTape(NamedTuple):

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..blas import single_threaded_blas
 from .inputs import as_float_array, to_dtype
-from .state import ForwardTape, RuntimeState, unshared
+from .state import ForwardTape, RuntimeState, unshared, write_count
 
 
 def as_token_array(model, name: str, value: Any, size: int | None) -> tuple:
@@ -47,7 +47,7 @@ def run_tokens(model, runtime: RuntimeState, program, params: list, inputs: tupl
     single = all(s for _, s in checked)
     with token_blas():
         results = program.forward.function(*arrays, *params)
-    runtime.keep_tape(ForwardTape(arrays, results, single, threading.get_ident(), program))
+    runtime.keep_tape(ForwardTape(arrays, results, single, threading.get_ident(), program, None, write_count()))
     outputs = tuple(o.copy() for o in results[: metadata["outputs"]])  # the tape keeps the kernel's own
     if single:
         outputs = tuple(o[0] for o in outputs)
