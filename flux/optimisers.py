@@ -61,6 +61,9 @@ class UpdateRules:
         return [*self.state, "θ"]
 
 
+LARGEST: dict[type, float] = {}  # the largest finite number of each float type (np.finfo(t).max)
+
+
 class Optimiser:
     """Base class: subclasses declare `state_names`, `defaults` (hyper-parameters) and the scalar `rule`."""
 
@@ -87,12 +90,14 @@ class Optimiser:
         """The hyper-parameters as numbers of `dtype` for a fused step's kernel, or a ValueError naming one that
         is too large for it (lr = 1e39 is inf in float32: the kernel would write inf into every parameter)."""
         real = np.dtype(dtype).type
-        with np.errstate(over="ignore"):
-            values = [real(v) for v in self.hyperparameters.values()]
-        for (name, value), converted in zip(self.hyperparameters.items(), values):
-            if not np.isfinite(converted):
-                raise ValueError(f"{type(self).__name__}: {name}={value!r} is too large for {np.dtype(dtype)}, the "
+        largest = LARGEST.get(real) or LARGEST.setdefault(real, float(np.finfo(real).max))
+        values = []
+        for name in self.defaults:  # on every fused step: no NumPy error state, no warning (a tiny MLP's step is µs)
+            value = getattr(self, name)
+            if not abs(value) <= largest:  # inf and NaN too
+                raise ValueError(f"{type(self).__name__}: {name}={value!r} is not finite in {np.dtype(dtype)}, the "
                                  f"dtype {model_name} computes in; nothing was changed")
+            values.append(real(value))
         return values
 
     @classmethod
