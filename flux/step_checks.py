@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import functools
 
+from .run.state import runtime_of
+
 FUSED_AWAY = ("back", "update")  # what the fused step does itself instead of calling the model's method
 
 
@@ -66,9 +68,7 @@ def refuse_overridden_methods(model, caller: str) -> None:
 
 def refuse_pending_gradients(model) -> None:
     """A RuntimeError when `model.back` has accumulated gradients that no update applied yet."""
-    from .run.state import runtime_of
-
-    runtime = runtime_of(model)
+    runtime = model.__dict__.get("_runtime") or runtime_of(model)  # on every fused step: no import, no call
     if runtime.has_grads:
         if not any(g.any() for g in model.flat_arrays()[1]):  # zeroed through a model sharing the arrays (a
             runtime.has_grads = False  # Chain's fused part, whose parent's update zeroed them): nothing pending
