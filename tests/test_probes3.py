@@ -495,3 +495,12 @@ def test_a_token_model_refuses_parameters_written_since_its_forward_pass():
     Y = model(rng.standard_normal((2, 4, 3)))
     model.params["W"] = np.eye(3)
     refuses_written(model, Y, "W")
+
+
+def test_the_derivation_of_a_class_whose_constructor_sets_what_forward_reads_says_to_build_one():
+    """Was: "TransformerBlock.forward cannot be traced: AttributeError: 'MultiHeadAttention' object has no attribute
+    'heads'" — as if the layer were broken."""
+    with pytest.raises(flux.DefinitionError, match=r"TransformerBlock.forward cannot be traced from the class: it "
+                                                   r"reads an attribute its constructor sets .*TransformerBlock\(…\)"
+                                                   r"\.derivation"):
+        flux.TransformerBlock.derivation

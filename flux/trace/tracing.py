@@ -94,6 +94,12 @@ def trace_forward(model, input_names: list[str] | None = None) -> Trace:
             raise DefinitionError(  # SymPy's slices say nothing: x[2:0], x[0:5] of a 3-vector
                 f"{cls.__name__}.forward takes a slice that is empty or outside its matrix: flux takes x[a:b] and "
                 "W[a:b, :] with 0 ≤ a < b ≤ the number of rows") from error
+        except AttributeError as error:
+            if not isinstance(model, type):
+                raise DefinitionError(f"{cls.__name__}.forward cannot be traced: AttributeError: {error}") from error
+            raise DefinitionError(  # MultiHeadAttention.derivation: its heads are set by its constructor
+                f"{cls.__name__}.forward cannot be traced from the class: it reads an attribute its constructor sets "
+                f"({error}); build one and read its derivation ({cls.__name__}(…).derivation)") from error
         except Exception as error:
             raise DefinitionError(f"{cls.__name__}.forward cannot be traced: {type(error).__name__}: {error}") from error
     outputs = list(result) if isinstance(result, (tuple, list)) else [result]
