@@ -81,6 +81,10 @@ class Chain(Model):
         if (self.fuse and not runs_alone(self)) or self.__dict__.get("_tracing") \
                 or any(map(is_symbolic, inputs)):
             return super().__call__(*inputs, **options)  # options: a recurrent chain's initial=, carry=
+        if options:  # a recurrent layer's initial=/carry= name the whole chain's states: no part could take them
+            raise TypeError(f"Chain: {', '.join(f'{k}=' for k in options)} cannot be applied: this Chain runs its "
+                            "layers in turn (fuse=False, or a layer that adds inputs on every call or has its own "
+                            "back), each on x alone; call the recurrent layer with them yourself. Nothing was run")
         (x,) = inputs
         parts = self.parts()
         tapes = []
