@@ -39,14 +39,20 @@ def user_method(cls: type, name: str) -> str | None:
     return f"{owner.__name__}.{name}" if owner.__module__.partition(".")[0] != "flux" else None
 
 
-def refuse_skipped_submodel_methods(model, method: str) -> None:
+def refuse_skipped_submodel_methods(model, method: str, caller: str | None = None) -> None:
     """A TypeError when a sub-model's class defines `method` ("back" or "update") outside flux: the model's kernels,
     derived from its whole maths, never call a sub-model's `back`, and its `update` applies every parameter's
-    gradient itself (a Chain runs a layer with its own `back` alone instead: flux.layers.basic.Chain.parts)."""
+    gradient itself (a Chain runs a layer with its own `back` alone instead: flux.layers.basic.Chain.parts).
+    `caller`: a Chain's step/reset/state, which need those whole-maths kernels to carry a state through."""
     own = overridden_methods(model, submodels=False)
     skipped = [m for m in overridden_methods(model) if m.endswith(f".{method}") and m not in own]
     if skipped:
         name = type(model).__name__
+        if caller is not None:
+            raise TypeError(f"{name}.{caller}: {name} holds a sub-model that overrides {', '.join(skipped)}, so it "
+                            "runs its layers in turn and has no kernels of its whole maths to carry a state through "
+                            f"(step, reset, state); use the recurrent layer's own {caller} and call the others on its "
+                            "output. Nothing was changed")
         why = ("its kernels, derived from its whole maths, never call it; put that layer in a Chain (which runs it "
                "on its own)" if method == "back" else "it applies every parameter's gradient itself")
         raise TypeError(f"{name}.{method}: {name} holds a sub-model that overrides {', '.join(skipped)}, and {why} "

@@ -33,3 +33,17 @@ def test_a_chain_run_in_turn_refuses_initial_and_carry_rather_than_ignore_them(n
             chain(xs, **options)
     np.testing.assert_array_equal(chain(xs), y)
     assert chain.back(np.ones_like(y)).shape == xs.shape
+
+
+def test_step_reset_and_state_of_a_chain_run_in_turn_say_why_they_cannot_run(numpy_tier):
+    """Bug: chain.reset(), chain.step(x) and chain.state of a Chain holding a layer with its own back raised
+    "Chain.back: … put that layer in a Chain", naming a method not called and advice already followed."""
+    chain = flux.Chain(flux.Recurrent(3, 4, 2, rng=1, dtype=F64), Halved(2, 2, rng=2, dtype=F64))
+    calls = {"reset": lambda: chain.reset(), "step": lambda: chain.step(np.ones((2, 3))), "state": lambda: chain.state}
+    for caller, call in calls.items():
+        with pytest.raises(TypeError, match=rf"Chain.{caller}: Chain holds a sub-model that overrides Halved.back, "
+                                            "so it runs its layers in turn"):
+            call()
+    plain = flux.Chain(flux.Recurrent(3, 4, 2, rng=1, dtype=F64), flux.Dense(2, 2, rng=2, dtype=F64))
+    plain.reset()
+    assert plain.step(np.ones((2, 3))).shape == (2, 2) and plain.state["0.hidden"].shape == (2, 4)
