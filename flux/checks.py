@@ -22,6 +22,13 @@ def gradcheck(model, *inputs: np.ndarray, eps: float | None = None, tolerance: f
     Use float64 models: float32 cannot resolve errors near 1e-6.
     A recurrent model takes sequences; `initial` ({state name: (N, size) array}) also checks ∂L/∂h₀ (`state_grads`).
     """
+    from .layers.dropout import Dropout, draws_masks
+
+    if draws_masks(model) and not (isinstance(model, Dropout) and len(inputs) == 2):  # a mask drawn on every call:
+        # the differences would compare different functions (a Dropout given its mask m is checked in x and m)
+        name = type(model).__name__
+        raise TypeError(f"gradcheck: {name} holds a Dropout in training mode, which draws a new mask on every call, "
+                        f"so finite differences cannot check its gradients; call {name.lower()}.eval() first")
     rng = np.random.default_rng(seed)
     dtype = model.dtype if model.params else np.result_type(*inputs, np.float32)
     inputs = [np.array(x, dtype=dtype) for x in inputs]

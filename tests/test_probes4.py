@@ -17,6 +17,13 @@ class Halved(flux.Dense):
         return super().back(0.5 * Δ)
 
 
+class Exact(flux.Dense):
+    """A Dense with its own (exact) back: runs alone in a Chain, and gradcheck checks it."""
+
+    def back(self, Δ):
+        return super().back(Δ)
+
+
 @pytest.mark.parametrize("make", [
     lambda: flux.Chain(flux.Recurrent(3, 4, 2, rng=1, dtype=F64), Halved(2, 2, rng=2, dtype=F64)),
     lambda: flux.Chain(flux.Recurrent(3, 4, 2, rng=1, dtype=F64), flux.Dense(2, 2, rng=2, dtype=F64), fuse=False),
@@ -47,3 +54,14 @@ def test_step_reset_and_state_of_a_chain_run_in_turn_say_why_they_cannot_run(num
     plain = flux.Chain(flux.Recurrent(3, 4, 2, rng=1, dtype=F64), flux.Dense(2, 2, rng=2, dtype=F64))
     plain.reset()
     assert plain.step(np.ones((2, 3))).shape == (2, 2) and plain.state["0.hidden"].shape == (2, 4)
+
+
+def test_gradcheck_of_a_chain_with_a_training_dropout_says_to_call_eval(numpy_tier):
+    """Bug: gradcheck of a Chain holding a training Dropout (beside a layer with its own back) reported every
+    gradient wrong ("relative error 1.00e+00"): each call drew a new mask. In eval mode it checks."""
+    chain = flux.Chain(flux.Chain(Halved(3, 3, rng=1, dtype=F64), flux.Dropout(0.3)), flux.Dense(3, 2, dtype=F64))
+    x = np.random.default_rng(12).standard_normal((4, 3))
+    with pytest.raises(TypeError, match=r"gradcheck: Chain holds a Dropout in training mode.*call chain.eval\(\)"):
+        flux.gradcheck(chain, x)
+    exact = flux.Chain(flux.Chain(Exact(3, 3, rng=1, dtype=F64), flux.Dropout(0.3)), flux.Dense(3, 2, dtype=F64))
+    assert flux.gradcheck(exact.eval(), x) < 1e-6
