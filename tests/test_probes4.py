@@ -65,3 +65,22 @@ def test_gradcheck_of_a_chain_with_a_training_dropout_says_to_call_eval(numpy_ti
         flux.gradcheck(chain, x)
     exact = flux.Chain(flux.Chain(Exact(3, 3, rng=1, dtype=F64), flux.Dropout(0.3)), flux.Dense(3, 2, dtype=F64))
     assert flux.gradcheck(exact.eval(), x) < 1e-6
+
+
+@pytest.mark.parametrize("make", [
+    lambda: flux.Chain(Halved(3, 3, rng=1, dtype=F64), flux.Dense(3, 2, rng=2, dtype=F64)),
+    lambda: flux.Chain(flux.Dense(3, 3, rng=1, dtype=F64), flux.Dense(3, 2, rng=2, dtype=F64), fuse=False),
+])
+def test_a_chain_run_in_turn_refuses_a_written_parameter_before_any_layer_s_back(numpy_tier, make):
+    """Bug: with a first layer's parameter written between chain(x) and chain.back(Δ), the last layer's back ran
+    (adding its gradients) before the first refused "Dense.back: … Nothing was changed": the top layer's gradients
+    stayed, to be applied stale by a later update."""
+    chain = make()
+    x = np.random.default_rng(13).standard_normal((4, 3))
+    y = chain(x)
+    chain.layers[0].params["b"] = np.ones(3)
+    with pytest.raises(RuntimeError, match=r"Chain.back: parameter\(s\) 0\.b changed after the forward pass"):
+        chain.back(np.ones_like(y))
+    assert all(not g.any() for g in chain.grads.values())
+    y = chain(x)
+    assert chain.back(np.ones_like(y)).shape == x.shape

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..model import Model
 from ..run.sequences import is_recurrent
-from ..run.state import ChainTape, runtime_of
+from ..run.state import ChainTape, refuse_written_parameters, runtime_of, write_count
 from ..step_checks import refuse_skipped_submodel_methods, user_method
 from ..trace.language import concat, is_symbolic, param
 from ..trace.tokens import Tokens
@@ -86,13 +86,12 @@ class Chain(Model):
                             "layers in turn (fuse=False, or a layer that adds inputs on every call or has its own "
                             "back), each on x alone; call the recurrent layer with them yourself. Nothing was run")
         (x,) = inputs
-        parts = self.parts()
-        tapes = []
+        parts, tapes, since = self.parts(), [], write_count()
         for part in parts:
             x = part(x)
             # one function object may appear twice: keep each use's tape (a shared function's is this thread's)
             tapes.append(runtime_of(part).current_tape() if isinstance(part, Model) else None)
-        runtime_of(self).keep_tape(ChainTape(tapes, threading.get_ident(), parts))
+        runtime_of(self).keep_tape(ChainTape(tapes, threading.get_ident(), parts, since))
         return x
 
     def parts(self) -> list:
@@ -125,6 +124,7 @@ class Chain(Model):
         if tape is None:
             raise RuntimeError("Chain.back: there is no forward pass to back-propagate through; call chain(x) first "
                                "(each forward pass can be back-propagated once)")
+        refuse_written_parameters(self, tape.written)  # before any part's back adds its gradients
         for layer, layer_tape in zip(reversed(tape.parts), reversed(tape.tapes)):
             runtime_of(layer).keep_tape(layer_tape)
             Δ = layer.back(Δ)

@@ -124,6 +124,7 @@ class ChainTape(NamedTuple):
     tapes: list
     thread: int
     parts: list
+    written: int = 0  # write_count() when it was made: `back` refuses parameters written since, before any part's
 
 
 class RuntimeState:
