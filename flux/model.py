@@ -315,7 +315,7 @@ class Model(metaclass=ModelClass):
         if program is None or stale:
             from .pipeline import check_whole_slices, maths_of, program_of
 
-            refuse_skipped_submodel_methods(self, "back")  # its kernels would never call a sub-model's own back
+            refuse_skipped_submodel_methods(self, "back", "step, reset and state" if hasattr(self, "parts") else None)
             program = program_of(self, self.dtype)  # traces again after a change: the same maths, the same program
             params = self.params  # by name: a learnable initial state h0 is a parameter no kernel takes
             program.check_params(*(params[n] for n in program.metadata["params"]))

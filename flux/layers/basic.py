@@ -13,7 +13,7 @@ import numpy as np
 from ..model import Model
 from ..run.sequences import is_recurrent
 from ..run.state import ChainTape, refuse_written_parameters, runtime_of, write_count
-from ..step_checks import refuse_skipped_submodel_methods, user_method
+from ..step_checks import user_method
 from ..trace.language import concat, is_symbolic, param
 from ..trace.tokens import Tokens
 
@@ -131,19 +131,6 @@ class Chain(Model):
         runtime_of(self).drop_tape()
         self._set_has_grads(True)
         return Δ
-
-    def step(self, *inputs: Any) -> Any:
-        refuse_skipped_submodel_methods(self, "back", "step")  # run in turn: no whole-chain kernels to step
-        return super().step(*inputs)
-
-    def reset(self, initial: Any = None) -> None:
-        refuse_skipped_submodel_methods(self, "back", "reset")
-        super().reset(initial)
-
-    @property
-    def state(self) -> dict:
-        refuse_skipped_submodel_methods(self, "back", "state")
-        return Model.state.fget(self)
 
     def named_submodels(self) -> list:
         return [(str(i), layer) for i, layer in enumerate(self.layers) if isinstance(layer, Model)]
