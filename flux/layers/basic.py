@@ -238,20 +238,20 @@ def adds_inputs_per_call(model: Any) -> bool:
     """True when `model` is or holds a layer that adds inputs of its own to its maths on every call (a training
     Dropout's mask, PositionalEncoding's table for the call's T): such a layer runs on arrays, never inside a kernel
     compiled for a whole model."""
-    if not isinstance(model, Model):
-        return False
-    return bool(getattr(model, "adds_inputs_per_call", False)) or any(
-        adds_inputs_per_call(sub) for _, sub in model.named_submodels())
+    return holds(model, lambda layer: bool(getattr(layer, "adds_inputs_per_call", False)))
+
+
+def holds(model: Any, is_it) -> bool:
+    """True when `model` is a Model for which is_it(model), or holds one (a sub-model, at any depth)."""
+    return isinstance(model, Model) and (is_it(model) or any(holds(sub, is_it) for _, sub in model.named_submodels()))
 
 
 def runs_alone(model: Any) -> bool:
     """True when `model` is or holds a layer that a fused Chain runs on arrays by itself: one that adds inputs of its
     own on every call, or whose class has its own `back` (a Chain's kernels, derived from the whole maths, would
     never call it: flux.step_checks)."""
-    if not isinstance(model, Model):
-        return False
-    return bool(getattr(model, "adds_inputs_per_call", False)) or user_method(type(model), "back") is not None or any(
-        runs_alone(sub) for _, sub in model.named_submodels())
+    return holds(model, lambda layer: bool(getattr(layer, "adds_inputs_per_call", False))
+                 or user_method(type(layer), "back") is not None)
 
 
 def token_declaration(model: Any) -> Tokens | None:

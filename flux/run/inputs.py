@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .state import runtime_of
+from .state import runtime_of, unshared
 
 
 def as_array(value: Any) -> np.ndarray:
@@ -66,8 +66,8 @@ def own_float_copy(model_name: str, role: str, name: str, value: Any, dtype: np.
     """A new C-contiguous array of `dtype` holding `value` (a parameter or initial state given to a constructor),
     checked as an input is: complex, object and text arrays, integers not exactly representable and finite values
     that would become ±inf are refused naming the model and the symbol, never silently rounded or cut."""
-    array = to_dtype(model_name, name, as_float_array(model_name, role, name, value, dtype), dtype, role)
-    return array.copy() if np.may_share_memory(array, as_array(value)) else array
+    return unshared(to_dtype(model_name, name, as_float_array(model_name, role, name, value, dtype), dtype, role),
+                    as_array(value))
 
 
 def to_dtype(model_name: str, name: str, array: np.ndarray, dtype: np.dtype, role: str) -> np.ndarray:
