@@ -17,7 +17,9 @@ from .losses import (
 )
 from .model import Model
 from .optimisers import SGD, Adam, Momentum, Nesterov, Optimiser, RMSProp
-from .step import TrainStep, compile_step
+from .run.threads import get_num_threads, set_num_threads
+from .step import TrainStep
+from .steps import compile_step
 from .tiers import compile
 from .trace.language import DefinitionError, concat, hadamard, hadamard_power, mean, norm, param, state, total
 from .trace.tokens import causal, tokens
@@ -38,7 +40,7 @@ __all__ = [
     "loss_and_grad", "onehot",
     "gradcheck", "GradientCheckError", "DefinitionError",
     "Optimiser", "SGD", "Momentum", "Nesterov", "RMSProp", "Adam",
-    "compile_step", "TrainStep", "train", "History", "EarlyStopping", "save", "load", "load_optimiser", "register",
+    "compile_step", "TrainStep", "set_num_threads", "get_num_threads", "train", "History", "EarlyStopping", "save", "load", "load_optimiser", "register",
 ]
 
 

@@ -12,6 +12,7 @@ import ctypes
 import functools
 import glob
 import os
+import threading
 
 
 @functools.lru_cache(maxsize=None)
@@ -56,17 +57,25 @@ class single_threaded_blas:
     """
 
     _functions: tuple | None = None
+    _lock = threading.Lock()
+    _inside = 0  # blocks running now, in any thread: the first sets one thread, the last restores the count
+    _previous = 1
 
     def __enter__(self):
-        get, set_ = self.functions()
-        self.previous = get() if get is not None else 1
-        if self.previous != 1:
-            set_(1)
+        with single_threaded_blas._lock:
+            if single_threaded_blas._inside == 0:
+                get, set_ = self.functions()
+                single_threaded_blas._previous = get() if get is not None else 1
+                if single_threaded_blas._previous != 1:
+                    set_(1)
+            single_threaded_blas._inside += 1
         return self
 
     def __exit__(self, *exc):
-        if self.previous != 1:
-            self.functions()[1](self.previous)
+        with single_threaded_blas._lock:
+            single_threaded_blas._inside -= 1
+            if single_threaded_blas._inside == 0 and single_threaded_blas._previous != 1:
+                self.functions()[1](single_threaded_blas._previous)
         return False
 
     @classmethod

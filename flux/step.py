@@ -16,8 +16,7 @@ import numpy as np
 
 from .model import Model
 from .run.inputs import as_float_array, as_input_array, sample_rows, to_dtype
-from .run.sequences import as_sequence_array, initial_param_name, is_recurrent, state_owner
-from .run.tokens import as_token_array, token_blas
+from .run.sequences import as_sequence_array, initial_param_name, state_owner
 from .blas import single_threaded_blas
 from .run.contents import attribute_contents, changed_in_place
 from .run.state import configuration_generation, parameter_generation, parameters_written
@@ -315,86 +314,3 @@ class RecurrentTrainStep(TrainStep):
                 scale[:] = 1.0 / (batch * steps)
             self._scales[key] = scale
         return self._scales[key]
-
-
-class TokenTrainStep(TrainStep):
-    """step(X, target) → mean loss over every token of every sequence (∂L/∂ℓ = 1/(N·T) per token), after updating
-    the model's parameters once; X (N, T, d), target (N, T, out) or class labels (N, T); T may change between calls.
-    One kernel (`flux.generate.token_step`): forward, loss, backward (Σₙ ∂L/∂θ, no ∂L/∂X), finiteness checks, update."""
-
-    def __init__(self, model: Model, loss: Any, optimiser: Any):  # noqa: super().__init__ traces an Objective
-        self.model, self.loss, self.optimiser = model, loss, optimiser
-        from .pipeline import load_token_step_module  # the facade: generating needs SymPy, `import flux` does not
-
-        self.module = load_token_step_module(model, loss, optimiser, model.dtype)
-        self.kernel = self.module.train_step
-        # TrainStep._prepare reads the parameters from `objective` (the model: its walk order is the kernel's); they
-        # are named as an Objective names them ("model." + the model's name), as TrainStep's helpers expect
-        self.objective = model
-        self.names = [f"model.{n}" for n in model.params]
-        self._scales: dict[int, np.ndarray] = {}
-        self._workspace: tuple = (None, None)  # ((N, T), the kernel's work buffers for it): made once, reused
-        self._prepared = None
-        self._watch(model, loss, optimiser)
-
-    def __call__(self, x: Any, target: Any) -> float:
-        self._current()
-        model = self.model
-        params, sizes, gradients = self._prepare()
-        x, _ = as_token_array(model, "x", x, sizes[0])
-        batch, steps = x.shape[:2]
-        if batch == 0 or steps == 0:
-            raise ValueError(f"{type(model).__name__}: the batch is empty (x has shape {x.shape}); a training step "
-                             "needs at least one token. Nothing was changed")
-        target = self._target(target, batch, steps, self.module.output_size(*params)[0])
-        scale = self._scales.get(batch * steps)
-        if scale is None:  # ∂(mean loss)/∂ℓ per token = 1/(N·T)
-            scale = self._scales[batch * steps] = np.full((batch * steps, 1), 1.0 / (batch * steps), dtype=model.dtype)
-        kernel_params, states, numbers = self._optimiser_arrays(params)
-        if self._workspace[0] != (batch, steps):
-            self._workspace = ((batch, steps), self.module.workspace(x, *kernel_params))
-        with token_blas():
-            loss, status = self.kernel(x, target, scale, *kernel_params, *gradients, *states, *numbers,
-                                       *self._workspace[1])
-        return self._finish(loss, status, params, gradients, self._prepared[4])
-
-    def _target(self, target: Any, batch: int, steps: int, size: int | None) -> np.ndarray:
-        """The target as (N, T, out), C-contiguous in the model's dtype (integer class labels (N, T) → one-hot)."""
-        model_name = type(self.model).__name__
-        if getattr(self.loss, "takes_labels", False) and size is not None:
-            target = self.loss.targets_for(target, (batch, steps, size), self.model.dtype)
-        array = as_float_array(model_name, "target", "target", target, self.model.dtype)
-        if array.ndim != 3 or array.shape[:2] != (batch, steps) or (size is not None and array.shape[2] != size):
-            expected = (batch, steps, "out" if size is None else size)
-            raise ValueError(f"{model_name}: the loss is on every token's output, so the target must have shape "
-                             f"{expected} (x has {batch} sequences of {steps} tokens), got {array.shape}; "
-                             "nothing was changed")
-        return np.ascontiguousarray(to_dtype(model_name, "target", array, self.model.dtype, "target"))
-
-
-def compile_step(model: Model, loss: Any, optimiser: Any, *, last: bool = False) -> TrainStep:
-    """One compiled call per batch: forward, loss, backward and the optimiser's update, fused.
-
-    For a recurrent model (or a Chain holding one), x is (N, T, features) and the loss is the mean over every
-    step's output, target (N, T, out), as `loss.value_and_gradient` counts it on sequences (PyTorch's loss on the
-    whole output sequence); `last=True` puts the loss on the last step's output only, target (N, out) (Keras'
-    `return_sequences=False`). Each call starts from h₀ (zero, or the learnable initial state) as PyTorch's
-    `nn.RNN` without h does, and leaves the model's carried state alone. For a token model (`flux.tokens`), X is
-    (N, T, d) and the loss is the mean over every token (`TokenTrainStep`).
-    """
-    from .layers.basic import token_declaration
-    from .step_checks import refuse_overridden_methods
-
-    refuse_overridden_methods(model, "compile_step")
-    if token_declaration(model) is not None:
-        if last:
-            raise TypeError(f"compile_step: last=True puts the loss on a recurrent model's last step; "
-                            f"{type(model).__name__} takes sequences of tokens, whose loss is on every token")
-        return TokenTrainStep(model, loss, optimiser)
-    if is_recurrent(model):
-        return RecurrentTrainStep(model, loss, optimiser, last=bool(last))
-    if last:
-        raise TypeError(f"compile_step: last=True puts the loss on a sequence's last step, but "
-                        f"{type(model).__name__} is not recurrent (it declares no flux.state)")
-    return TrainStep(model, loss, optimiser)
-

@@ -142,7 +142,7 @@ def default_step(model, loss, optimiser, *, last: bool = False) -> Step:
     from .layers.basic import adds_inputs_per_call
     from .losses import Loss
     from .step_checks import overridden_methods, refuse_skipped_submodel_methods
-    from .step import compile_step
+    from .steps import compile_step
 
     own = overridden_methods(model)  # its or a layer's own back/update: the step of calls runs them or refuses
     if isinstance(loss, Loss) and not adds_inputs_per_call(model) and not own:

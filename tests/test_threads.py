@@ -133,3 +133,68 @@ def test_recurrent_forward_calls_from_many_threads_are_correct():
     for want, got in zip(expected, results):
         for ys in got:
             np.testing.assert_array_equal(ys, want)
+
+
+def test_a_training_step_splits_its_batch_into_near_equal_parts(monkeypatch):
+    from flux.run import threads
+
+    monkeypatch.setattr(threads, "_threads", None)
+    monkeypatch.setenv("FLUX_NUM_THREADS", "3")
+    assert flux.get_num_threads() == 3
+    work = threads.PARALLEL_WORK
+    assert threads.batch_parts(16, work) == [(0, 5), (5, 10), (10, 16)]
+    assert threads.batch_parts(2, work) == [(0, 1), (1, 2)]  # at most one part per sample
+    assert threads.batch_parts(16, work - 1) == [(0, 16)]  # too little work to wake a thread
+    flux.set_num_threads(1)
+    assert threads.batch_parts(16, 10 ** 9) == [(0, 16)]
+    for bad in (0, -1, 2.0, True, "2"):
+        with pytest.raises(ValueError, match="flux.set_num_threads: expected a whole number"):
+            flux.set_num_threads(bad)
+    assert flux.get_num_threads() == 1
+    monkeypatch.setattr(threads, "_threads", None)
+    monkeypatch.setenv("FLUX_NUM_THREADS", "two")
+    with pytest.raises(ValueError, match="FLUX_NUM_THREADS must be a whole number of threads, got 'two'"):
+        flux.get_num_threads()
+
+
+def test_parts_run_at_once_and_an_error_is_raised_after_every_part_ended():
+    from flux.run.threads import run_parts
+
+    barrier, ended = threading.Barrier(3, timeout=10), []
+
+    def part(k):
+        def run():
+            barrier.wait()  # all three at once, or the barrier times out
+            ended.append(k)
+            if k == 0:
+                raise KeyError("part 0")
+            return k
+        return run
+
+    assert run_parts([lambda: 1, lambda: 2]) == [1, 2]
+    with pytest.raises(KeyError, match="part 0"):
+        run_parts([part(0), part(1), part(2)])
+    assert sorted(ended) == [0, 1, 2]
+
+
+def test_one_blas_thread_holds_until_the_last_thread_leaves_its_block():
+    """`single_threaded_blas` is entered by several threads at once (a step's parts): the count is set to one by
+    the first and restored by the last, not by the first to leave while another still runs its products."""
+    from flux.blas import single_threaded_blas
+
+    get, set_ = single_threaded_blas.functions()
+    if get is None:
+        pytest.skip("SciPy's BLAS is not OpenBLAS: flux leaves its threads alone")
+    before = get()
+    set_(2)
+    try:
+        first, second = single_threaded_blas(), single_threaded_blas()
+        first.__enter__()
+        second.__enter__()
+        assert get() == 1
+        first.__exit__(None, None, None)
+        assert get() == 1  # the second block still runs
+        second.__exit__(None, None, None)
+        assert get() == 2
+    finally:
+        set_(before)

@@ -47,12 +47,12 @@ def test_fused_step_of_three_heads_equals_the_separate_calls(heads3):
     step = flux.compile_step(fused, flux.mse, flux.SGD(0.1))
     for tokens in (5, 5, 3):
         X, target = RNG.normal(size=(2, tokens, 6)), RNG.uniform(-0.5, 0.5, (2, tokens, 6))
-        buffers = step._workspace[1]
+        buffers = step._workspaces[0][1] if step._workspaces else None
         value, Δ = flux.mse.value_and_gradient(heads3(X), target)
         heads3.back(Δ)
         heads3.update(flux.SGD(0.1))
         assert step(X, target) == pytest.approx(value, rel=1e-12)
-        assert (step._workspace[1] is buffers) == (tokens == 5 and buffers is not None)  # remade when T changes
+        assert (step._workspaces[0][1] is buffers) == (tokens == 5 and buffers is not None)  # remade when T changes
     for key, value in heads3.params.items():
         np.testing.assert_allclose(fused.params[key], value, rtol=1e-10, atol=1e-12, err_msg=key)
     kernels = step.module.forward.py_func.__code__.co_varnames + step.module.backward.py_func.__code__.co_varnames
