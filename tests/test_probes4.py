@@ -84,3 +84,25 @@ def test_a_chain_run_in_turn_refuses_a_written_parameter_before_any_layer_s_back
     assert all(not g.any() for g in chain.grads.values())
     y = chain(x)
     assert chain.back(np.ones_like(y)).shape == x.shape
+
+
+class Refusing(flux.Dense):
+    """A Dense whose own `back` raises (a user's check failing), after flux ran the layers above it."""
+
+    def back(self, Δ):
+        raise ValueError("Refusing.back: Δ refused")
+
+
+def test_a_user_back_raising_in_a_chain_leaves_no_gradient_of_the_layers_above(numpy_tier):
+    """Bug: a Chain running its layers in turn back-propagated through the top layer, whose gradients were added,
+    then a user's own `back` below it raised: the model was left half-updated (the next update applied them)."""
+    rng = np.random.default_rng(5)
+    top = flux.Dense(2, 2, rng=3, dtype=F64)
+    chain = flux.Chain(flux.Dense(3, 2, rng=1, dtype=F64), Refusing(2, 2, rng=2, dtype=F64), top)
+    x = rng.standard_normal((4, 3))
+    chain(x)
+    with pytest.raises(ValueError, match="Refusing.back: Δ refused"):
+        chain.back(np.ones((4, 2)))
+    assert all(not g.any() for g in chain.grads.values())
+    with pytest.raises(RuntimeError, match="Chain.update: no gradient has been accumulated"):
+        chain.update(lr=0.1)  # nothing is pending

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ..model import Model
-from ..run.sequences import is_recurrent
+from ..run.sequences import is_recurrent, walk_submodels
 from ..run.state import ChainTape, refuse_written_parameters, runtime_of, write_count
 from ..step_checks import user_method
 from ..trace.language import concat, is_symbolic, param
@@ -125,9 +125,14 @@ class Chain(Model):
             raise RuntimeError("Chain.back: there is no forward pass to back-propagate through; call chain(x) first "
                                "(each forward pass can be back-propagated once)")
         refuse_written_parameters(self, tape.written)  # before any part's back adds its gradients
-        for layer, layer_tape in zip(reversed(tape.parts), reversed(tape.tapes)):
-            runtime_of(layer).keep_tape(layer_tape)
-            Δ = layer.back(Δ)
+        restore = gradients_before_user_back(tape.parts)
+        try:
+            for layer, layer_tape in zip(reversed(tape.parts), reversed(tape.tapes)):
+                runtime_of(layer).keep_tape(layer_tape)
+                Δ = layer.back(Δ)
+        except BaseException:
+            restore()  # the gradients the parts above a user's failing `back` added are taken out again
+            raise
         runtime_of(self).drop_tape()
         self._set_has_grads(True)
         return Δ
@@ -252,6 +257,27 @@ def runs_alone(model: Any) -> bool:
     never call it: flux.step_checks)."""
     return holds(model, lambda layer: bool(getattr(layer, "adds_inputs_per_call", False))
                  or user_method(type(layer), "back") is not None)
+
+
+def gradients_before_user_back(parts: list):
+    """A function putting back the gradients (values and has-gradients flags) of the parts that run, in backward,
+    before the lowest part holding a user's own `back` — code flux did not check, which may raise after the parts
+    above it added theirs (flux's own `back`s check everything before they change anything). Nothing to keep when
+    no part holds one."""
+    lowest = next((k for k, part in enumerate(parts)
+                   if holds(part, lambda layer: user_method(type(layer), "back") is not None)), None)
+    if lowest is None:
+        return lambda: None
+    above = [part for part in parts[lowest + 1:] if isinstance(part, Model)]
+    kept = [(g, g.copy()) for part in above for g in part.flat_arrays()[1]]
+    flags = [(model, runtime_of(model).has_grads) for part in above for model in [part, *walk_submodels(part)]]
+
+    def restore() -> None:
+        for gradient, values in kept:
+            gradient[...] = values
+        for model, flag in flags:
+            runtime_of(model).has_grads = flag
+    return restore
 
 
 def token_declaration(model: Any) -> Tokens | None:
