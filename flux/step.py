@@ -10,6 +10,7 @@ parameter changes, the kernel checks that the loss and every gradient are finite
 """
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import numpy as np
@@ -60,6 +61,7 @@ class TrainStep:
         """Remember the maths the step was compiled for (the model's and the loss's), to compile it again if it
         changes (`_current`)."""
         self._arguments, self._options = arguments, options
+        self.__dict__.setdefault("_lock", threading.Lock())  # kept when the step is compiled again inside a call
         self._generation = configuration_generation()
         self._contents = attribute_contents(self.model) + (
             attribute_contents(self.loss) if isinstance(self.loss, Model) else [])
@@ -91,6 +93,11 @@ class TrainStep:
         return inspect.getsource(self.kernel.py_func)
 
     def __call__(self, x: Any, target: Any) -> float:
+        """One step; calls from several threads run one at a time (the step's buffers and gradients are its own)."""
+        with self._lock:
+            return self._step(x, target)
+
+    def _step(self, x: Any, target: Any) -> float:
         self._current()
         model = self.model
         params, sizes, gradients = self._prepare()
@@ -207,7 +214,7 @@ class RecurrentTrainStep(TrainStep):
         self._buffers: dict[tuple, tuple] = {}
         self._watch(model, loss, optimiser, last=last)
 
-    def __call__(self, x: Any, target: Any) -> float:
+    def _step(self, x: Any, target: Any) -> float:
         self._current()
         model, optimiser = self.model, self.optimiser
         hyper = optimiser.hyperparameters_in(model.dtype, type(model).__name__)  # before anything is touched

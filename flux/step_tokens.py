@@ -11,7 +11,6 @@ the floating-point additions (flux.run.threads).
 """
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 import numpy as np
@@ -26,7 +25,7 @@ from .step import TrainStep
 class TokenTrainStep(TrainStep):
     """step(X, target) → mean loss over every token of every sequence (∂L/∂ℓ = 1/(N·T) per token), after updating
     the model's parameters once; X (N, T, d), target (N, T, out) or class labels (N, T); T may change between calls.
-    Calls of one step from several threads run one at a time (its buffers are its own)."""
+    With several threads, the batch's sequences are cut into parts (flux.run.threads)."""
 
     def __init__(self, model: Model, loss: Any, optimiser: Any):  # noqa: super().__init__ traces an Objective
         self.model, self.loss, self.optimiser = model, loss, optimiser
@@ -42,12 +41,7 @@ class TokenTrainStep(TrainStep):
         self._workspaces: list = []  # per part of the batch: ((n, T), the kernel's work buffers): made once, reused
         self._more_gradients: tuple = (None, [])  # (for these gradients, [the gradients of parts 2, 3, …])
         self._prepared = None
-        self.__dict__.setdefault("_lock", threading.Lock())  # kept when the step is compiled again inside a call
         self._watch(model, loss, optimiser)
-
-    def __call__(self, x: Any, target: Any) -> float:
-        with self._lock:
-            return self._step(x, target)
 
     def _step(self, x: Any, target: Any) -> float:
         self._current()

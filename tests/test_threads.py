@@ -198,3 +198,17 @@ def test_one_blas_thread_holds_until_the_last_thread_leaves_its_block():
         assert get() == 2
     finally:
         set_(before)
+
+
+def test_one_fused_step_shared_by_threads_runs_one_call_at_a_time():
+    """A step's gradient buffers are its own: eight threads stepping one model on one batch end where as many
+    steps on one thread do (unguarded, two calls wrote the same buffers)."""
+    x, t = rng.standard_normal((20000, 5)), rng.standard_normal((20000, 3))  # long kernels: calls overlap
+    shared, alone = perceptron(), perceptron()
+    step, reference = flux.compile_step(shared, flux.mse, flux.Momentum(0.01)), \
+        flux.compile_step(alone, flux.mse, flux.Momentum(0.01))
+    run_in_threads(lambda: [step(x, t) for _ in range(5)], [()] * THREADS)
+    for _ in range(5 * THREADS):
+        reference(x, t)
+    for name, value in alone.params.items():
+        np.testing.assert_allclose(shared.params[name], value, rtol=1e-12, err_msg=name)
