@@ -21,6 +21,7 @@ from .run.sequences import as_sequence_array, initial_param_name, state_owner
 from .blas import single_threaded_blas
 from .run.contents import attribute_contents, changed_in_place
 from .run.state import configuration_generation, parameter_generation, parameters_written
+from .run.threads import batch_parts, run_parts
 from .step_checks import refuse_pending_gradients
 
 
@@ -186,6 +187,15 @@ class TrainStep:
                               [np.zeros_like(p) for p in params], tied)
         return self._prepared[1:4]
 
+    def _gradients_of_parts(self, count: int, gradients: list) -> list:
+        """Gradient arrays for parts 2, 3, …: each part writes its own, summed into `gradients` after."""
+        made_for, more = self.__dict__.get("_more_gradients", (None, []))
+        if made_for is None or len(made_for) != len(gradients) or any(a is not b for a, b in zip(made_for, gradients)):
+            more = []
+        more += [[np.zeros_like(g) for g in gradients] for _ in range(count - len(more))]
+        self._more_gradients = (gradients, more)
+        return more[:count]
+
     def _state(self, kind: str, name: str, parameter: np.ndarray) -> np.ndarray:
         key = name.removeprefix("model.")
         table = self.optimiser.state[kind]
@@ -238,12 +248,36 @@ class RecurrentTrainStep(TrainStep):
                       for k, (n, p) in enumerate(zip(self.names, targets))
                       for j, kind in enumerate(optimiser.state_names)]
             kernel_targets = targets
-        real = model.dtype.type
-        buffers = self._workspace(x, target, params, initials)
-        with single_threaded_blas():  # the time loop's products are small: a second BLAS thread only waits
-            value, status = self.kernel(x, target, scale, *kernel_targets, self.learnable, *gradients, *states,
-                                        real(optimiser.step_count + 1), *hyper, *buffers)
+        numbers = [model.dtype.type(optimiser.step_count + 1), *hyper]
+        parts = batch_parts(batch, batch * steps * sum(p.size for p in params), recurrent=True)
+        if len(parts) == 1:
+            buffers = self._workspace(0, x, target, params, initials)
+            with single_threaded_blas():  # the time loop's products are small: a second BLAS thread only waits
+                value, status = self.kernel(x, target, scale, *kernel_targets, self.learnable, *gradients, *states,
+                                            *numbers, *buffers)
+            return self._finish(value, status, targets, gradients, tied)
+        gradient_sets = [gradients] + self._gradients_of_parts(len(parts) - 1, gradients)
+        module = self.module
+
+        def part(k: int, start: int, stop: int):  # the same step on samples start…stop−1, weighed as in the batch
+            data = (x[start:stop], target[start:stop], self._part_scale(scale, start, stop), *kernel_targets)
+            buffers = self._workspace(k, data[0], data[1], params, initials)
+            return lambda: module.batch_gradients(*data, *gradient_sets[k], *buffers)
+
+        with single_threaded_blas():  # one BLAS thread for every part: the parts are the parallelism
+            losses = run_parts([part(k, *bounds) for k, bounds in enumerate(parts)])
+        for more in gradient_sets[1:]:
+            module.add_gradients(*gradients, *more)
+        value = sum(losses)
+        status = module.checked_update(value, *kernel_targets, self.learnable, *gradients, *states, *numbers)
         return self._finish(value, status, targets, gradients, tied)
+
+    def _part_scale(self, scale: np.ndarray, start: int, stop: int) -> np.ndarray:
+        """The batch's weights ∂L/∂ℓ_t (T, N, 1) of samples start…stop−1, contiguous (one compiled signature)."""
+        key = (scale.shape, start, stop)
+        if key not in self._scales:
+            self._scales[key] = np.ascontiguousarray(scale[:, start:stop])
+        return self._scales[key]
 
     def _prepare(self) -> tuple:
         """Parameters (kernel order), input sizes and gradient buffers (h₀'s too); checked again only when
@@ -280,11 +314,11 @@ class RecurrentTrainStep(TrainStep):
             self._initial_cache[key] = (initials, [np.zeros_like(z) for z in zeros], spare)
         return self._initial_cache[key]
 
-    def _workspace(self, x: np.ndarray, target: np.ndarray, params: list, initials: list) -> tuple:
+    def _workspace(self, part: int, x: np.ndarray, target: np.ndarray, params: list, initials: list) -> tuple:
         """The kernel's buffers for the whole sequence (x and the targets time-major, states, kept values, per-step
-        δs, the cell kernels' work buffers): allocated once per (N, T, sizes) and reused by every call — fresh
-        multi-megabyte arrays each step cost more than the maths."""
-        key = (x.shape, target.shape)
+        δs, the cell kernels' work buffers): allocated once per (part of the batch, N, T, sizes) and reused by every
+        call — fresh multi-megabyte arrays each step cost more than the maths."""
+        key = (part, x.shape, target.shape)
         buffers = self._buffers.get(key)
         if buffers is None:
             (batch, steps), dtype = x.shape[:2], self.model.dtype

@@ -39,7 +39,6 @@ class TokenTrainStep(TrainStep):
         self.names = [f"model.{n}" for n in model.params]
         self._scales: dict[int, np.ndarray] = {}
         self._workspaces: list = []  # per part of the batch: ((n, T), the kernel's work buffers): made once, reused
-        self._more_gradients: tuple = (None, [])  # (for these gradients, [the gradients of parts 2, 3, …])
         self._prepared = None
         self._watch(model, loss, optimiser)
 
@@ -86,15 +85,6 @@ class TokenTrainStep(TrainStep):
         if self._workspaces[part][0] != x.shape[:2]:
             self._workspaces[part] = (x.shape[:2], self.module.workspace(x, *kernel_params))
         return self._workspaces[part][1]
-
-    def _gradients_of_parts(self, count: int, gradients: list) -> list:
-        """Gradient arrays for parts 2, 3, …: each part writes its own, summed into `gradients` after."""
-        made_for, more = self._more_gradients
-        if made_for is not gradients:
-            more = []
-        more += [[np.zeros_like(g) for g in gradients] for _ in range(count - len(more))]
-        self._more_gradients = (gradients, more)
-        return more[:count]
 
     def _target(self, target: Any, batch: int, steps: int, size: int | None) -> np.ndarray:
         """The target as (N, T, out), C-contiguous in the model's dtype (integer class labels (N, T) → one-hot)."""

@@ -70,3 +70,29 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
 
     config.option.loadscopereorder = False  # keep SLOWEST_FIRST (xdist would sort the groups by number of tests)
     return KernelGroupScheduling(config, log)
+
+
+@pytest.fixture
+def split_batches(monkeypatch):
+    """set(n): n threads and no least work, so that every fused step of more than one sample cuts its batch into
+    parts (flux.run.threads); `set.parts` records how many parts each split step ran."""
+    import flux.run.threads
+    import flux.step
+    import flux.step_tokens
+
+    monkeypatch.setattr(flux.run.threads, "PARALLEL_WORK", 0)
+    monkeypatch.setattr(flux.run.threads, "RECURRENT_PARALLEL_WORK", 0)
+    monkeypatch.setattr(flux.run.threads, "_threads", None)
+    parts = []
+
+    def recording(calls):
+        parts.append(len(calls))
+        return flux.run.threads.run_parts(calls)
+
+    for module in (flux.step, flux.step_tokens):
+        monkeypatch.setattr(module, "run_parts", recording)
+
+    def set_threads(count: int) -> None:
+        flux.set_num_threads(count)
+    set_threads.parts = parts
+    return set_threads

@@ -211,7 +211,44 @@ def test_no_allocation_inside_the_time_loop(name, optimiser):
     for steps in (3, 9):
         xs, targets = rng.standard_normal((N, steps, X)), rng.standard_normal((N, steps, out))
         step(xs, targets)  # compiled, and the workspace for this shape made
-        workspace = step._buffers[xs.shape, targets.shape]
+        workspace = step._buffers[0, xs.shape, targets.shape]
         counts.append(numba_allocations(lambda: step(xs, targets)))
-        assert step._buffers[xs.shape, targets.shape] is workspace
+        assert step._buffers[0, xs.shape, targets.shape] is workspace
     assert counts[0] == counts[1], f"{name}: {counts[0]} allocations for 3 steps, {counts[1]} for 9"
+
+
+@pytest.mark.parametrize("name, optimiser, last", [("learnable-h0", "adam", False), ("chain-lstm-dense", "sgd", True),
+                                                   ("tied", "adam", False)])
+def test_batch_split_over_threads_is_the_one_thread_step(split_batches, name, optimiser, last):
+    """Each part of the batch runs the time loop and BPTT on its samples, weighed as in the whole batch (1/(N·T),
+    or 1/N at the last step); the parts' gradients (h₀'s too) are summed and applied once."""
+    split_model, plain_model = MODELS[name](), MODELS[name]()
+    split_step = flux.compile_step(split_model, flux.mse, OPTIMISERS[optimiser](), last=last)
+    plain_step = flux.compile_step(plain_model, flux.mse, OPTIMISERS[optimiser](), last=last)
+    out = np.shape(plain_model(np.zeros((1, 1, X))))[-1]
+    for samples, steps, count in [(5, 4, 2), (5, 3, 3), (1, 2, 3)]:
+        xs = rng.standard_normal((samples, steps, X))
+        targets = rng.uniform(-0.5, 0.5, (samples, out) if last else (samples, steps, out))
+        split_batches(1)
+        expected = plain_step(xs, targets)
+        split_batches(count)
+        assert split_step(xs, targets) == pytest.approx(expected, rel=1e-12)
+    assert split_batches.parts == [2, 3]
+    for key, value in plain_model.params.items():
+        np.testing.assert_allclose(split_model.params[key], value, rtol=1e-11, atol=1e-13, err_msg=key)
+
+
+def test_a_part_with_a_non_finite_loss_updates_nothing(split_batches):
+    split_batches(2)
+    model, optimiser = learnable_start(), flux.Adam(0.05)
+    step = flux.compile_step(model, flux.mse, optimiser)
+    xs, targets = data(model)
+    step(xs, targets)
+    before = {k: v.copy() for k, v in model.params.items()}
+    xs = xs.copy()
+    xs[-1, 1, 0] = np.nan  # in the last part only
+    with pytest.raises(FloatingPointError, match="loss is not finite"):
+        step(xs, targets)
+    for key, value in model.params.items():
+        np.testing.assert_array_equal(value, before[key], err_msg=key)
+    assert optimiser.step_count == 1 and split_batches.parts == [2, 2]

@@ -174,46 +174,25 @@ def test_bad_shapes_name_the_model_the_input_and_both_shapes():
 
 # --- the batch spread over threads (flux.run.threads): each part's gradients, summed, one update ---
 
-@pytest.fixture
-def threads(monkeypatch):
-    """set(n): n threads and no least work, so that every step of more than one sequence is split; the parts
-    each step ran are recorded in `parts`."""
-    import flux.run.threads
-    import flux.step_tokens
-
-    monkeypatch.setattr(flux.run.threads, "PARALLEL_WORK", 0)
-    monkeypatch.setattr(flux.run.threads, "_threads", None)
-    parts = []
-
-    def recording(calls):
-        parts.append(len(calls))
-        return flux.run.threads.run_parts(calls)
-
-    monkeypatch.setattr(flux.step_tokens, "run_parts", recording)
-    setter = flux.set_num_threads
-    setter.parts = parts
-    return setter
-
-
 @pytest.mark.parametrize("name, optimiser", [("causal-mha", "momentum"), ("tied", "sgd")])
-def test_batch_split_over_threads_is_the_one_thread_step(threads, name, optimiser):
+def test_batch_split_over_threads_is_the_one_thread_step(split_batches, name, optimiser):
     split_model, plain_model = MODELS[name](), MODELS[name]()
     split_step = flux.compile_step(split_model, flux.mse, OPTIMISERS[optimiser]())
     plain_step = flux.compile_step(plain_model, flux.mse, OPTIMISERS[optimiser]())
     for sequences, tokens, count in [(5, 4, 2), (5, 2, 3), (7, 4, 3), (1, 3, 3)]:  # uneven parts; N < threads
         X, target = rng.standard_normal((sequences, tokens, D)), rng.uniform(-0.5, 0.5, (sequences, tokens, D))
-        threads(1)
+        split_batches(1)
         expected = plain_step(X, target)
-        threads(count)
+        split_batches(count)
         assert split_step(X, target) == pytest.approx(expected, rel=1e-12)
-    assert threads.parts == [2, 3, 3]  # one sequence: one part, the one-kernel step
+    assert split_batches.parts == [2, 3, 3]  # one sequence: one part, the one-kernel step
     for key, value in plain_model.params.items():
         np.testing.assert_allclose(split_model.params[key], value, rtol=1e-11, atol=1e-13, err_msg=key)
     assert split_step.optimiser.step_count == 4
 
 
-def test_a_part_with_a_non_finite_loss_or_gradient_updates_nothing(threads):
-    threads(2)
+def test_a_part_with_a_non_finite_loss_or_gradient_updates_nothing(split_batches):
+    split_batches(2)
     model, optimiser = MODELS["causal-mha"](), flux.Momentum(0.05)
     step = flux.compile_step(model, flux.mse, optimiser)
     X, target = rng.standard_normal((4, 3, D)), rng.uniform(-0.5, 0.5, (4, 3, D))
@@ -226,15 +205,15 @@ def test_a_part_with_a_non_finite_loss_or_gradient_updates_nothing(threads):
     X[2:] = 0  # the second part's ∂L/∂W = ∞·0
     unchanged(root, optimiser, lambda: step(X, np.ones((4, 3, 3))), FloatingPointError,
               "Root: the gradient of parameter 'W' is not finite; no parameter was updated")
-    assert threads.parts == [2, 2, 2]
+    assert split_batches.parts == [2, 2, 2]
 
 
-def test_one_step_called_from_two_threads_runs_one_call_at_a_time(threads):
+def test_one_step_called_from_two_threads_runs_one_call_at_a_time(split_batches):
     """Two threads share one step (its buffers, its gradients): the calls run in turn, so six calls on one batch
     from two threads end where six calls on one thread do."""
     import threading
 
-    threads(2)
+    split_batches(2)
     shared, alone = MODELS["causal-mha"](), MODELS["causal-mha"]()
     shared_step = flux.compile_step(shared, flux.mse, flux.Momentum(0.05))
     alone_step = flux.compile_step(alone, flux.mse, flux.Momentum(0.05))

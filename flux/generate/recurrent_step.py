@@ -1,7 +1,9 @@
 """The fused training step of a recurrent model: forward time loop, loss, BPTT, checks and update in ONE kernel.
 
     train_step(x_batch_, t_batch_, scale_seq, θ…, h0…, learnable_, g…, g_h0…, state…, step_count, hyper…,
-               x_seq, t_seq, buffers…) → (mean loss, status)
+               x_seq, t_seq, buffers…) → (mean loss, status): batch_gradients then checked_update, one call
+    batch_gradients(…) → Σ scale·ℓ_t and g ← its gradients; add_gradients(g…, h…); checked_update(loss, …) → status:
+        a batch cut into parts, one per thread (flux.step.RecurrentTrainStep), each part's gradients summed
 
 x_batch_ and t_batch_ are the caller's batch-first (N, T, ·) arrays; the kernel copies them once into the
 time-major (T, N, ·) buffers x_seq and t_seq it runs on (no transposed copies made in Python per call).
@@ -73,7 +75,7 @@ def generate_recurrent_step_source(model, loss, rules, optimiser_name: str, dtyp
                        ("  (every row: all T·N)", "∂L/∂prediction for all T·N rows (Δ: scale·∂L/∂ℓ per row)"),
                        gradient_leaves={0})
     kernels += [pair.forward, pair.backward, forward_driver(plan, workspace=True), backward_driver(plan, workspace=True),
-                ZERO_SOURCE, TIME_MAJOR_SOURCE, update_source(rules, optimiser_name), train_step_driver(plan, pair, rules, optimiser_name)]
+                ZERO_SOURCE, TIME_MAJOR_SOURCE, update_source(rules, optimiser_name), *train_step_driver(plan, pair, rules, optimiser_name)]
     kernels = paste_kernels(kernels, PASTED)
     metadata = common_metadata(model, dtype, cell.inputs, cell.params)
     metadata.update({"states": cell.state_names, "state_dims": [sympy.sstr(p.shape[0]) for p in cell.previous]})
@@ -90,8 +92,13 @@ def generate_recurrent_step_source(model, loss, rules, optimiser_name: str, dtyp
                          kernels=kernels)
 
 
-def train_step_driver(plan, pair, rules, optimiser_name: str) -> str:
-    """`train_step(…)`: forward, the weighted loss, its check, BPTT, the gradients' checks, then every update."""
+def train_step_driver(plan, pair, rules, optimiser_name: str) -> list[str]:
+    """The step's kernels; `train_step(…)` is one call of the first and the last:
+
+        batch_gradients(x, t, scale, θ…, h₀…, g…, buffers…) → Σ scale·ℓ_t, g ← its gradients (θ's and h₀'s)
+        add_gradients(g…, h…)                                g ← g + h (another part of the batch's)
+        checked_update(loss, θ…, h₀…, learnable_, g…, state…, step_count, hyper…) → status
+    A batch cut into parts (flux.run.threads) runs `batch_gradients` on each, sums, then updates once."""
     (x,) = [f"{a.name}_seq" for a in plan.inputs]
     x_batch = f"{plan.inputs[0].name}_batch_"
     params = [a.name for a in plan.params]
@@ -101,10 +108,12 @@ def train_step_driver(plan, pair, rules, optimiser_name: str) -> str:
     states = [f"opt_{kind}_{n}" for n in targets for kind in rules.state]
     hyper = [f"hyper_{h}" for h in rules.hyperparameters]
     buffers = forward_buffers(plan) + backward_buffers(plan)  # the workspace: allocated once per shape, reused
-    arguments = ([x_batch, "t_batch_", "scale_seq"] + targets + ["learnable_"] + grads + states + ["step_count"] + hyper
-                 + [x, "t_seq"] + buffers)
-    lines = [f"def train_step({', '.join(arguments)}):",
-             f'{I}"""One {optimiser_name} step on Σ scale·ℓ_t over every step and sample (see the module\'s doc)."""',
+    data = [x_batch, "t_batch_", "scale_seq"] + targets
+    after = [x, "t_seq"] + buffers
+    updating = ["loss"] + targets + ["learnable_"] + grads + states + ["step_count"] + hyper
+    lines = [f"def batch_gradients({', '.join(data + grads + after)}):",
+             f'{I}"""Σ scale·ℓ_t over every step and sample of this batch, and its gradients written into grad_… (not '
+             'when the loss is not finite)."""',
              f"{I}T = {x}.shape[0]", f"{I}N = {x}.shape[1]",
              f"{I}time_major_({x_batch}, {x})", f"{I}time_major_(t_batch_, t_seq)"]
     for state, initial in zip(plan.states, initials):  # h_seq[0] = h₀ for every sample
@@ -118,7 +127,7 @@ def train_step_driver(plan, pair, rules, optimiser_name: str) -> str:
     lines += [f"{I}scale_ = {rows('scale_seq')}", f"{I}loss = 0.0", f"{I}for i in range(T * N):",
               f"{I * 2}if scale_[i, 0] != 0:",  # a step outside the loss counts 0, even if its ℓ is not finite
               f"{I * 3}loss += scale_[i, 0] * per_row_[i, 0]",
-              f"{I}if not math.isfinite(loss):", f"{I * 2}return loss, -1"]
+              f"{I}if not math.isfinite(loss):", f"{I * 2}return loss"]
     read = [{"per_row": "per_row_"}.get(n, f"{n}_") for n in pair.outputs_read]
     lines.append(f"{I}from_loss, = loss_backward({', '.join(['scale_', rows(y), rows('t_seq')] + kept + read)})")
     lines += [f"{I}zero_({g})" for g in grads[:len(params)]]
@@ -128,15 +137,40 @@ def train_step_driver(plan, pair, rules, optimiser_name: str) -> str:
     for s, g in zip(plan.states, grads[len(params):]):
         lines += [f"{I}zero_({g})", f"{I}for n in range(N):", f"{I * 2}for j in range({g}.shape[0]):",
                   f"{I * 3}{g}[j] += from_{s}[n, j]"]
+    lines += [f"{I}return loss", "", "", f"def checked_update({', '.join(updating)}):",
+              f'{I}"""Status −1: the loss is not finite, k ≥ 0: gradient k is not; else every {optimiser_name} update '
+              '(an h₀ only when learnable), and −2."""',
+              f"{I}if not math.isfinite(loss):", f"{I * 2}return -1"]
     for k, g in enumerate(grads[:len(params)]):
-        lines += [f"{I}if not all_finite({g}):", f"{I * 2}return loss, {k}"]
+        lines += [f"{I}if not all_finite({g}):", f"{I * 2}return {k}"]
     for k, g in enumerate(grads[len(params):]):
-        lines += [f"{I}if learnable_[{k}] and not all_finite({g}):", f"{I * 2}return loss, {len(params) + k}"]
+        lines += [f"{I}if learnable_[{k}] and not all_finite({g}):", f"{I * 2}return {len(params) + k}"]
     for k, (target, g) in enumerate(zip(targets, grads)):
         call = update_call(rules, target, g, hyper)
         if k < len(params):
             lines.append(f"{I}{call}")
         else:
             lines += [f"{I}if learnable_[{k - len(params)}]:", f"{I * 2}{call}"]
-    lines.append(f"{I}return loss, -2")
-    return "\n".join(lines) + "\n"
+    lines.append(f"{I}return -2")
+    arguments = data[:3] + targets + ["learnable_"] + grads + states + ["step_count"] + hyper + after
+    return [kernel + "\n" for kernel in "\n".join(lines).split("\n\n\n")] + [
+        add_gradients_source(grads),
+        train_step_source(arguments, f"One {optimiser_name} step on Σ scale·ℓ_t over every step and sample",
+                          data + grads + after, updating)]
+
+
+def add_gradients_source(grads: list[str]) -> str:
+    """`add_gradients(grad_…, more_grad_…)`: grad_… ← grad_… + more_grad_… (another part of the batch's)."""
+    more = [f"more_{g}" for g in grads]
+    return "\n".join([f"def add_gradients({', '.join(grads + more)}):",
+                      f'{I}"""grad_… ← grad_… + more_…: the gradients of another part of the batch added in."""']
+                     + [f"{I}{g}.reshape(-1)[:] += {m}.reshape(-1)" for g, m in zip(grads, more)]) + "\n"
+
+
+def train_step_source(arguments: list[str], summary: str, gradient_arguments: list[str],
+                      update_arguments: list[str]) -> str:
+    """`train_step(…)` → (loss, status): `batch_gradients` on the whole batch, then `checked_update`."""
+    return "\n".join([f"def train_step({', '.join(arguments)}):",
+                      f'{I}"""{summary} (see the module\'s doc)."""',
+                      f"{I}loss = batch_gradients({', '.join(gradient_arguments)})",
+                      f"{I}return loss, checked_update({', '.join(update_arguments)})"]) + "\n"

@@ -25,7 +25,7 @@ from .module import module_source
 from .names import identifier
 from .optimiser_update import update_call, update_source
 from .printer import Argument
-from .recurrent_step import ZERO_SOURCE
+from .recurrent_step import ZERO_SOURCE, add_gradients_source, train_step_source
 from .sizes import size_codes, sizes_function
 from .token_printer import TokenKernelWriter
 from .tokens import token_kernels
@@ -77,7 +77,6 @@ def train_step_driver(kernels, pair, rules, optimiser_name: str) -> list[str]:
     (x,) = [a.name for a in kernels.inputs]
     params = [a.name for a in kernels.params]
     grads = [f"grad_{n}" for n in params]
-    others = [f"more_{n}" for n in params]
     states = [f"opt_{kind}_{n}" for n in params for kind in rules.state]
     hyper = [f"hyper_{h}" for h in rules.hyperparameters]
     work = ["work_forward", "work_backward"]
@@ -98,24 +97,21 @@ def train_step_driver(kernels, pair, rules, optimiser_name: str) -> list[str]:
     lines += [f"{I}zero_({g})" for g in grads]
     lines.append(f"{I}backward({', '.join([f'from_loss.reshape({y}.shape)', x] + params + returned + grads)}, "
                  "work_backward)")
-    lines += [f"{I}return loss", "", "",
-              f"def add_gradients({', '.join(grads + others)}):",
-              f'{I}"""grad_… ← grad_… + more_…: the gradients of another part of the batch added in."""']
-    lines += [f"{I}{g}.reshape(-1)[:] += {o}.reshape(-1)" for g, o in zip(grads, others)]
-    lines += ["", "", f"def checked_update({', '.join(['loss'] + params + grads + states + ['step_count'] + hyper)}):",
+    updating = ["loss"] + params + grads + states + ["step_count"] + hyper
+    lines += [f"{I}return loss", "", "", f"def checked_update({', '.join(updating)}):",
               f'{I}"""Status −1: the loss is not finite, k ≥ 0: gradient k is not; else every {optimiser_name} update, '
               'and −2."""',
               f"{I}if not math.isfinite(loss):", f"{I * 2}return -1"]
     for k, g in enumerate(grads):
         lines += [f"{I}if not all_finite({g}):", f"{I * 2}return {k}"]
     lines += [f"{I}{update_call(rules, p, g, hyper)}" for p, g in zip(params, grads)]
-    lines += [f"{I}return -2", "", "",
-              f"def train_step({', '.join([x, 't_tokens', 'scale_rows'] + params + grads + states + ['step_count'] + hyper + work)}):",
-              f'{I}"""One {optimiser_name} step on Σ scale·ℓ over every token of every sequence (see the module\'s '
-              'doc)."""',
-              f"{I}loss = batch_gradients({', '.join([x, 't_tokens', 'scale_rows'] + params + grads + work)})",
-              f"{I}return loss, checked_update({', '.join(['loss'] + params + grads + states + ['step_count'] + hyper)})"]
-    return [kernel + "\n" for kernel in "\n".join(lines).split("\n\n\n")]
+    lines.append(f"{I}return -2")
+    data = [x, "t_tokens", "scale_rows"] + params
+    return [kernel + "\n" for kernel in "\n".join(lines).split("\n\n\n")] + [
+        add_gradients_source(grads),
+        train_step_source(data + grads + states + ["step_count"] + hyper + work,
+                          f"One {optimiser_name} step on Σ scale·ℓ over every token of every sequence",
+                          data + grads + work, updating)]
 
 
 def workspace_source(kernels) -> str:

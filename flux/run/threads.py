@@ -17,8 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 # below this many multiply-adds a step (N·T·Σ|θ|, about its forward products) a second thread costs more to wake
-# than it saves: a TransformerBlock step (N 16, T 32, d 64) is 2.5·10⁷
+# than it saves: a TransformerBlock step (N 16, T 32, d 64) is 2.5·10⁷. A recurrent step's time loop is a chain of
+# small products, so it needs more: an Elman RNN 32→64→32 (N 16, T 50; 6.6·10⁶) was slower split in two, an LSTM
+# 32→64 (2.0·10⁷) 1.5× faster (2 cores)
 PARALLEL_WORK = 2 ** 21
+RECURRENT_PARALLEL_WORK = 2 ** 24
 
 _threads: int | None = None
 _pool: tuple = (0, None)  # (its number of workers, the ThreadPoolExecutor)
@@ -50,10 +53,10 @@ def set_num_threads(threads: int) -> None:
     _threads = threads
 
 
-def batch_parts(batch: int, work: int) -> list[tuple[int, int]]:
+def batch_parts(batch: int, work: int, *, recurrent: bool = False) -> list[tuple[int, int]]:
     """[(start, stop), …]: the batch's samples cut into nearly equal parts, one per thread, each at least one
-    sample; one part when there is one thread or less work than `PARALLEL_WORK`."""
-    parts = min(get_num_threads(), batch) if work >= PARALLEL_WORK else 1
+    sample; one part when there is one thread or less work than `PARALLEL_WORK` (`RECURRENT_PARALLEL_WORK`)."""
+    parts = min(get_num_threads(), batch) if work >= (RECURRENT_PARALLEL_WORK if recurrent else PARALLEL_WORK) else 1
     bounds = [batch * k // parts for k in range(parts + 1)]
     return list(zip(bounds[:-1], bounds[1:]))
 
