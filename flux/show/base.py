@@ -267,7 +267,7 @@ class Printer:
         numerator = [(f, p) for f, p in monomial.factors if p > 0]
         denominator = [(f, -p) for f, p in monomial.factors if p < 0]
         vectors = [self.powered(f, p) for f, p in self.ordered(numerator)]
-        divisors = [self.powered(f, p, HADAMARD) for f, p in self.ordered(denominator)]
+        divisors = [self.powered(f, p) for f, p in self.ordered(denominator)]  # x ⊘ (W·x), as x ⊙ (W·x)
         if not vectors and not divisors and not in_sum:
             vectors = [self.ones]
         return self.quotient(parts, vectors, divisors, in_sum)
