@@ -32,6 +32,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .model import Model
+from .model_archive import UnsafeArchive, check_archive
 
 FORMAT = "flux-model"
 VERSION = 1
@@ -58,12 +59,18 @@ def read(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
                 else "not a zip archive")
         raise ValueError(f"flux.load: {path} is not a flux model file: it is {what}; {WHAT_A_FLUX_FILE_IS}")
     try:
-        check_declared_sizes(path)
+        check_archive(path)  # before anything is inflated
         with np.load(path, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
     except (zipfile.BadZipFile, zlib.error, ValueError, OSError, EOFError, struct.error, UnicodeError,
             AttributeError, SyntaxError) as error:
+        if isinstance(error, UnsafeArchive):
+            raise ValueError(f"flux.load: {path} is refused: {error}") from None
         raise ValueError(f"flux.load: {path} cannot be read — the file is truncated or corrupted ({error})") from None
+    not_arrays = [name for name, value in arrays.items() if not isinstance(value, np.ndarray)]
+    if not_arrays:  # np.load hands back the raw bytes of a member that is no .npy array
+        raise ValueError(f"flux.load: {path} cannot be read — its entry {not_arrays[0]!r} is not a "
+                         "NumPy array")
     if DESCRIPTION not in arrays:
         names = ", ".join(sorted(arrays)[:5]) + (", …" if len(arrays) > 5 else "")
         raise ValueError(f"flux.load: {path} is not a flux model file: it is a zip/.npz archive of "
@@ -88,25 +95,6 @@ def read(path: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
     except (KeyError, TypeError, AttributeError) as error:
         raise ValueError(f"flux.load: {path} has a malformed description ({error!r})") from None
     return description, arrays
-
-
-def check_declared_sizes(path: str | os.PathLike) -> None:
-    """Every array's header declares no more data than its archive member holds: a crafted header (shape 10¹² × 3
-    over 24 bytes) is a ValueError here, before NumPy tries to allocate what it declares (a MemoryError, or gigabytes
-    of address space filled from a short file)."""
-    with zipfile.ZipFile(path) as archive:
-        for info in archive.infolist():
-            with archive.open(info) as member:
-                if not info.filename.endswith(".npy") or member.read(6) != b"\x93NUMPY":
-                    continue
-                version = tuple(member.read(2))
-                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
-                    np.lib.format.read_array_header_2_0
-                shape, _, dtype = read_header(member)
-                declared = member.tell() + int(np.prod(shape, dtype=object)) * dtype.itemsize
-                if declared > info.file_size:
-                    raise ValueError(f"{info.filename} declares shape {shape} {dtype} ({declared} bytes) but holds "
-                                     f"{info.file_size} bytes")
 
 
 # ---- describing a model as JSON -----------------------------------------------------------------------------------

@@ -1,0 +1,102 @@
+"""Regression tests for bugs found by the fifth round of probing flux: what the maths shows against what the kernels
+compute, hostile model files, the kernel cache, and training hooks.
+
+Each test failed before its fix (the commit naming the bug). Behaviour probes run on the NumPy tier (nothing to
+compile); numeric ones on numba too, with small models that share their kernels through the session's cache.
+"""
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+import flux
+from test_probes2 import F64, numpy_tier  # noqa: F401  (numpy_tier is a fixture: FLUX_TIER=numpy)
+
+
+# ---- the maths shown: a division by a product reads as one ---------------------------------------------------------
+
+
+class OverProduct(flux.Model):
+    """y = x ⊘ (W·x) ⊘ (x + 2)."""
+    W = flux.param("n", "n")
+
+    def forward(self, x):
+        return x / flux.hadamard(self.W * x, x + 2)
+
+
+def test_a_division_by_a_matrix_product_keeps_its_parentheses():
+    """Bug: a ⊘ divisor was parenthesised only below ⊙'s precedence, so x / (W·x) read `x ⊘ W·x` — (x ⊘ W)·x to a
+    reader — while the same product as a ⊙ factor read `(W·x) ⊙ x`."""
+    text = repr(OverProduct.derivation)
+    assert "y = x ⊘ (W·x) ⊘ (x + 2)" in text
+    assert "∂L/∂x = δ₁ ⊙ (W·x) + Δ ⊘ (W·x) ⊘ (x + 2) + Wᵀ·δ₂" in text
+    assert r"y &= x \oslash (W x) \oslash (x + 2)" in flux.latex(OverProduct.derivation)
+
+
+# ---- model files: refused before anything is inflated -------------------------------------------------------------
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, array)
+    return buffer.getvalue()
+
+
+def members_of(path) -> dict:
+    with zipfile.ZipFile(path) as archive:
+        return {info.filename: archive.read(info) for info in archive.infolist()}
+
+
+def write_archive(path, members: list, compression=zipfile.ZIP_STORED):
+    with zipfile.ZipFile(path, "w", compression) as archive:
+        for name, data in members:
+            archive.writestr(name, data)
+    return path
+
+
+@pytest.fixture
+def saved_dense(tmp_path):
+    path = tmp_path / "dense.npz"
+    flux.save(flux.Dense(3, 2, rng=0), path)
+    return path
+
+
+@pytest.mark.parametrize("member", ["param/W.npy", "junk.npy"])
+def test_a_zip_bomb_is_refused_before_it_is_inflated(numpy_tier, saved_dense, tmp_path, member):
+    """Bug: a 20 KB member of deflated zeros declaring 20 MB (a 4 MB one: 4 GB) was inflated into memory — a member
+    flux never uses included — before any check; the file loaded (or failed after allocating it all)."""
+    zeros = bytes(20 * 2 ** 20)
+    members = {**members_of(saved_dense), member: npy_bytes(np.zeros(1, np.float32))[:128] + zeros}
+    bomb = write_archive(tmp_path / "bomb.npz", list(members.items()), zipfile.ZIP_DEFLATED)
+    assert bomb.stat().st_size < 100_000
+    with pytest.raises(ValueError, match=rf"bomb.npz is refused: its compressed members would inflate from \d+ to "
+                                         rf"\d+ bytes \(more than 100×; {member} from"):
+        flux.load(bomb)
+    with pytest.raises(ValueError, match="bomb.npz is refused"):
+        flux.load_optimiser(bomb)
+    small = write_archive(tmp_path / "compressed.npz", list(members_of(saved_dense).items()), zipfile.ZIP_DEFLATED)
+    assert flux.load(small).params["W"].shape == (2, 3)  # a compressed file of a few zeros still loads
+
+
+def test_a_member_named_twice_is_refused(numpy_tier, saved_dense, tmp_path):
+    """Bug: two members named param/W.npy loaded the last one without a word (other zip readers show the first), so a
+    file could show one set of weights to a reviewer's tool and load another."""
+    import warnings
+
+    members = list(members_of(saved_dense).items()) + [("param/W.npy", npy_bytes(np.full((2, 3), 7, np.float32)))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns of the duplicate it is asked to write
+        twice = write_archive(tmp_path / "twice.npz", members)
+    with pytest.raises(ValueError, match="twice.npz is refused: it holds 4 members, two of them named 'param/W.npy'"):
+        flux.load(twice)
+
+
+def test_a_member_that_is_no_array_is_named(numpy_tier, saved_dense, tmp_path):
+    """Bug: a param/W.npy member holding text (or a zip symlink entry) failed as "malformed description
+    (AttributeError("'bytes' object has no attribute 'shape'"))"."""
+    members = {**members_of(saved_dense), "param/W.npy": b"/etc/passwd"}
+    odd = write_archive(tmp_path / "odd.npz", list(members.items()))
+    with pytest.raises(ValueError, match="odd.npz cannot be read — its entry 'param/W' is not a NumPy array"):
+        flux.load(odd)
