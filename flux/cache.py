@@ -11,6 +11,9 @@ Trust policy — flux imports a cached module, and lets numba unpickle its cache
 * each generated module must be a regular file (not a link) owned by you and not writable by group or others; so
   must numba's files for it — except that numba's files in a `__pycache__` only you can enter (mode 0700, which flux
   creates) are tightened instead of refused, since numba creates them with your umask.
+* numba's machine code for flux's own `cache=True` modules (products, fastmath, small_products, optimiser_updates),
+  which numba keeps beside them or under NUMBA_CACHE_DIR, is checked the same way (root may own an installed flux's);
+  when refused, those modules compile in the process without numba's cache, with a warning.
 Otherwise flux warns, says why, and uses a private temporary directory for that module (for the whole process if the
 directory itself is refused), so an untrusted file is never imported.
 
@@ -44,6 +47,7 @@ from typing import Callable
 
 _fallback_directory: Path | None = None
 _refused_directories: set[Path] = set()
+_guarded_helpers: dict[str, str | None] = {}  # flux.<name> → why its machine code is not trusted, or None
 _generator_hash: str | None = None
 # Everything whose source decides what a generated module says: these packages (every file in them) and modules
 # (cache.py: the seal written into every module).
@@ -185,6 +189,8 @@ def import_file(path: Path, key: str) -> ModuleType:
                          "damaged)")
     if f"{KEY_LINE}{key}\n" not in body or not body.rstrip().endswith(END):
         raise ValueError("file is incomplete or was made for another model")
+    for helpers in set(re.findall(r"^from flux\.(\w+) import", body, re.MULTILINE)):
+        guard_helper_machine_code(helpers)  # before the module's kernels compile them (or load them from numba's cache)
     module_name = f"flux_generated_{path.stem}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
@@ -196,15 +202,16 @@ def import_file(path: Path, key: str) -> ModuleType:
 # ---- trust: only files no other user could have written are imported ---------------------------------------------
 
 
-def untrusted_file(path: Path) -> str | None:
-    """Why `path` (a file or directory) must not be trusted, or None: a link, another owner, writable by others."""
+def untrusted_file(path: Path, root_too: bool = False) -> str | None:
+    """Why `path` (a file or directory) must not be trusted, or None: a link, another owner (root's files too when
+    `root_too`), writable by others."""
     try:
         info = os.lstat(path)
     except FileNotFoundError:  # removed meanwhile (another process discarding damaged files): nothing to trust
         return None
     if stat.S_ISLNK(info.st_mode):
         return f"{path} is a symbolic link"
-    if info.st_uid != os.geteuid():
+    if info.st_uid != os.geteuid() and not (root_too and info.st_uid == 0):
         return f"{path} is owned by uid {info.st_uid}, not by you (uid {os.geteuid()})"
     if info.st_mode & 0o022:
         return f"{path} can be written by {_writers(info.st_mode)} (mode {stat.S_IMODE(info.st_mode):o})"
@@ -235,6 +242,39 @@ def untrusted_module(path: Path) -> str | None:
     return None
 
 
+def guard_helper_machine_code(name: str) -> str | None:
+    """Why numba's cached machine code of flux's own `cache=True` module flux.<name> (products, fastmath, …) must not
+    be loaded, or None; when it must not, that module's functions compile in this process without numba's cache (a
+    warning says why). Checked once per process, as a generated module's is: its machine-code directory (under
+    NUMBA_CACHE_DIR: it and the directories above it) and files — numba unpickles them."""
+    if name in _guarded_helpers:
+        return _guarded_helpers[name]
+    source = Path(__file__).with_name(f"{name}.py")
+    directory = machine_code_directory(source)
+    refusal = None
+    if directory != source.parent / "__pycache__":  # NUMBA_CACHE_DIR: checked as the cache is, even before it exists
+        existing = next(p for p in (directory, *directory.parents) if os.path.lexists(p))
+        refusal = untrusted_directory(directory) if existing == directory else untrusted_ancestors(existing)
+    elif os.path.lexists(directory):  # beside flux's own files: an installed flux's are root's
+        refusal = untrusted_file(directory, root_too=True)
+    for file in machine_code_files(source) if refusal is None and os.path.lexists(directory) else ():
+        refusal = refusal or untrusted_file(file, root_too=directory == source.parent / "__pycache__")
+    _guarded_helpers[name] = refusal
+    if refusal:
+        import importlib
+
+        from numba.core.caching import NullCache
+        from numba.core.dispatcher import Dispatcher
+
+        for function in vars(importlib.import_module(f"flux.{name}")).values():
+            if isinstance(function, Dispatcher):
+                function._cache = NullCache()
+        warnings.warn(f"flux: not trusting numba's cached machine code of flux.{name}: {refusal}; compiling it in "
+                      "this process without numba's cache (fix the permissions or remove the files to cache it again)",
+                      RuntimeWarning, stacklevel=4)
+    return refusal
+
+
 def machine_code_files(path: Path) -> list[Path]:
     """numba's cache index (.nbi) and data (.nbc) files for the generated module at `path`."""
     return [f for f in machine_code_directory(path).glob(f"{path.stem}.*") if f.suffix in (".nbi", ".nbc")]
@@ -255,10 +295,13 @@ def machine_code_directory(path: Path) -> Path:
 
 def untrusted_directory(directory: Path) -> str | None:
     """Why the cache directory must not be used, or None: it, and everything above it, as ssh checks a key's path."""
-    refusal = untrusted_file(directory)
-    if refusal:
-        return refusal
-    for parent in directory.parents:
+    return untrusted_file(directory) or untrusted_ancestors(directory.parent)
+
+
+def untrusted_ancestors(directory: Path) -> str | None:
+    """Why a directory inside `directory` must not be trusted, or None: `directory` and every one above it must be
+    owned by you or root and not writable by group or others unless sticky (/tmp)."""
+    for parent in (directory, *directory.parents):
         info = os.stat(parent)
         if info.st_uid not in (0, os.geteuid()):
             return f"{parent}, above it, is owned by uid {info.st_uid}, neither you nor root"

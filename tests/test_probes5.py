@@ -5,8 +5,9 @@ Each test failed before its fix (the commit naming the bug). Behaviour probes ru
 compile); numeric ones on numba too, with small models that share their kernels through the session's cache.
 """
 import io
-import json
+import os
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -100,3 +101,48 @@ def test_a_member_that_is_no_array_is_named(numpy_tier, saved_dense, tmp_path):
     odd = write_archive(tmp_path / "odd.npz", list(members.items()))
     with pytest.raises(ValueError, match="odd.npz cannot be read — its entry 'param/W' is not a NumPy array"):
         flux.load(odd)
+
+
+# ---- the kernel cache: flux's own cache=True helpers are checked as generated modules are ---------------------------
+
+PLANTED = """
+import os, pickle, sys
+from pathlib import Path
+import numpy as np
+from flux import cache, products
+index = Path(products.add_into._cache._cache_file._index_path)  # where numba looks for add_into's machine code
+index.parent.mkdir(parents=True, exist_ok=True)
+class Planted:
+    def __reduce__(self):
+        return (os.system, (f"touch {sys.argv[1]}",))
+index.write_bytes(pickle.dumps(Planted()))
+os.chown(index, 65534, 65534)
+path = Path(sys.argv[2]) / "m_float64_0123.py"
+path.write_text(cache.sealed("# flux-module-key: k\\nfrom flux.products import add_into\\n\\n\\ndef f(c, v):\\n"
+                             "    add_into(c, v, 2.0)\\n\\n# end of generated module\\n"))
+c = np.zeros(3)
+cache.import_file(path, "k").f(c, np.ones(3))
+print(c)
+"""
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() != 0, reason="gives a file to another user: root")
+def test_machine_code_of_flux_own_helpers_under_numba_cache_dir_is_checked(tmp_path):
+    """Bug: with NUMBA_CACHE_DIR set, numba keeps flux.products' (fastmath's, optimiser_updates') machine code under
+    it, and unpickled an index another user planted there when a kernel calling add_into compiled: code ran as you.
+    The generated modules' files were checked; flux's own were not. Now they are checked as the cache is, and when
+    refused compile without numba's cache, with a warning."""
+    import subprocess
+    import sys
+
+    (tmp_path / "modules").mkdir()
+    ran = tmp_path / "ran"
+    environment = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba"),
+                   "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(flux.__file__).parent.parent),
+                                                               os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-c", PLANTED, str(ran), str(tmp_path / "modules")], env=environment,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "[2. 2. 2.]" in done.stdout and not ran.exists()
+    assert "not trusting numba's cached machine code of flux.products" in done.stderr
+    assert "add_into-" in done.stderr and "is owned by uid 65534" in done.stderr
