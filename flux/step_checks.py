@@ -20,16 +20,24 @@ FUSED_AWAY = ("back", "update")  # what the fused step does itself instead of ca
 
 def overridden_methods(model, *, submodels: bool = True) -> list[str]:
     """"Class.method" for each of `back` and `update` that the model's class, or a sub-model's, defines outside
-    flux (flux's own layers override them knowing what the fused step does)."""
+    flux (flux's own layers override them knowing what the fused step does), or that is set on the instance."""
     from .run.sequences import walk_submodels
 
     found = []
     for sub in [model, *(walk_submodels(model) if submodels else ())]:
         for name in FUSED_AWAY:
-            method = user_method(type(sub), name)
+            method = own_method(sub, name)
             if method is not None and method not in found:
                 found.append(method)
     return found
+
+
+def own_method(model, name: str) -> str | None:
+    """"Owner.name" when the model's `name` ("back" or "update") is its own: set on the instance (`model.back = …`)
+    or defined by its class outside flux; else None."""
+    if name in vars(model):
+        return f"{type(model).__name__}.{name} (set on the instance)"
+    return user_method(type(model), name)
 
 
 @functools.cache

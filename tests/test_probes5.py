@@ -146,3 +146,40 @@ def test_machine_code_of_flux_own_helpers_under_numba_cache_dir_is_checked(tmp_p
     assert "[2. 2. 2.]" in done.stdout and not ran.exists()
     assert "not trusting numba's cached machine code of flux.products" in done.stderr
     assert "add_into-" in done.stderr and "is owned by uid 65534" in done.stderr
+
+
+# ---- back or update set on an instance: honoured by flux.train and a Chain, refused by a fused step -----------------
+
+
+def test_back_or_update_set_on_an_instance_is_called_or_refused_never_skipped(numpy_tier):
+    """Bug: the checks for a model's own `back`/`update` read its class only, so `model.update = frozen` (or
+    `layer.back = clipped`) set on the instance was skipped without a word by flux.train (it used the fused step),
+    compile_step and a fused Chain: the frozen bias moved, Δ was not clipped."""
+    rng = np.random.default_rng(4)
+    x, t = rng.standard_normal((8, 3)), rng.standard_normal((8, 2))
+    frozen = flux.Dense(3, 2, rng=1, dtype=F64)
+
+    def update_all_but_the_bias(optimiser=None, *, lr=None):
+        frozen.grads["b"][...] = 0
+        flux.Dense.update(frozen, optimiser, lr=lr)
+
+    frozen.update = update_all_but_the_bias
+    b, W = frozen.params["b"].copy(), frozen.params["W"].copy()
+    flux.train(frozen, flux.mse, (x, t), flux.SGD(0.1), epochs=2, batch_size=4)
+    assert np.array_equal(frozen.params["b"], b) and not np.array_equal(frozen.params["W"], W)
+    with pytest.raises(TypeError, match=r"compile_step: Dense overrides Dense.update \(set on the instance\)"):
+        flux.compile_step(frozen, flux.mse, flux.SGD(0.1))
+
+    clipped, calls = flux.Dense(3, 2, rng=1, dtype=F64), []
+
+    def clip_then_back(Δ):
+        calls.append(len(Δ))
+        return flux.Dense.back(clipped, np.clip(Δ, -1e-3, 1e-3))
+
+    clipped.back = clip_then_back
+    chain = flux.Chain(flux.Dense(3, 3, rng=2, dtype=F64), clipped)
+    y = chain(x)
+    chain.back(np.ones_like(y))
+    assert calls == [8]  # the Chain runs the layer with its own back alone, and calls it
+    with pytest.raises(TypeError, match=r"Chain holds a sub-model that overrides Dense.back \(set on the instance\)"):
+        flux.compile_step(chain, flux.mse, flux.SGD(0.1))

@@ -13,7 +13,7 @@ import numpy as np
 from ..model import Model
 from ..run.sequences import is_recurrent, walk_submodels
 from ..run.state import ChainTape, refuse_written_parameters, runtime_of, write_count
-from ..step_checks import user_method
+from ..step_checks import own_method
 from ..trace.language import concat, is_symbolic, param
 from ..trace.tokens import Tokens
 
@@ -253,10 +253,10 @@ def holds(model: Any, is_it) -> bool:
 
 def runs_alone(model: Any) -> bool:
     """True when `model` is or holds a layer that a fused Chain runs on arrays by itself: one that adds inputs of its
-    own on every call, or whose class has its own `back` (a Chain's kernels, derived from the whole maths, would
-    never call it: flux.step_checks)."""
+    own on every call, or with its own `back` (its class's or its instance's: a Chain's kernels, derived from the
+    whole maths, would never call it: flux.step_checks)."""
     return holds(model, lambda layer: bool(getattr(layer, "adds_inputs_per_call", False))
-                 or user_method(type(layer), "back") is not None)
+                 or own_method(layer, "back") is not None)
 
 
 def gradients_before_user_back(parts: list):
