@@ -226,10 +226,11 @@ def untrusted_module(path: Path) -> str | None:
         if refusal:
             return refusal
     pycache = machine_code_directory(path)
-    if not os.path.lexists(pycache):
-        return None
     beside = pycache == path.parent / "__pycache__"
-    refusal = untrusted_file(pycache) if beside else untrusted_directory(pycache)  # elsewhere: its parents too
+    refusal = None if beside else untrusted_elsewhere(pycache)
+    if refusal or not os.path.lexists(pycache):
+        return refusal
+    refusal = untrusted_file(pycache) if beside else None
     if refusal:
         return refusal
     private = beside and stat.S_IMODE(os.lstat(pycache).st_mode) & 0o077 == 0
@@ -252,9 +253,8 @@ def guard_helper_machine_code(name: str) -> str | None:
     source = Path(__file__).with_name(f"{name}.py")
     directory = machine_code_directory(source)
     refusal = None
-    if directory != source.parent / "__pycache__":  # NUMBA_CACHE_DIR: checked as the cache is, even before it exists
-        existing = next(p for p in (directory, *directory.parents) if os.path.lexists(p))
-        refusal = untrusted_directory(directory) if existing == directory else untrusted_ancestors(existing)
+    if directory != source.parent / "__pycache__":
+        refusal = untrusted_elsewhere(directory)
     elif os.path.lexists(directory):  # beside flux's own files: an installed flux's are root's
         refusal = untrusted_file(directory, root_too=True)
     for file in machine_code_files(source) if refusal is None and os.path.lexists(directory) else ():
@@ -291,6 +291,13 @@ def machine_code_directory(path: Path) -> Path:
         return path.parent / "__pycache__"
     parent = os.path.dirname(os.path.abspath(path))  # as numba's _CacheLocator.get_suitable_cache_subpath
     return Path(configured) / f"{os.path.basename(parent)}_{hashlib.sha1(parent.encode()).hexdigest()}"
+
+
+def untrusted_elsewhere(directory: Path) -> str | None:
+    """Why a machine-code directory under NUMBA_CACHE_DIR must not be trusted, or None: checked as the cache is, and
+    before numba makes it (its nearest existing ancestor and those above), so that nobody else can fill it later."""
+    existing = next(p for p in (directory, *directory.parents) if os.path.lexists(p))
+    return untrusted_directory(directory) if existing == directory else untrusted_ancestors(existing)
 
 
 def untrusted_directory(directory: Path) -> str | None:

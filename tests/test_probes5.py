@@ -183,3 +183,31 @@ def test_back_or_update_set_on_an_instance_is_called_or_refused_never_skipped(nu
     assert calls == [8]  # the Chain runs the layer with its own back alone, and calls it
     with pytest.raises(TypeError, match=r"Chain holds a sub-model that overrides Dense.back \(set on the instance\)"):
         flux.compile_step(chain, flux.mse, flux.SGD(0.1))
+
+
+def test_a_numba_cache_dir_others_can_write_is_refused_before_numba_fills_it(monkeypatch, tmp_path):
+    """Bug: a generated module's machine-code directory under NUMBA_CACHE_DIR was checked only once it existed, so the
+    first process trusted a NUMBA_CACHE_DIR anyone could write (mode 777) and let numba fill it; flux's own helpers'
+    was never checked. Both are now refused before numba makes the directory."""
+    from numba.core import config
+    from numba.core.caching import NullCache
+    from numba.core.dispatcher import Dispatcher
+
+    from flux import cache, fastmath
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    monkeypatch.setattr(config, "CACHE_DIR", str(shared))
+    module = tmp_path / "m_float32_0123.py"
+    assert not cache.machine_code_directory(module).exists()
+    assert "shared, above it, can be written by its group and others" in cache.untrusted_module(module)
+    monkeypatch.setattr(cache, "_guarded_helpers", {})
+    helpers = [f for f in vars(fastmath).values() if isinstance(f, Dispatcher)]
+    for function in helpers:
+        monkeypatch.setattr(function, "_cache", function._cache)  # restored after the test
+    with pytest.warns(RuntimeWarning, match="not trusting numba's cached machine code of flux.fastmath: .*shared"):
+        assert cache.guard_helper_machine_code("fastmath")
+    assert helpers and all(isinstance(f._cache, NullCache) for f in helpers)
+    shared.chmod(0o755)
+    assert cache.untrusted_module(module) is None
