@@ -211,3 +211,28 @@ def test_a_numba_cache_dir_others_can_write_is_refused_before_numba_fills_it(mon
     assert helpers and all(isinstance(f._cache, NullCache) for f in helpers)
     shared.chmod(0o755)
     assert cache.untrusted_module(module) is None
+
+
+# ---- a file (or an assignment) with what the constructor would turn into something else -----------------------------
+
+
+@pytest.mark.parametrize("make, attribute, value, message", [
+    (lambda: flux.Dense(3, 2), "activation", "relu", r"Dense: activation 'relu' must be the function itself \(flux.relu\)"),
+    (lambda: flux.PositionalEncoding(4), "d", -2, "PositionalEncoding: d must be a positive integer"),
+])
+def test_an_attribute_the_constructor_would_convert_or_refuse_is_refused_when_loaded(numpy_tier, tmp_path, make,
+                                                                                     attribute, value, message):
+    """Bug: a file's activation "relu" (a name, which Dense(…, "relu") turns into flux.relu) loaded and failed at the
+    first call with "Dense.forward cannot be traced: TypeError: 'str' object is not callable"; a PositionalEncoding
+    with d = −2 loaded."""
+    from test_probes import rewrite_description
+
+    path = tmp_path / "layer.npz"
+    flux.save(make(), path)
+    rewrite_description(path, lambda description: description["model"]["attributes"].__setitem__(attribute, value))
+    with pytest.raises(ValueError, match=message):
+        flux.load(path)
+    built = make()
+    built(np.ones((1, 3, 4) if attribute == "d" else (1, 3), np.float32))
+    with pytest.raises(TypeError, match=message):
+        setattr(built, attribute, value)

@@ -47,6 +47,10 @@ class Dense(Model):
         super().__init__(W=weights, b=np.zeros(n_out), dtype=dtype)
         self.activation = activation
 
+    def _check_attributes(self) -> None:
+        super()._check_attributes()
+        check_activation(self.activation, "Dense")
+
     def forward(self, x):
         z = self.W * x + self.b
         return z if self.activation is None else self.activation(z)
@@ -209,6 +213,14 @@ def split(x, *sizes: int):
         start += size
     parts.append(x[start:, :])
     return parts
+
+
+def check_activation(activation: Any, layer: str) -> None:
+    """A TypeError unless `activation` is what the constructor keeps (None, a flux function, a function of a symbol):
+    a name such as "relu", set as an attribute or in a file, would otherwise fail only when traced."""
+    if as_activation(activation, layer) is not activation:
+        raise TypeError(f"{layer}: activation {activation!r} must be the function itself (flux.{activation}), as "
+                        f"{layer}(…, {activation!r}) makes it, or None")
 
 
 def as_activation(activation: Any, layer: str) -> Any:

@@ -43,11 +43,14 @@ class PositionalEncoding(Model):
     P = tokens("d")
 
     def __init__(self, d: int):
-        if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
-            raise TypeError(f"PositionalEncoding: d must be a positive integer number of features, got {d!r}")
+        check_features(d)
         super().__init__()
         self.d = int(d)
         self._table_given = False
+
+    def _check_attributes(self) -> None:
+        super()._check_attributes()
+        check_features(self.d)  # a file rebuilds the layer without __init__
 
     per_call_attributes = ("_table_given",)
     adds_inputs_per_call = True  # its table is made for each call's T: it runs on arrays, outside fused kernels
@@ -79,3 +82,8 @@ class PositionalEncoding(Model):
         """∂L/∂X = Δ (and ∂L/∂P = Δ when the table was given)."""
         gradients = super().back(Δ)
         return gradients if self._table_given else gradients[0]
+
+
+def check_features(d: Any) -> None:
+    if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
+        raise TypeError(f"PositionalEncoding: d must be a positive integer number of features, got {d!r}")
