@@ -236,3 +236,18 @@ def test_an_attribute_the_constructor_would_convert_or_refuse_is_refused_when_lo
     built(np.ones((1, 3, 4) if attribute == "d" else (1, 3), np.float32))
     with pytest.raises(TypeError, match=message):
         setattr(built, attribute, value)
+
+
+def test_a_chain_puts_back_gradients_when_a_back_set_on_an_instance_raises(numpy_tier):
+    """As for a class's own back (tests/test_trust_edges): a `back` set on a layer instance that raises leaves the
+    layers above it without the gradients they had just added."""
+    def refuses(Δ):
+        raise ValueError("no gradient today")
+
+    below, above = flux.Dense(3, 3, rng=1, dtype=F64), flux.Dense(3, 2, rng=2, dtype=F64)
+    below.back = refuses
+    chain = flux.Chain(below, above)
+    y = chain(np.ones((4, 3)))
+    with pytest.raises(ValueError, match="no gradient today"):
+        chain.back(np.ones_like(y))
+    assert not any(g.any() for g in chain.grads.values())

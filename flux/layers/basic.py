@@ -277,7 +277,7 @@ def gradients_before_user_back(parts: list):
     above it added theirs (flux's own `back`s check everything before they change anything). Nothing to keep when
     no part holds one."""
     lowest = next((k for k, part in enumerate(parts)
-                   if holds(part, lambda layer: user_method(type(layer), "back") is not None)), None)
+                   if holds(part, lambda layer: own_method(layer, "back") is not None)), None)
     if lowest is None:
         return lambda: None
     above = [part for part in parts[lowest + 1:] if isinstance(part, Model)]
