@@ -17,7 +17,7 @@ import sys
 
 CLEARED_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # they pin OpenBLAS to a slower kernel / blocking
 REEXEC_MARK = "FLUX_BENCHMARKS_CLEARED"
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS", "FLUX_NUM_THREADS")
 # Idle worker threads of one library busy-wait for a while (libgomp: 300 000 spins; OpenBLAS: 2^28 cycles), stealing
 # the cores from the next variant in the round-robin. Measured here on 2 cores: 3–10× slower steps and 100 %+ IQRs.
 PASSIVE_WAITING = {"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "4"}

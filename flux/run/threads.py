@@ -18,10 +18,10 @@ from typing import Callable
 
 # below this many multiply-adds a step (N·T·Σ|θ|, about its forward products) a second thread costs more to wake
 # than it saves: a TransformerBlock step (N 16, T 32, d 64) is 2.5·10⁷. A recurrent step's time loop is a chain of
-# small products, so it needs more: an Elman RNN 32→64→32 (N 16, T 50; 6.6·10⁶) was slower split in two, an LSTM
-# 32→64 (2.0·10⁷) 1.5× faster (2 cores)
+# small products, so it needs more: split in two on 2 quiet cores, an Elman RNN 32→64→32 (N 16, T 50; 6.6·10⁶)
+# ran 0.28 → 0.245 ms, a GRU 32→64 0.58 → 0.42 ms, an LSTM 32→64 (2.0·10⁷) 0.77 → 0.57 ms
 PARALLEL_WORK = 2 ** 21
-RECURRENT_PARALLEL_WORK = 2 ** 24
+RECURRENT_PARALLEL_WORK = 2 ** 22
 
 _threads: int | None = None
 _pool: tuple = (0, None)  # (its number of workers, the ThreadPoolExecutor)
