@@ -118,10 +118,11 @@ class Statements:
         self.emit(f"{INDENT}shift = {z}[n, 0]")  # the row's maximum, as a loop (np.max costs numba a second to compile)
         self.emit(f"{INDENT}for j in range(1, {z}.shape[1]):")
         self.emit(f"{INDENT * 2}shift = max(shift, {z}[n, j])")
+        if store:  # the exponentials in a loop of their own vectorise; a sum beside them kept the loop scalar
+            self.emit(f"{INDENT}for j in range({z}.shape[1]):")
+            self.emit(f"{INDENT * 2}{term} = fast_exp({z}[n, j] - shift)")
         self.emit(f"{INDENT}acc = real(0)")
         self.emit(f"{INDENT}for j in range({z}.shape[1]):")
-        if store:
-            self.emit(f"{INDENT * 2}{term} = fast_exp({z}[n, j] - shift)")
         self.emit(f"{INDENT * 2}acc += {term}")
 
     def _statement_MatrixSlice(self, node):
