@@ -79,6 +79,11 @@ class single_threaded_blas:
         return False
 
     @classmethod
+    def _forget_blocks_in_child(cls) -> None:
+        """After os.fork the child runs none of the parent's blocks (their threads were not copied)."""
+        cls._lock, cls._inside = threading.Lock(), 0
+
+    @classmethod
     def functions(cls) -> tuple:
         """(get_num_threads, set_num_threads) of SciPy's OpenBLAS, or (None, None): looked up once."""
         if cls._functions is None:
@@ -89,3 +94,7 @@ class single_threaded_blas:
                 set_.argtypes = [ctypes.c_int]
             cls._functions = (get, set_) if get is not None and set_ is not None else (None, None)
         return cls._functions
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=single_threaded_blas._forget_blocks_in_child)

@@ -4,7 +4,9 @@ The kernels release the GIL (numba nogil=True), so threads really run at the sam
 pass for `back` (its tape); forward and back of one model belong to one thread, one pair at a time, and `back` of a
 forward pass made by another thread raises instead of computing gradients of the wrong batch.
 """
+import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -212,3 +214,29 @@ def test_one_fused_step_shared_by_threads_runs_one_call_at_a_time():
         reference(x, t)
     for name, value in alone.params.items():
         np.testing.assert_allclose(shared.params[name], value, rtol=1e-12, err_msg=name)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork on this platform")
+def test_a_forked_child_runs_parts_on_threads_of_its_own():
+    """After a fork the child has none of the parent's pool threads: parts submitted to the parent's pool would wait
+    forever (a training step that never returns in a forked worker)."""
+    from flux.run.threads import run_parts
+
+    assert run_parts([lambda: 1, lambda: 2]) == [1, 2]  # the parent's pool exists, its thread running
+    child = os.fork()
+    if child == 0:  # the child: exit 0 when the parts ran, 1 when they failed; the parent's timeout catches a hang
+        code = 1
+        try:
+            code = 0 if run_parts([lambda: 3, lambda: 4]) == [3, 4] else 1
+        finally:
+            os._exit(code)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(child, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(child, 9)
+    os.waitpid(child, 0)
+    pytest.fail("the forked child's run_parts did not return in 20 s")

@@ -77,6 +77,17 @@ def run_parts(calls: list[Callable]) -> list:
     return [first] + results
 
 
+def _forget_pool_in_child() -> None:
+    """After os.fork the child has none of the pool's threads, yet the pool would count them as running and queue
+    work for them forever (a step that never returns): the child makes its own when it needs one."""
+    global _pool, _lock
+    _pool, _lock = (0, None), threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_in_child)
+
+
 def pool(workers: int) -> ThreadPoolExecutor:
     """The shared pool, with at least `workers` threads (made again, larger, when more are asked for)."""
     global _pool
