@@ -58,6 +58,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=lambda item: rank.get(kernel_group(item.nodeid), len(rank)))
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: without it installed, pytest runs the files in turn
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """With `--dist loadfile`: one unit of work per group of files (kernel_group), in the collection's order."""
     if config.getvalue("dist") != "loadfile":
