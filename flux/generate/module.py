@@ -21,7 +21,7 @@ from ..cache import END, KEY_LINE
 JIT = '@njit(cache=True, nogil=True, error_model="numpy")'
 # the helpers generated code may call from flux.fastmath, flux.products and flux.small_products, found in the text
 # by their call
-FASTMATH = ("all_finite", "fast_exp", "fast_sigmoid", "fast_tanh")
+FASTMATH = ("all_finite", "fast_exp", "fast_sigmoid", "fast_tanh", "softmax_rows")
 PRODUCTS = ("dot", "dot_into", "add_into", "copy_into")
 SMALL_PRODUCTS = ("step_product", "step_product_into")  # from flux.small_products: a cell's per-step products
 # from flux.optimiser_updates: the built-in optimisers' rules, called by a fused step's `update`
