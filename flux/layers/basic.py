@@ -272,15 +272,16 @@ def runs_alone(model: Any) -> bool:
 
 
 def gradients_before_user_back(parts: list):
-    """A function putting back the gradients (values and has-gradients flags) of the parts that run, in backward,
-    before the lowest part holding a user's own `back` — code flux did not check, which may raise after the parts
-    above it added theirs (flux's own `back`s check everything before they change anything). Nothing to keep when
-    no part holds one."""
+    """A function putting back the gradients (values and has-gradients flags) of the lowest part holding a user's
+    own `back` and of the parts that run before it in backward — code flux did not check, which may raise after it
+    or the parts above it added theirs (a user's `back` calling flux's, then raising; a flux part below refusing the
+    Δ it returned: flux's own `back`s check everything before they change anything). Nothing to keep when no part
+    holds one."""
     lowest = next((k for k, part in enumerate(parts)
                    if holds(part, lambda layer: own_method(layer, "back") is not None)), None)
     if lowest is None:
         return lambda: None
-    above = [part for part in parts[lowest + 1:] if isinstance(part, Model)]
+    above = [part for part in parts[lowest:] if isinstance(part, Model)]
     kept = [(g, g.copy()) for part in above for g in part.flat_arrays()[1]]
     flags = [(model, runtime_of(model).has_grads) for part in above for model in [part, *walk_submodels(part)]]
 
