@@ -66,7 +66,7 @@ def run_parts(calls: list[Callable]) -> list:
     time. An exception is raised after every call has finished (none is left running)."""
     if len(calls) == 1:
         return [calls[0]()]
-    futures = [pool(len(calls) - 1).submit(call) for call in calls[1:]]
+    futures = submitted(calls[1:])
     try:
         first = calls[0]()
     finally:
@@ -75,6 +75,19 @@ def run_parts(calls: list[Callable]) -> list:
         if isinstance(result, BaseException):
             raise result
     return [first] + results
+
+
+def submitted(calls: list[Callable]) -> list:
+    """Each call's future on the shared pool, made again (larger) when it has fewer threads than calls. Submitted
+    under the lock that replaces the pool: a pool another thread's step is shutting down never takes a call (was
+    RuntimeError 'cannot schedule new futures after shutdown' when two steps' part counts grew at once)."""
+    global _pool
+    with _lock:
+        if _pool[0] < len(calls):
+            if _pool[1] is not None:
+                _pool[1].shutdown(wait=False)  # the parts it already holds still run
+            _pool = (len(calls), ThreadPoolExecutor(max_workers=len(calls), thread_name_prefix="flux-batch"))
+        return [_pool[1].submit(call) for call in calls]
 
 
 def _forget_pool_in_child() -> None:
@@ -86,14 +99,3 @@ def _forget_pool_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_pool_in_child)
-
-
-def pool(workers: int) -> ThreadPoolExecutor:
-    """The shared pool, with at least `workers` threads (made again, larger, when more are asked for)."""
-    global _pool
-    with _lock:
-        if _pool[0] < workers:
-            if _pool[1] is not None:
-                _pool[1].shutdown(wait=False)
-            _pool = (workers, ThreadPoolExecutor(max_workers=workers, thread_name_prefix="flux-batch"))
-        return _pool[1]
