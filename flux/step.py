@@ -339,8 +339,8 @@ class RecurrentTrainStep(TrainStep):
             shown = tuple("out" if s is None else s for s in expected)
             which = ("the last step's output (compile_step(..., last=True))" if self.last
                      else "every step's output (pass last=True to compile_step for the last step's only)")
-            raise ValueError(f"{model_name}: the loss is on {which}, so the target must have shape {shown}, got "
-                             f"{array.shape}; nothing was changed")
+            raise ValueError(f"{model_name}: the loss is on {which}, so the target must have shape {shown}"
+                             f"{labels_or(loss, expected[:-1], size)}, got {array.shape}; nothing was changed")
         array = to_dtype(model_name, "target", array, self.model.dtype, "target")
         return np.broadcast_to(array[:, None, :], (batch, steps, array.shape[1])) if self.last else array
 
@@ -355,3 +355,9 @@ class RecurrentTrainStep(TrainStep):
                 scale[:] = 1.0 / (batch * steps)
             self._scales[key] = scale
         return self._scales[key]
+
+
+def labels_or(loss: Any, shape: tuple, classes: int | None) -> str:
+    """", or class labels of shape (N, T)" for a loss that takes integer labels in place of one-hot targets (when
+    the model's number of outputs, the number of classes, is known)."""
+    return f", or class labels of shape {tuple(shape)}" if getattr(loss, "takes_labels", False) and classes else ""

@@ -19,7 +19,7 @@ from .model import Model
 from .run.inputs import as_float_array, to_dtype
 from .run.threads import batch_parts, run_parts
 from .run.tokens import as_token_array, token_blas
-from .step import TrainStep
+from .step import TrainStep, labels_or
 
 
 class TokenTrainStep(TrainStep):
@@ -95,6 +95,6 @@ class TokenTrainStep(TrainStep):
         if array.ndim != 3 or array.shape[:2] != (batch, steps) or (size is not None and array.shape[2] != size):
             expected = (batch, steps, "out" if size is None else size)
             raise ValueError(f"{model_name}: the loss is on every token's output, so the target must have shape "
-                             f"{expected} (x has {batch} sequences of {steps} tokens), got {array.shape}; "
-                             "nothing was changed")
+                             f"{expected}{labels_or(self.loss, (batch, steps), size)} (x has {batch} sequences "
+                             f"of {steps} tokens), got {array.shape}; nothing was changed")
         return np.ascontiguousarray(to_dtype(model_name, "target", array, self.model.dtype, "target"))

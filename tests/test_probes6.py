@@ -124,3 +124,23 @@ def test_recurrent_step_with_class_labels_split_is_the_one_thread_step(split_bat
                for n, steps, count in [(5, 4, 2), (5, 3, 3), (2, 2, 3)]]  # T changes; N < threads
     parts = same_training(model, flux.crossentropy, lambda: flux.SGD(0.1), batches, split_batches, last=last)
     assert parts == [2, 3, 2]
+
+
+# ---- unclear errors --------------------------------------------------------------------------------------------------
+
+
+def test_a_target_of_the_wrong_shape_names_the_class_labels_a_loss_takes(split_batches):
+    """Was: "the target must have shape (4, 3, 3), got (4, 4)" for a loss that takes labels (N, T) too — the labels'
+    shape, the one most callers passed, was not named."""
+    split_batches(2)
+    step = flux.compile_step(token_chain(), flux.logitcrossentropy, flux.SGD(0.1))
+    labels = r"must have shape \(4, 3, 3\), or class labels of shape \(4, 3\) .*got \(4, 4\)"
+    with pytest.raises(ValueError, match=labels):
+        step(rng.standard_normal((4, 3, 4)), rng.integers(0, 3, (4, 4)))
+    recurrent = flux.Chain(flux.Recurrent(3, 4, 3, rng=0, dtype=F64), flux.softmax)
+    step = flux.compile_step(recurrent, flux.crossentropy, flux.SGD(0.1), last=True)
+    with pytest.raises(ValueError, match=r"must have shape \(4, 3\), or class labels of shape \(4,\), got \(4, 5\)"):
+        step(rng.standard_normal((4, 5, 3)), rng.integers(0, 3, (4, 5)))
+    step = flux.compile_step(flux.Recurrent(3, 4, 3, rng=0, dtype=F64), flux.mse, flux.SGD(0.1))
+    with pytest.raises(ValueError, match=r"must have shape \(4, 5, 3\), got \(4, 5\)"):  # mse takes no labels
+        step(rng.standard_normal((4, 5, 3)), rng.integers(0, 3, (4, 5)))
