@@ -10,7 +10,9 @@ parameter changes, the kernel checks that the loss and every gradient are finite
 """
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from typing import Any
 
 import numpy as np
@@ -23,6 +25,20 @@ from .run.contents import attribute_contents, changed_in_place
 from .run.state import configuration_generation, parameter_generation, parameters_written
 from .run.threads import batch_parts, run_parts
 from .step_checks import refuse_pending_gradients
+
+
+_steps: weakref.WeakSet = weakref.WeakSet()  # every live step: their locks are made again in a forked child
+
+
+def _unlock_steps_in_child() -> None:
+    """After os.fork the child has only the forking thread: a step's lock held by another thread of the parent (a
+    call in progress) would be held forever, and every call of that step in the child would wait for it."""
+    for step in list(_steps):
+        step._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_unlock_steps_in_child)
 
 
 class Objective(Model):
@@ -63,6 +79,7 @@ class TrainStep:
         changes (`_current`)."""
         self._arguments, self._options = arguments, options
         self.__dict__.setdefault("_lock", threading.Lock())  # kept when the step is compiled again inside a call
+        _steps.add(self)  # its lock is made again in a forked child (`_unlock_steps_in_child`)
         self._generation = configuration_generation()
         self._contents = attribute_contents(self.model) + (
             attribute_contents(self.loss) if isinstance(self.loss, Model) else [])

@@ -5,7 +5,9 @@ raises — plus the split cases not tested elsewhere (class labels, token and re
 Each regression test failed before its fix (the commit naming the bug). The split steps reuse the maths of
 tests/test_positional.py and tests/test_recurrent_step.py, so their kernels come from the session's cache.
 """
+import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -144,3 +146,50 @@ def test_a_target_of_the_wrong_shape_names_the_class_labels_a_loss_takes(split_b
     step = flux.compile_step(flux.Recurrent(3, 4, 3, rng=0, dtype=F64), flux.mse, flux.SGD(0.1))
     with pytest.raises(ValueError, match=r"must have shape \(4, 5, 3\), got \(4, 5\)"):  # mse takes no labels
         step(rng.standard_normal((4, 5, 3)), rng.integers(0, 3, (4, 5)))
+
+
+# ---- a fork while another thread is inside a step ------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no os.fork on this platform")
+def test_a_child_forked_during_another_threads_step_can_call_that_step():
+    """Bug: the step's lock (one call at a time) was copied into the child held by a thread the child does not
+    have: the child's first call of the step waited forever (a forked worker that never returns)."""
+    step = flux.compile_step(token_chain(), flux.logitcrossentropy, flux.SGD(0.1))
+    x, labels = rng.standard_normal((2, 3, 4)), rng.integers(0, 3, (2, 3))
+    step(x, labels)  # compiled for these arrays here: the child only runs it
+    inside, leave = threading.Event(), threading.Event()
+
+    def a_call_in_progress():
+        with step._lock:  # as a call of the step on this thread holds it
+            inside.set()
+            leave.wait()
+
+    caller = threading.Thread(target=a_call_in_progress)
+    caller.start()
+    inside.wait()
+    try:
+        child = os.fork()
+        if child == 0:  # exit 0 when the step ran; the parent's timeout catches a hang
+            code = 1
+            try:
+                code = 0 if np.isfinite(step(x, labels)) else 1
+            finally:
+                os._exit(code)
+        assert exit_code(child, seconds=10) == 0
+    finally:
+        leave.set()
+        caller.join()
+
+
+def exit_code(child: int, seconds: float) -> int:
+    """The forked child's exit code; killed, and the test failed, when it has not exited within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(child, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.05)
+    os.kill(child, 9)
+    os.waitpid(child, 0)
+    pytest.fail(f"the forked child did not return in {seconds} s")
