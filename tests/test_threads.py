@@ -154,9 +154,10 @@ def test_a_training_step_splits_its_batch_into_near_equal_parts(monkeypatch):
             flux.set_num_threads(bad)
     assert flux.get_num_threads() == 1
     monkeypatch.setattr(threads, "_threads", None)
-    monkeypatch.setenv("FLUX_NUM_THREADS", "two")
-    with pytest.raises(ValueError, match="FLUX_NUM_THREADS must be a whole number of threads, got 'two'"):
-        flux.get_num_threads()
+    for bad in ("two", "0", "-2", "1.5"):
+        monkeypatch.setenv("FLUX_NUM_THREADS", bad)
+        with pytest.raises(ValueError, match=f"FLUX_NUM_THREADS must be a whole number of threads ≥ 1, got '{bad}'"):
+            threads.batch_parts(2, 0)  # refused by any step, not only by one large enough to split
 
 
 def test_parts_run_at_once_and_an_error_is_raised_after_every_part_ended():

@@ -35,10 +35,10 @@ def get_num_threads() -> int:
         return _threads
     configured = os.environ.get("FLUX_NUM_THREADS", "").strip()
     if configured:
-        try:
-            return max(1, int(configured))
-        except ValueError:
-            raise ValueError(f"flux: FLUX_NUM_THREADS must be a whole number of threads, got {configured!r}") from None
+        value = int(configured) if configured.isdigit() else 0
+        if value < 1:
+            raise ValueError(f"flux: FLUX_NUM_THREADS must be a whole number of threads ≥ 1, got {configured!r}")
+        return value
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not Linux
@@ -56,7 +56,8 @@ def set_num_threads(threads: int) -> None:
 def batch_parts(batch: int, work: int, *, recurrent: bool = False) -> list[tuple[int, int]]:
     """[(start, stop), …]: the batch's samples cut into nearly equal parts, one per thread, each at least one
     sample; one part when there is one thread or less work than `PARALLEL_WORK` (`RECURRENT_PARALLEL_WORK`)."""
-    parts = min(get_num_threads(), batch) if work >= (RECURRENT_PARALLEL_WORK if recurrent else PARALLEL_WORK) else 1
+    threads = get_num_threads()  # read at every step: a bad FLUX_NUM_THREADS is refused by the first, however small
+    parts = min(threads, batch) if work >= (RECURRENT_PARALLEL_WORK if recurrent else PARALLEL_WORK) else 1
     bounds = [batch * k // parts for k in range(parts + 1)]
     return list(zip(bounds[:-1], bounds[1:]))
 
