@@ -338,6 +338,8 @@ class RecurrentTrainStep(TrainStep):
         key = (part, x.shape, target.shape)
         buffers = self._buffers.get(key)
         if buffers is None:
+            if len(self._buffers) >= 16:  # sequences of ever new lengths: the oldest shape's buffers are let go
+                del self._buffers[next(iter(self._buffers))]
             (batch, steps), dtype = x.shape[:2], self.model.dtype
             time_major = [np.empty((steps, batch, a.shape[2]), dtype=dtype) for a in (x, target)]
             buffers = self._buffers[key] = (*time_major, *self.module.workspace_buffers(

@@ -252,3 +252,14 @@ def test_a_part_with_a_non_finite_loss_updates_nothing(split_batches):
     for key, value in model.params.items():
         np.testing.assert_array_equal(value, before[key], err_msg=key)
     assert optimiser.step_count == 1 and split_batches.parts == [2, 2]
+
+
+def test_buffers_of_ever_new_sequence_lengths_are_let_go():
+    """The workspace is kept per shape; sequences of ever new lengths keep the 16 most recent, not every one."""
+    model = MODELS["recurrent"]()
+    step = flux.compile_step(model, flux.mse, flux.SGD(0.1))
+    out = np.shape(model(np.zeros((1, 1, X))))[-1]
+    for steps in range(1, 21):
+        step(rng.standard_normal((N, steps, X)), rng.uniform(-0.5, 0.5, (N, steps, out)))
+    assert len(step._buffers) == 16
+    assert (0, (N, 20, X), (N, 20, out)) in step._buffers
