@@ -204,6 +204,24 @@ class TrainStep:
                               [np.zeros_like(p) for p in params], tied)
         return self._prepared[1:4]
 
+    def _split(self, parts: list, gradients: list, part, update_arguments: tuple) -> tuple:
+        """(loss, status) of a batch cut into parts (flux.run.threads): `part(k, start, stop)` gives part k's
+        arguments before its gradients, and its buffers; each part's `batch_gradients` runs on its own thread into
+        its own gradients, which are summed into `gradients`; then one `checked_update(loss, *update_arguments)`."""
+        gradient_sets = [gradients] + self._gradients_of_parts(len(parts) - 1, gradients)
+        module = self.module
+        calls = []
+        for k, (start, stop) in enumerate(parts):
+            data, buffers = part(k, start, stop)
+            calls.append(lambda data=data, buffers=buffers, k=k:
+                         module.batch_gradients(*data, *gradient_sets[k], *buffers))
+        with single_threaded_blas():  # one BLAS thread for every part: the parts are the parallelism
+            losses = run_parts(calls)
+        for more in gradient_sets[1:]:
+            module.add_gradients(*gradients, *more)
+        loss = sum(losses)
+        return loss, module.checked_update(loss, *update_arguments)
+
     def _gradients_of_parts(self, count: int, gradients: list) -> list:
         """Gradient arrays for parts 2, 3, …: each part writes its own, summed into `gradients` after."""
         made_for, more = self.__dict__.get("_more_gradients", (None, []))
@@ -273,20 +291,13 @@ class RecurrentTrainStep(TrainStep):
                 value, status = self.kernel(x, target, scale, *kernel_targets, self.learnable, *gradients, *states,
                                             *numbers, *buffers)
             return self._finish(value, status, targets, gradients, tied)
-        gradient_sets = [gradients] + self._gradients_of_parts(len(parts) - 1, gradients)
-        module = self.module
 
-        def part(k: int, start: int, stop: int):  # the same step on samples start…stop−1, weighed as in the batch
+        def part(k: int, start: int, stop: int) -> tuple:  # the same step on samples start…stop−1, weighed as in the batch
             data = (x[start:stop], target[start:stop], self._part_scale(scale, start, stop), *kernel_targets)
-            buffers = self._workspace(k, data[0], data[1], params, initials)
-            return lambda: module.batch_gradients(*data, *gradient_sets[k], *buffers)
+            return data, self._workspace(k, data[0], data[1], params, initials)
 
-        with single_threaded_blas():  # one BLAS thread for every part: the parts are the parallelism
-            losses = run_parts([part(k, *bounds) for k, bounds in enumerate(parts)])
-        for more in gradient_sets[1:]:
-            module.add_gradients(*gradients, *more)
-        value = sum(losses)
-        status = module.checked_update(value, *kernel_targets, self.learnable, *gradients, *states, *numbers)
+        value, status = self._split(parts, gradients, part,
+                                    (*kernel_targets, self.learnable, *gradients, *states, *numbers))
         return self._finish(value, status, targets, gradients, tied)
 
     def _part_scale(self, scale: np.ndarray, start: int, stop: int) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 
 from .model import Model
 from .run.inputs import as_float_array, to_dtype
-from .run.threads import batch_parts, run_parts
+from .run.threads import batch_parts
 from .run.tokens import as_token_array, token_blas
 from .step import TrainStep, labels_or
 
@@ -62,20 +62,12 @@ class TokenTrainStep(TrainStep):
                 loss, status = self.kernel(x, target, scale, *kernel_params, *gradients, *states, *numbers,
                                            *self._work(0, x, kernel_params))
             return self._finish(loss, status, params, gradients, self._prepared[4])
-        gradient_sets = [gradients] + self._gradients_of_parts(len(parts) - 1, gradients)
-        module = self.module
 
-        def part(k: int, start: int, stop: int):
-            rows, work = slice(start * steps, stop * steps), self._work(k, x[start:stop], kernel_params)
-            return lambda: module.batch_gradients(x[start:stop], target[start:stop], scale[rows], *kernel_params,
-                                                  *gradient_sets[k], *work)
+        def part(k: int, start: int, stop: int) -> tuple:  # sequences start…stop−1: their tokens' rows of the scale
+            data = (x[start:stop], target[start:stop], scale[start * steps:stop * steps], *kernel_params)
+            return data, self._work(k, data[0], kernel_params)
 
-        with token_blas():  # one BLAS thread for every part: the parts are the parallelism
-            losses = run_parts([part(k, *bounds) for k, bounds in enumerate(parts)])
-        for more in gradient_sets[1:]:
-            module.add_gradients(*gradients, *more)
-        loss = sum(losses)
-        status = module.checked_update(loss, *kernel_params, *gradients, *states, *numbers)
+        loss, status = self._split(parts, gradients, part, (*kernel_params, *gradients, *states, *numbers))
         return self._finish(loss, status, params, gradients, self._prepared[4])
 
     def _work(self, part: int, x: np.ndarray, kernel_params: list) -> tuple:

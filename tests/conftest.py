@@ -79,7 +79,6 @@ def split_batches(monkeypatch):
     parts (flux.run.threads); `set.parts` records how many parts each split step ran."""
     import flux.run.threads
     import flux.step
-    import flux.step_tokens
 
     monkeypatch.setattr(flux.run.threads, "PARALLEL_WORK", 0)
     monkeypatch.setattr(flux.run.threads, "RECURRENT_PARALLEL_WORK", 0)
@@ -90,8 +89,7 @@ def split_batches(monkeypatch):
         parts.append(len(calls))
         return flux.run.threads.run_parts(calls)
 
-    for module in (flux.step, flux.step_tokens):
-        monkeypatch.setattr(module, "run_parts", recording)
+    monkeypatch.setattr(flux.step, "run_parts", recording)  # the fused steps' one caller (TrainStep._split)
 
     def set_threads(count: int) -> None:
         flux.set_num_threads(count)
